@@ -1,0 +1,34 @@
+# Payloop: `make dev` runs the whole platform locally, `make test` runs every test.
+PYTHON ?= python3
+UV_VERSION := 0.13.9
+VENV := .venv
+UV := $(VENV)/bin/uv
+PY := $(VENV)/bin/python
+
+.PHONY: install dev test test-fast bench schemas lint clean
+
+$(VENV)/.installed: pyproject.toml uv.lock libs/pyproject.toml $(wildcard services/*/pyproject.toml)
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	@$(VENV)/bin/pip install --quiet --disable-pip-version-check uv==$(UV_VERSION)
+	$(UV) sync --frozen --inexact --python $(PY)
+	@touch $@
+
+install: $(VENV)/.installed
+
+dev: install ## run the whole platform on the embedded runtime (Ctrl-C stops it)
+	$(VENV)/bin/payloop dev
+
+test: install ## every test, against a real PostgreSQL and the real broker started by the session
+	$(VENV)/bin/pytest
+
+test-fast: install ## everything except the multi-process fault drills
+	$(VENV)/bin/pytest -m "not slow"
+
+schemas: install ## regenerate docs/events (AsyncAPI and JSON Schemas) from the catalogue
+	$(VENV)/bin/payloop events schema --write
+
+bench: install
+	$(VENV)/bin/payloop bench
+
+clean:
+	rm -rf $(VENV) .payloop .pytest_cache

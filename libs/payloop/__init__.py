@@ -1,0 +1,1 @@
+"""Shared infrastructure of the Payloop services: events, outbox, consumers, auth, settings, CLI."""

@@ -1,0 +1,1 @@
+"""The `payloop` operator CLI."""

@@ -1,0 +1,214 @@
+"""The consumer runtime: at-least-once delivery made exactly-once in effect.
+
+For each fetched batch and partition, one database transaction applies the records in order. Each
+record runs in a savepoint that first claims its event id in the `inbox` table (so a redelivered
+event has no second effect) and then calls the handler. The offsets are committed only after the
+database commit. A failing handler is retried with exponential backoff; after
+`consumer_max_attempts` the record goes to `{topic}.dlq.{group}` with the error, and the batch moves
+on, so other keys keep flowing. Infrastructure failures (database or broker down) never dead-letter:
+the partition is rewound to the batch's first offset and retried after a pause.
+Stopping finishes the batch in hand, commits, then leaves the group.
+"""
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+import traceback
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+
+import asyncpg
+import structlog
+from aiokafka import AIOKafkaProducer, ConsumerRecord, TopicPartition
+from aiokafka.errors import CommitFailedError, KafkaError
+from pydantic import ValidationError
+from sqlalchemy import text
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from payloop.events.catalogue import CATALOGUE, EventData, UnknownEventType
+from payloop.events.envelope import Envelope
+from payloop.events.topics import dlq_topic
+from payloop.kafka import ensure_topics, make_consumer
+from payloop.metrics import (
+    CONSUMER_LAG, DEAD_LETTERS, EVENTS_APPLIED, EVENTS_DUPLICATE, HANDLER_ERRORS, HANDLER_LATENCY,
+)
+from payloop.settings import PlatformSettings
+
+log = structlog.get_logger(__name__)
+
+Handler = Callable[[AsyncSession, Envelope, EventData], Awaitable[None]]
+
+_CLAIM = text(
+    "INSERT INTO inbox (consumer_group, event_id, event_type) VALUES (:group, :event_id, :type) "
+    "ON CONFLICT DO NOTHING RETURNING 1"
+)
+
+
+class PoisonEvent(Exception):
+    """An event no retry can apply (unparseable, unknown type, invalid data): dead-letter at once."""
+
+
+_INFRA_ERRORS = (OperationalError, InterfaceError, asyncpg.InterfaceError, ConnectionError, OSError)
+
+
+def _is_infrastructure_error(exc: BaseException) -> bool:
+    if isinstance(exc, _INFRA_ERRORS):
+        return True
+    return isinstance(exc, DBAPIError) and exc.connection_invalidated
+
+
+class ConsumerRuntime:
+    def __init__(
+        self,
+        group: str,
+        handlers: dict[str, Handler],
+        session_factory: async_sessionmaker[AsyncSession],
+        producer: AIOKafkaProducer,
+        settings: PlatformSettings,
+        *,
+        topics: list[str] | None = None,
+    ):
+        self.group = group
+        self.handlers = handlers
+        self.topics = topics or sorted(handlers)
+        self.session_factory = session_factory
+        self.producer = producer
+        self.settings = settings
+        self._dlq_ready: set[str] = set()
+        self.running = False
+
+    async def run(self, stop: asyncio.Event) -> None:
+        if not self.topics:
+            return
+        await ensure_topics(self.topics, self.settings)
+        consumer = make_consumer(*self.topics, group_id=self.group, settings=self.settings)
+        await consumer.start()
+        self.running = True
+        log.info("consumer.started", group=self.group, topics=self.topics)
+        try:
+            while not stop.is_set():
+                batches = await consumer.getmany(timeout_ms=500, max_records=self.settings.consumer_max_records)
+                if not batches:
+                    continue
+                offsets: dict[TopicPartition, int] = {}
+                for tp, records in batches.items():
+                    try:
+                        await self._apply_partition_batch(records)
+                    except Exception as exc:
+                        if not _is_infrastructure_error(exc):
+                            raise
+                        log.warning("consumer.batch.infrastructure_error", group=self.group,
+                                    topic=tp.topic, partition=tp.partition, error=repr(exc))
+                        consumer.seek(tp, records[0].offset)
+                        await asyncio.sleep(1.0)
+                        continue
+                    offsets[tp] = records[-1].offset + 1
+                await self._commit(consumer, offsets)
+                self._record_lag(consumer, offsets)
+        finally:
+            self.running = False
+            await consumer.stop()
+            log.info("consumer.stopped", group=self.group)
+
+    async def _commit(self, consumer, offsets: dict[TopicPartition, int]) -> None:
+        if not offsets:
+            return
+        try:
+            # Bounded: aiokafka retries an unknown topic forever (BROKER.md).
+            await asyncio.wait_for(consumer.commit(offsets), 15)
+        except (CommitFailedError, KafkaError, asyncio.TimeoutError) as exc:
+            # The effects are committed in the database; a redelivery will be skipped by the inbox.
+            log.warning("consumer.commit_failed", group=self.group, error=repr(exc))
+
+    def _record_lag(self, consumer, offsets: dict[TopicPartition, int]) -> None:
+        # Lag from highwater(), not end_offsets(): Tansu answers ListOffsets-latest wrongly (BROKER.md).
+        for tp, position in offsets.items():
+            high = consumer.highwater(tp)
+            if high is not None:
+                CONSUMER_LAG.labels(self.group, tp.topic, tp.partition).set(max(high - position, 0))
+
+    async def _apply_partition_batch(self, records: list[ConsumerRecord]) -> None:
+        async with self.session_factory() as session:
+            async with session.begin():
+                for record in records:
+                    await self._apply_record(session, record)
+
+    async def _apply_record(self, session: AsyncSession, record: ConsumerRecord) -> None:
+        try:
+            envelope, data, handler = self._decode(record)
+        except PoisonEvent as exc:
+            await self._dead_letter(record, exc, attempts=1)
+            return
+        attempt = 0
+        while True:
+            attempt += 1
+            started = time.perf_counter()
+            try:
+                async with session.begin_nested():
+                    claimed = await session.scalar(
+                        _CLAIM, {"group": self.group, "event_id": envelope.id, "type": envelope.type}
+                    )
+                    if not claimed:
+                        EVENTS_DUPLICATE.labels(self.group).inc()
+                        return
+                    with structlog.contextvars.bound_contextvars(
+                        tenant_id=envelope.tenant_id, event_id=str(envelope.id),
+                        event_type=envelope.type, correlation_id=envelope.correlation_id,
+                    ):
+                        await handler(session, envelope, data)
+                HANDLER_LATENCY.labels(self.group, envelope.type).observe(time.perf_counter() - started)
+                EVENTS_APPLIED.labels(self.group, envelope.type).inc()
+                return
+            except Exception as exc:
+                if _is_infrastructure_error(exc):
+                    raise
+                HANDLER_ERRORS.labels(self.group, envelope.type).inc()
+                if attempt >= self.settings.consumer_max_attempts:
+                    await self._dead_letter(record, exc, attempts=attempt)
+                    return
+                delay = min(
+                    self.settings.consumer_backoff_max_ms,
+                    self.settings.consumer_backoff_initial_ms * 2 ** (attempt - 1),
+                ) / 1000 * random.uniform(0.8, 1.2)
+                log.warning("consumer.handler_failed", group=self.group, event_id=str(envelope.id),
+                            event_type=envelope.type, attempt=attempt, error=repr(exc),
+                            retry_in_s=round(delay, 3))
+                await asyncio.sleep(delay)
+
+    def _decode(self, record: ConsumerRecord) -> tuple[Envelope, EventData, Handler]:
+        try:
+            envelope = Envelope.from_bytes(record.value)
+        except (ValidationError, ValueError) as exc:
+            raise PoisonEvent(f"not a valid envelope: {exc}") from exc
+        handler = self.handlers.get(envelope.type) or self.handlers.get(record.topic)
+        if handler is None:
+            raise PoisonEvent(f"no handler for event type {envelope.type!r} in group {self.group}")
+        try:
+            data = CATALOGUE.parse(envelope.type, envelope.version, envelope.data)
+        except UnknownEventType as exc:
+            raise PoisonEvent(f"unknown event type/version: {exc}") from exc
+        except ValidationError as exc:
+            raise PoisonEvent(f"data does not match {envelope.type} v{envelope.version}: {exc}") from exc
+        return envelope, data, handler
+
+    async def _dead_letter(self, record: ConsumerRecord, exc: BaseException, *, attempts: int) -> None:
+        topic = dlq_topic(record.topic, self.group)
+        if topic not in self._dlq_ready:
+            await ensure_topics([topic], self.settings)
+            self._dlq_ready.add(topic)
+        error = "".join(traceback.format_exception_only(type(exc), exc)).strip()
+        headers = list(record.headers or []) + [
+            ("dlq-original-topic", record.topic.encode()),
+            ("dlq-original-partition", str(record.partition).encode()),
+            ("dlq-original-offset", str(record.offset).encode()),
+            ("dlq-consumer-group", self.group.encode()),
+            ("dlq-attempts", str(attempts).encode()),
+            ("dlq-error", error[:4000].encode()),
+            ("dlq-failed-at", datetime.now(UTC).isoformat().encode()),
+        ]
+        await self.producer.send_and_wait(topic, value=record.value, key=record.key, headers=headers)
+        DEAD_LETTERS.labels(self.group, record.topic).inc()
+        log.error("consumer.dead_lettered", group=self.group, topic=record.topic, dlq=topic,
+                  partition=record.partition, offset=record.offset, attempts=attempts, error=error)

@@ -1,0 +1,1 @@
+"""Payloop gl_posting service."""

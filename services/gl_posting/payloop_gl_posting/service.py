@@ -1,0 +1,16 @@
+"""The gl_posting service: what it serves, what it consumes, where its schema lives."""
+from pathlib import Path
+
+from payloop import tenant_replica
+from payloop.service import ServiceDefinition
+
+from payloop_gl_posting.models import metadata
+
+SERVICE = ServiceDefinition(
+    name="gl_posting",
+    description="GL posting: accounting connections, account mapping, the posting journal and its exceptions",
+    metadata=metadata,
+    migrations_dir=Path(__file__).parent / "migrations",
+    routers=[tenant_replica.router],
+    handlers={"tenant.updated": tenant_replica.apply_tenant_updated},
+)

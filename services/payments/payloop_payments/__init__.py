@@ -1,0 +1,1 @@
+"""Payloop payments service."""

@@ -1,0 +1,1 @@
+"""Payloop psa_ingest service."""

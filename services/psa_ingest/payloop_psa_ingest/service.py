@@ -1,0 +1,16 @@
+"""The psa_ingest service: what it serves, what it consumes, where its schema lives."""
+from pathlib import Path
+
+from payloop import tenant_replica
+from payloop.service import ServiceDefinition
+
+from payloop_psa_ingest.models import metadata
+
+SERVICE = ServiceDefinition(
+    name="psa_ingest",
+    description="PSA ingestion: connections, sync, clients, agreements and invoices as in the PSA, payment write-back",
+    metadata=metadata,
+    migrations_dir=Path(__file__).parent / "migrations",
+    routers=[tenant_replica.router],
+    handlers={"tenant.updated": tenant_replica.apply_tenant_updated},
+)

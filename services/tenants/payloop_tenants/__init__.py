@@ -1,0 +1,1 @@
+"""Payloop tenants service."""

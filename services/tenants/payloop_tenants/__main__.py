@@ -1,0 +1,4 @@
+from payloop.runtime import main
+from payloop_tenants.service import SERVICE
+
+main(SERVICE)
