@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from datetime import date
 from typing import Annotated, Any, Callable, Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
 
 # Money is integer minor units; strict so that 10.5 or "10" is refused, never rounded.
 Minor = Annotated[int, Field(strict=True, description="Amount in minor units of `currency` (cents)")]
@@ -256,6 +256,13 @@ class PayoutPaidV1(EventData):
     currency: Currency
     items: list[PayoutItem] = Field(description="The items' net amounts sum to `amount_minor`")
 
+    @model_validator(mode="after")
+    def _items_sum_to_amount(self) -> "PayoutPaidV1":
+        net = sum(item.net_minor for item in self.items)
+        if net != self.amount_minor:
+            raise ValueError(f"payout items net to {net}, not to the payout amount {self.amount_minor}")
+        return self
+
 
 # --- collections ----------------------------------------------------------------------------------
 
@@ -325,7 +332,17 @@ class Catalogue:
     entries: dict[tuple[str, int], CatalogueEntry] = field(default_factory=dict)
 
     def add(self, entry: CatalogueEntry) -> None:
-        self.entries[(entry.type, entry.version)] = entry
+        key = (entry.type, entry.version)
+        previous = self.entries.get(key)
+        self.entries[key] = entry
+        # Refuse a version that `parse` could not reach, at import time rather than at the first old event.
+        for version in self.versions(entry.type)[1:]:
+            if self.entries[(entry.type, version)].upcast_from_previous is None:
+                if previous is None:
+                    del self.entries[key]
+                else:
+                    self.entries[key] = previous
+                raise MissingUpcaster(f"{entry.type} v{version} lacks an upcaster from the previous version")
 
     def types(self) -> list[str]:
         return sorted({t for t, _ in self.entries})
@@ -353,13 +370,18 @@ class Catalogue:
             if newer <= version:
                 continue
             step = self.get(type, newer)
-            assert step.upcast_from_previous is not None, f"{type} v{newer} lacks an upcaster"
+            if step.upcast_from_previous is None:  # an assert would vanish under `python -O`
+                raise MissingUpcaster(f"{type} v{newer} lacks an upcaster from the previous version")
             model = step.model.model_validate(step.upcast_from_previous(model.model_dump(mode="json")))
         return model
 
 
 class UnknownEventType(KeyError):
     pass
+
+
+class MissingUpcaster(ValueError):
+    """A newer version of an event type has no way to be reached from the version before it."""
 
 
 CATALOGUE = Catalogue()
@@ -392,4 +414,4 @@ for _entry in (
 ):
     CATALOGUE.add(_entry)
 
-__all__ = ["CATALOGUE", "Catalogue", "CatalogueEntry", "EventData", "UnknownEventType"]
+__all__ = ["CATALOGUE", "Catalogue", "CatalogueEntry", "EventData", "MissingUpcaster", "UnknownEventType"]

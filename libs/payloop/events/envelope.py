@@ -17,7 +17,8 @@ from payloop.ids import uuid7
 
 
 class Envelope(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # Unknown envelope fields are ignored, so adding one never dead-letters events in older consumers.
+    model_config = ConfigDict(extra="ignore", frozen=True)
 
     id: UUID = Field(description="Unique per event (UUIDv7); consumers de-duplicate on it")
     type: str = Field(description="Event type, also the topic name, e.g. invoice.created")
