@@ -80,8 +80,26 @@ class ConsumerRuntime:
         self.running = False
 
     async def run(self, stop: asyncio.Event) -> None:
+        """Consume until `stop`; a crash of the loop (broker gone, dead-letter send failed) restarts it.
+
+        Whatever was not committed is redelivered after the restart and de-duplicated by the inbox.
+        """
         if not self.topics:
             return
+        backoff = 1.0
+        while not stop.is_set():
+            try:
+                await self._consume(stop)
+                return
+            except Exception as exc:
+                log.error("consumer.crashed", group=self.group, error=repr(exc), restart_in_s=backoff)
+                try:
+                    await asyncio.wait_for(stop.wait(), backoff)
+                except asyncio.TimeoutError:
+                    pass
+                backoff = min(backoff * 2, 30)
+
+    async def _consume(self, stop: asyncio.Event) -> None:
         await ensure_topics(self.topics, self.settings)
         consumer = make_consumer(*self.topics, group_id=self.group, settings=self.settings)
         await consumer.start()

@@ -148,12 +148,15 @@ class OutboxRelay:
         return len(rows)
 
     async def _maybe_prune(self, conn: asyncpg.Connection) -> None:
+        """Housekeeping of this service database's backbone tables (the relay is its one leader)."""
         now = datetime.now(UTC)
         if now - self._last_prune < timedelta(minutes=5):
             return
         self._last_prune = now
         cutoff = now - timedelta(hours=self.settings.outbox_retention_hours)
         await conn.execute("DELETE FROM outbox WHERE sent_at IS NOT NULL AND sent_at < $1", cutoff)
+        inbox_cutoff = now - timedelta(days=self.settings.inbox_retention_days)
+        await conn.execute("DELETE FROM inbox WHERE processed_at < $1", inbox_cutoff)
 
 
 async def _sleep_or_stop(stop: asyncio.Event, seconds: float) -> None:

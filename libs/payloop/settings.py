@@ -15,7 +15,9 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 class PlatformSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="PAYLOOP_", extra="ignore")
 
-    env: str = Field("dev", description="dev | test | prod; HS256 tokens are accepted only outside prod")
+    # Safe by default: a deployment that forgets to set this refuses HS256 tokens.
+    # `payloop dev` and the test session set `dev` / `test`.
+    env: str = Field("prod", description="dev | test | prod; HS256 tokens are accepted only outside prod")
     kafka_bootstrap: str = "127.0.0.1:9092"
     topic_partitions: int = 6
     topic_replication_factor: int = 1
@@ -45,6 +47,8 @@ class PlatformSettings(BaseSettings):
     relay_backoff_max_s: float = 10.0
     relay_send_timeout_s: float = 15.0
     outbox_retention_hours: int = 24
+    # Inbox rows must outlive any redelivery: keep them longer than the topics' retention.
+    inbox_retention_days: int = 14
 
     host: str = "127.0.0.1"
 

@@ -1,0 +1,5 @@
+from sqlalchemy import MetaData
+
+from payloop.migrations import run_env
+
+run_env(MetaData())
