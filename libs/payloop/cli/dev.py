@@ -61,6 +61,7 @@ class DevPlatform:
     # --- infrastructure ---------------------------------------------------------------------------
     def start_infrastructure(self) -> None:
         self.root.mkdir(parents=True, exist_ok=True)
+        self.env.setdefault("PAYLOOP_ENV", "dev")
         if not all(self.env.get(s.database_url_env) for s in SERVICES):
             port = self.port(POSTGRES_PORT)
             if port_open("127.0.0.1", port):
@@ -89,7 +90,6 @@ class DevPlatform:
         port = self.port(LOCALSTRIPE_PORT)
         self._spawn("localstripe", [str(Path(sys.executable).parent / "localstripe"), "--port", str(port)])
         wait_for_port("127.0.0.1", port, 30, self.children["localstripe"], "localstripe")
-        self.env["PAYLOOP_STRIPE_API_BASE"] = f"http://127.0.0.1:{port}"
 
     def prepare(self) -> None:
         self.say("creating topics and migrating the six databases")
@@ -164,9 +164,8 @@ class DevPlatform:
             base = f"http://127.0.0.1:{self.service_port(spec)}"
             lines.append(f"  {spec.name:12} {base}/docs   (OpenAPI {base}/openapi.json)")
         lines += [
-            f"  {'dashboard':12} http://127.0.0.1:{self.service_port(SERVICES[-1])}/",
             f"  {'broker':12} {self.env['PAYLOOP_KAFKA_BOOTSTRAP']}",
-            f"  {'localstripe':12} {self.env.get('PAYLOOP_STRIPE_API_BASE', '-')}",
+            f"  {'localstripe':12} http://127.0.0.1:{self.port(LOCALSTRIPE_PORT)}",
             f"  {'logs':12} {self.root / 'logs'}",
             "",
             f"Dev token (tenant {DEMO_TENANT}, admin):",

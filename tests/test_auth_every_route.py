@@ -1,0 +1,142 @@
+"""Every /v1 route of every service, enumerated from its OpenAPI, keeps strangers out (issue 2).
+
+New routes are covered automatically: nothing here names a route.
+"""
+import re
+from datetime import UTC, datetime, timedelta
+
+import jwt
+import pytest
+
+from payloop.events import new_event
+from payloop.settings import platform_settings
+from payloop.tenant_replica import apply_tenant_updated
+from payloop.events.catalogue import CATALOGUE
+from payloop.testing.plugin import running_service
+from payloop_collections.service import SERVICE as COLLECTIONS
+from payloop_gl_posting.service import SERVICE as GL_POSTING
+from payloop_payments.service import SERVICE as PAYMENTS
+from payloop_psa_ingest.service import SERVICE as PSA_INGEST
+from payloop_reporting.service import SERVICE as REPORTING
+from payloop_tenants.service import SERVICE as TENANTS
+
+SERVICES = [TENANTS, PSA_INGEST, PAYMENTS, COLLECTIONS, GL_POSTING, REPORTING]
+OWNER, STRANGER = "tenant-owner-a", "tenant-stranger-b"
+METHODS = ("get", "post", "put", "patch", "delete")
+
+
+def sign(claims: dict, secret: str | None = None, **overrides) -> str:
+    s = platform_settings()
+    now = datetime.now(UTC)
+    body = {"sub": "t", "iss": s.jwt_issuer, "aud": s.jwt_audience, "iat": now,
+            "exp": now + timedelta(minutes=5), **claims, **overrides}
+    return jwt.encode(body, secret or s.jwt_secret, algorithm="HS256")
+
+
+def example(schema: dict, spec: dict):
+    """A minimal valid instance of an OpenAPI schema (required fields only)."""
+    if "$ref" in schema:
+        return example(spec["components"]["schemas"][schema["$ref"].split("/")[-1]], spec)
+    if "default" in schema:
+        return schema["default"]
+    if "anyOf" in schema:
+        return example(schema["anyOf"][0], spec)
+    kind = schema.get("type")
+    if kind == "object" or "properties" in schema:
+        return {k: example(v, spec) for k, v in schema.get("properties", {}).items()
+                if k in schema.get("required", [])}
+    if kind == "array":
+        return []
+    if kind == "integer":
+        return max(schema.get("minimum", 1), 1)
+    if kind == "number":
+        return 1
+    if kind == "boolean":
+        return False
+    if "enum" in schema:
+        return schema["enum"][0]
+    return "x" if not schema.get("pattern") else _from_pattern(schema["pattern"])
+
+
+def _from_pattern(pattern: str) -> str:
+    for candidate in ("USD", "x", "abc", "2026-01-01"):
+        if re.fullmatch(pattern, candidate):
+            return candidate
+    raise AssertionError(f"extend the example generator for pattern {pattern!r}")
+
+
+def routes(spec: dict):
+    for path, operations in spec["paths"].items():
+        if not path.startswith("/v1/"):
+            continue
+        for method, operation in operations.items():
+            if method in METHODS:
+                yield path, method, operation
+
+
+def request_for(path: str, operation: dict, spec: dict, tenant_value: str):
+    url = re.sub(r"\{tenant_id\}", tenant_value, path)
+    url = re.sub(r"\{[^}]+\}", "00000000-0000-7000-8000-000000000000", url)
+    body = None
+    content = (operation.get("requestBody") or {}).get("content", {})
+    if "application/json" in content:
+        body = example(content["application/json"]["schema"], spec)
+    return url, body
+
+
+@pytest.mark.parametrize("service", SERVICES, ids=lambda s: s.name)
+async def test_every_route_rejects_strangers(infra, service):
+    async with running_service(infra, service, consumers=False, relay=False) as client:
+        spec = client.app.openapi()
+        # Give the owner data in this service, so a leak would have something to leak.
+        async with client.app.state.session_factory() as session, session.begin():
+            event = new_event("tenant.updated", tenant_id=OWNER, producer="tenants",
+                              data={"tenant_id": OWNER, "name": "Owner MSP", "timezone": "UTC", "currency": "USD"})
+            await apply_tenant_updated(session, event, CATALOGUE.parse("tenant.updated", 1, event.data))
+        if service is TENANTS:
+            owner_admin = {"Authorization": f"Bearer {sign({'tenant_id': OWNER, 'scopes': ['admin']})}"}
+            created = await client.put(f"/v1/tenants/{OWNER}", json={"name": "Owner MSP"}, headers=owner_admin)
+            assert created.status_code == 200, created.text
+
+        checked = 0
+        for path, method, operation in routes(spec):
+            assert operation.get("security"), f"{method.upper()} {path} declares no bearer security"
+            url, body = request_for(path, operation, spec, OWNER)
+            what = f"{service.name} {method.upper()} {path}"
+
+            async def call(headers):
+                return await client.request(method, url, json=body, headers=headers)
+
+            bad_tokens = {
+                "missing": {},
+                "malformed": {"Authorization": "Bearer not-a-jwt"},
+                "wrong scheme": {"Authorization": f"Basic {sign({'tenant_id': OWNER, 'scopes': ['admin']})}"},
+                "expired": {"Authorization": "Bearer " + sign(
+                    {"tenant_id": OWNER, "scopes": ["admin"]}, exp=datetime.now(UTC) - timedelta(minutes=1))},
+                "wrong signature": {"Authorization": "Bearer " + sign(
+                    {"tenant_id": OWNER, "scopes": ["admin"]}, secret="someone-elses-secret-0123456789abcdef")},
+                "no tenant": {"Authorization": "Bearer " + sign({"scopes": ["admin"]})},
+            }
+            for label, headers in bad_tokens.items():
+                response = await call(headers)
+                assert response.status_code == 401, f"{what} with {label} token: {response.status_code}"
+                assert response.headers["content-type"].startswith("application/problem+json")
+
+            no_scope = {"Authorization": "Bearer " + sign({"tenant_id": OWNER, "scopes": []})}
+            assert (await call(no_scope)).status_code == 403, f"{what} without scope"
+
+            owner = {"Authorization": "Bearer " + sign({"tenant_id": OWNER, "scopes": ["admin"]})}
+            reachable = await call(owner)
+            assert reachable.status_code < 400, f"{what} as its owner: {reachable.status_code} {reachable.text}"
+
+            stranger = {"Authorization": "Bearer " + sign({"tenant_id": STRANGER, "scopes": ["admin"]})}
+            response = await call(stranger)
+            if "{" in path:
+                assert response.status_code in (403, 404), f"{what} as another tenant: {response.status_code}"
+            # The problem's `instance` echoes the caller's own URL; nothing else may name the owner.
+            body = response.json() if response.content else {}
+            if isinstance(body, dict):
+                body.pop("instance", None)
+            assert OWNER not in str(body) and "Owner MSP" not in str(body), f"{what} leaks: {body}"
+            checked += 1
+        assert checked >= 1, f"{service.name} has no /v1 routes to check"

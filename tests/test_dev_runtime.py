@@ -1,0 +1,65 @@
+"""`payloop dev` brings the platform up and takes every process down again (issue 2)."""
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import psutil
+import pytest
+
+from payloop.services import SERVICES
+
+pytestmark = pytest.mark.slow
+
+OFFSET = 2000
+
+
+def test_payloop_dev_is_ready_within_60s_and_ctrl_c_leaves_nothing_behind(tmp_path):
+    env = {k: v for k, v in __import__("os").environ.items()
+           if not k.startswith("PAYLOOP_") or k == "PAYLOOP_JWT_SECRET"}
+    started = time.monotonic()
+    proc = subprocess.Popen(
+        [str(Path(sys.executable).parent / "payloop"), "dev", "--root", str(tmp_path / "state"),
+         "--port-offset", str(OFFSET)],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
+    descendants: set[int] = set()
+    try:
+        pending = {s.name: f"http://127.0.0.1:{s.port + OFFSET}/readyz" for s in SERVICES}
+        with httpx.Client(timeout=1) as client:
+            while pending and time.monotonic() - started < 60:
+                assert proc.poll() is None, proc.stdout.read()
+                for name, url in list(pending.items()):
+                    try:
+                        if client.get(url).status_code == 200:
+                            del pending[name]
+                    except httpx.HTTPError:
+                        pass
+                descendants |= {p.pid for p in psutil.Process(proc.pid).children(recursive=True)}
+                time.sleep(0.2)
+        assert not pending, f"not ready within 60 s: {sorted(pending)}"
+        # The demo tenant was seeded through the tenants API and reached another service by Kafka.
+        token = subprocess.run([str(Path(sys.executable).parent / "payloop"), "token", "--tenant", "demo-msp",
+                                "--scopes", "ar:read"], env=env, capture_output=True, text=True,
+                               check=True).stdout.strip()
+        deadline = time.monotonic() + 30
+        while True:
+            response = httpx.get(f"http://127.0.0.1:{8105 + OFFSET}/v1/tenant-profile",
+                                 headers={"Authorization": f"Bearer {token}"})
+            if response.status_code == 200 or time.monotonic() > deadline:
+                break
+            time.sleep(0.5)
+        assert response.status_code == 200 and response.json()["name"] == "Demo MSP"
+        descendants |= {p.pid for p in psutil.Process(proc.pid).children(recursive=True)}
+        assert len(descendants) >= 8  # six services, PostgreSQL, broker, localstripe
+    finally:
+        proc.send_signal(signal.SIGINT)  # what Ctrl-C delivers
+        output, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 0, output
+    assert "stopped" in output
+    time.sleep(0.5)
+    alive = [pid for pid in descendants if psutil.pid_exists(pid)
+             and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE]
+    assert not alive, f"left behind: {[psutil.Process(p).cmdline() for p in alive]}"
