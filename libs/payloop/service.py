@@ -41,10 +41,12 @@ class ServiceDefinition:
     # Extra background loops (schedulers, pollers): each gets (app, stop event).
     background: list[Callable[[FastAPI, asyncio.Event], "asyncio.Future | object"]] = field(default_factory=list)
     version: str = "0.1.0"
+    # Tests run several copies of a service against one broker; each gets its own group.
+    consumer_group: str | None = None
 
     @property
     def group(self) -> str:
-        return self.name
+        return self.consumer_group or self.name
 
 
 def _flag(name: str, default: bool = True) -> bool:

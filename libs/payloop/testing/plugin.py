@@ -113,12 +113,23 @@ def token():
     return _token
 
 
+_groups = itertools.count(1)
+
+
 @asynccontextmanager
 async def running_service(infra: Infra, service, *, consumers: bool = True, relay: bool = True
                           ) -> AsyncIterator[httpx.AsyncClient]:
-    """A service app on a fresh database, its lifespan running, reached in-process through httpx."""
+    """A service app on a fresh database, its lifespan running, reached in-process through httpx.
+
+    Its consumers join a group of their own (`<service>-test-N`), starting at the topics' beginning,
+    so handlers must ignore other tests' tenants, as they ignore other tenants in production.
+    `client.app.state` holds the session factory, producer and relay.
+    """
+    from dataclasses import replace
+
     from payloop.service import create_app
 
+    service = replace(service, consumer_group=f"{service.name}-test-{next(_groups)}-{os.getpid()}")
     url = await infra.fresh_database(service.name, service.migrations_dir)
     flags = {"PAYLOOP_RUN_CONSUMERS": str(consumers).lower(), "PAYLOOP_RUN_RELAY": str(relay).lower()}
     saved = {k: os.environ.get(k) for k in flags}
