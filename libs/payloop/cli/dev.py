@@ -26,6 +26,7 @@ from payloop.embedded import EmbeddedBroker, EmbeddedPostgres, port_open, stop_p
 from payloop.kafka import ensure_topics
 from payloop.migrations import ensure_database
 from payloop.services import SERVICES, ServiceSpec
+from payloop.simulators import SIMULATORS
 from payloop.settings import platform_settings
 
 BROKER_PORT = 9092
@@ -61,6 +62,7 @@ class DevPlatform:
     # --- infrastructure ---------------------------------------------------------------------------
     def start_infrastructure(self) -> None:
         self.root.mkdir(parents=True, exist_ok=True)
+        (self.root / "logs").mkdir(exist_ok=True)
         self.env.setdefault("PAYLOOP_ENV", "dev")
         if not all(self.env.get(s.database_url_env) for s in SERVICES):
             port = self.port(POSTGRES_PORT)
@@ -90,6 +92,13 @@ class DevPlatform:
         port = self.port(LOCALSTRIPE_PORT)
         self._spawn("localstripe", [str(Path(sys.executable).parent / "localstripe"), "--port", str(port)])
         wait_for_port("127.0.0.1", port, 30, self.children["localstripe"], "localstripe")
+
+    def start_simulators(self) -> None:
+        for sim in SIMULATORS:
+            port = self.port(sim.port)
+            self._spawn(sim.name, [sys.executable, "-m", f"payloop.simulators.{sim.module}", "--port", str(port)],
+                        log=self.root / "logs" / f"sim-{sim.name}.log")
+            wait_for_port("127.0.0.1", port, 30, self.children[sim.name], sim.name)
 
     def prepare(self) -> None:
         self.say("creating topics and migrating the six databases")
@@ -166,6 +175,8 @@ class DevPlatform:
         lines += [
             f"  {'broker':12} {self.env['PAYLOOP_KAFKA_BOOTSTRAP']}",
             f"  {'localstripe':12} http://127.0.0.1:{self.port(LOCALSTRIPE_PORT)}",
+            *[f"  {sim.name:12} http://127.0.0.1:{self.port(sim.port)}   ({sim.description})"
+              for sim in SIMULATORS],
             f"  {'logs':12} {self.root / 'logs'}",
             "",
             f"Dev token (tenant {DEMO_TENANT}, admin):",
@@ -215,6 +226,7 @@ def run_dev(args) -> int:
     try:
         platform.start_infrastructure()
         platform.start_localstripe()
+        platform.start_simulators()
         platform.prepare()
         platform.start_services()
         platform.wait_ready()
