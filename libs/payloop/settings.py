@@ -50,6 +50,11 @@ class PlatformSettings(BaseSettings):
     # Inbox rows must outlive any redelivery: keep them longer than the topics' retention.
     inbox_retention_days: int = 14
 
+    # Fernet keys, comma-separated, newest first (payloop.secrets); required in prod.
+    encryption_keys: str | None = None
+    # HMAC key of the signed checkout links (payloop.checkout_links); required in prod.
+    checkout_link_key: str | None = None
+
     host: str = "127.0.0.1"
 
 
