@@ -5,7 +5,7 @@ VENV := .venv
 UV := $(VENV)/bin/uv
 PY := $(VENV)/bin/python
 
-.PHONY: install dev test test-fast bench schemas lint clean
+.PHONY: install browser dev test test-fast bench schemas lint clean
 
 $(VENV)/.installed: pyproject.toml uv.lock libs/pyproject.toml $(wildcard services/*/pyproject.toml)
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -15,13 +15,20 @@ $(VENV)/.installed: pyproject.toml uv.lock libs/pyproject.toml $(wildcard servic
 
 install: $(VENV)/.installed
 
+# Browser tests drive Debian's Chromium through Playwright (`playwright install` cannot download here).
+browser:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  echo "installing Debian's chromium for the browser tests"; \
+	  if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
+	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq --no-install-recommends chromium >/dev/null; }
+
 dev: install ## run the whole platform on the embedded runtime (Ctrl-C stops it)
 	$(VENV)/bin/payloop dev
 
-test: install ## every test, against a real PostgreSQL and the real broker started by the session
+test: install browser ## every test, against a real PostgreSQL and the real broker started by the session
 	$(VENV)/bin/pytest
 
-test-fast: install ## everything except the multi-process fault drills
+test-fast: install browser ## everything except the multi-process fault drills
 	$(VENV)/bin/pytest -m "not slow"
 
 schemas: install ## regenerate docs/events (AsyncAPI and JSON Schemas) from the catalogue

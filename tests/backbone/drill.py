@@ -131,6 +131,7 @@ class Drill:
         return text
 
     def stop(self) -> None:
+        drill_service.unregister(self.run)
         for proc in [self.source, *self.sinks.values()]:
             if proc is not None and proc.poll() is None:
                 proc.send_signal(signal.SIGTERM)

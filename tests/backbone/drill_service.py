@@ -37,6 +37,11 @@ def register(run: str) -> str:
     return topic
 
 
+def unregister(run: str) -> None:
+    """Keep the process-wide catalogue as the product defines it once a drill is over."""
+    CATALOGUE.entries.pop((drill_topic(run), 1), None)
+
+
 async def apply_step(session: AsyncSession, event: Envelope, data: DrillStep) -> None:
     # A little work per event widens the window between a batch's database commit and its offset
     # commit, so that SIGKILLs land there and force redeliveries the inbox must absorb.
