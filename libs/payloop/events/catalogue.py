@@ -315,6 +315,34 @@ class GlPostFailedV1(EventData):
     source_event_id: str
 
 
+# --- audit and partner webhooks -----------------------------------------------------------------
+
+class AuditActor(EventData):
+    subject: str = Field(description="The token's `sub`: who acted")
+    scopes: list[str] = Field(default_factory=list)
+
+
+class AuditTarget(EventData):
+    type: str = Field(description="What was acted on, e.g. webhook_endpoint, psa_connection, payment")
+    id: str
+
+
+class AuditRecordedV1(EventData):
+    audit_id: str
+    action: str = Field(description="Dotted verb, e.g. webhook_endpoint.secret_rotated, payment.refunded")
+    actor: AuditActor
+    target: AuditTarget
+    details: dict[str, Any] = Field(default_factory=dict, description="Never holds secrets (redacted)")
+
+
+class WebhookEndpointDisabledV1(EventData):
+    endpoint_id: str
+    url: str
+    reason: str
+    failed_delivery_id: str | None = None
+    disabled_at: AwareDatetime
+
+
 # --- the registry ---------------------------------------------------------------------------------
 
 @dataclass(frozen=True)
@@ -411,6 +439,10 @@ for _entry in (
     CatalogueEntry("promise.recorded", 1, PromiseRecordedV1, "collections", "A client promised to pay"),
     CatalogueEntry("gl.posted", 1, GlPostedV1, "gl_posting", "An entry was posted to the accounting system"),
     CatalogueEntry("gl.post_failed", 1, GlPostFailedV1, "gl_posting", "Posting to the accounting system failed"),
+    CatalogueEntry("audit.recorded", 1, AuditRecordedV1, "any",
+                   "A sensitive action was taken (recorded by any service, stored by tenants)"),
+    CatalogueEntry("webhook_endpoint.disabled", 1, WebhookEndpointDisabledV1, "tenants",
+                   "A partner webhook endpoint was disabled after persistent delivery failure"),
 ):
     CATALOGUE.add(_entry)
 
