@@ -26,6 +26,7 @@ KNOWN_SCOPES = {
     "gl:write": "Manage accounting connections and retry postings",
     "psa:write": "Manage PSA connections and run syncs",
     "tenants:write": "Change the tenant's profile, branding and webhooks",
+    "audit:read": "Read the tenant's audit log",
     ADMIN_SCOPE: "Everything within the tenant",
 }
 

@@ -2,6 +2,7 @@
 from fastapi import APIRouter, Depends, Path
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from payloop import audit
 from payloop.auth import Principal, require
 from payloop.db import db_session
 from payloop.problems import PROBLEM_RESPONSES, NotFound
@@ -29,5 +30,8 @@ async def get_tenant(tenant_id: str = TenantId, principal: Principal = require("
 async def put_tenant(body: TenantWrite, tenant_id: str = TenantId, principal: Principal = require("tenants:write"),
                      session: AsyncSession = Depends(db_session)) -> TenantOut:
     principal.owns(tenant_id)
-    tenant = await repository.upsert(session, tenant_id, body)
+    tenant, changed = await repository.upsert(session, tenant_id, body)
+    if changed:
+        await audit.record(session, principal, "tenant.updated", ("tenant", tenant_id),
+                           {"fields": changed}, producer=repository.PRODUCER)
     return TenantOut.model_validate(tenant)

@@ -1,4 +1,6 @@
-"""Every query of the tenants service, and the `tenant.updated` it owes for each change."""
+"""Every query of the tenant profile, and the `tenant.updated` it owes for each change."""
+from typing import Any
+
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from payloop import outbox
@@ -14,21 +16,24 @@ async def get(session: AsyncSession, tenant_id: str) -> Tenant | None:
     return await session.get(Tenant, tenant_id)
 
 
-async def upsert(session: AsyncSession, tenant_id: str, body: TenantWrite) -> Tenant:
+async def upsert(session: AsyncSession, tenant_id: str, body: TenantWrite) -> tuple[Tenant, list[str]]:
+    """Create or replace the profile; returns it and the names of the fields that changed."""
     tenant = await session.get(Tenant, tenant_id, with_for_update=True)
-    values = body.model_dump()
+    values: dict[str, Any] = body.model_dump(mode="json")
     if tenant is None:
         tenant = Tenant(id=tenant_id, **values)
         session.add(tenant)
-    elif all(getattr(tenant, k) == v for k, v in values.items()):
-        return tenant  # nothing changed: publish nothing
+        changed = sorted(values)
     else:
-        for key, value in values.items():
-            setattr(tenant, key, value)
+        changed = sorted(k for k, v in values.items() if getattr(tenant, k) != v)
+        if not changed:
+            return tenant, []  # nothing changed: publish nothing
+        for key in changed:
+            setattr(tenant, key, values[key])
     await session.flush()
     await session.refresh(tenant)
     await outbox.publish(session, new_event(
         "tenant.updated", tenant_id=tenant_id, producer=PRODUCER,
         data={"tenant_id": tenant_id, **values},
     ))
-    return tenant
+    return tenant, changed

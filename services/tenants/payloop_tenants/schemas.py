@@ -1,19 +1,65 @@
-"""API schemas of the tenants service."""
+"""API schemas of the tenant profile: strict (unknown fields are refused, not silently dropped)."""
 from datetime import datetime
-from typing import Any
 from zoneinfo import available_timezones
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+Colour = Field(None, pattern=r"^#[0-9A-Fa-f]{6}$", description="CSS hex colour, e.g. #0A7CFF")
+Email = Field(None, max_length=254, pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 
-class TenantWrite(BaseModel):
+
+class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
+
+class Branding(Strict):
+    """How the tenant's emails, checkout page and statements look to its clients."""
+
+    logo_url: str | None = Field(None, max_length=2048, pattern=r"^https://\S+$")
+    primary_colour: str | None = Colour
+    accent_colour: str | None = Colour
+    sender_name: str | None = Field(None, min_length=1, max_length=100,
+                                    description="Display name on reminder emails")
+    sender_email: str | None = Email
+    reply_to_email: str | None = Email
+    support_email: str | None = Email
+    support_phone: str | None = Field(None, max_length=40, pattern=r"^[0-9+().\- ]{3,40}$")
+    support_url: str | None = Field(None, max_length=2048, pattern=r"^https://\S+$")
+
+
+class ConvenienceFee(Strict):
+    """A surcharge passed to the client for paying by card (and optionally ACH), where lawful."""
+
+    card_basis_points: int = Field(0, ge=0, le=400, description="Percentage in 1/100 %, e.g. 300 = 3 %")
+    ach_fixed_minor: int = Field(0, ge=0, le=10_000, description="Flat fee per ACH payment, minor units")
+
+
+class RetryPolicy(Strict):
+    """Default retry of failed auto-pay charges; payments may override it per enrollment."""
+
+    retry_after_days: list[int] = Field(default_factory=lambda: [3, 5, 7], min_length=0, max_length=10,
+                                        description="Days after the previous failure, one per retry")
+    notify_client: bool = True
+
+    @field_validator("retry_after_days")
+    @classmethod
+    def _sensible_days(cls, days: list[int]) -> list[int]:
+        if any(not 1 <= d <= 60 for d in days):
+            raise ValueError("each retry is 1 to 60 days after the previous attempt")
+        return days
+
+
+class TenantSettings(Strict):
+    convenience_fee: ConvenienceFee | None = None
+    payment_retry: RetryPolicy = Field(default_factory=RetryPolicy)
+
+
+class TenantWrite(Strict):
     name: str = Field(min_length=1, max_length=200)
     timezone: str = Field("UTC", description="IANA zone in which the tenant's due dates are evaluated")
     currency: str = Field("USD", pattern=r"^[A-Z]{3}$")
-    branding: dict[str, Any] = Field(default_factory=dict)
-    settings: dict[str, Any] = Field(default_factory=dict)
+    branding: Branding = Field(default_factory=Branding)
+    settings: TenantSettings = Field(default_factory=TenantSettings)
 
     @field_validator("timezone")
     @classmethod
@@ -30,7 +76,7 @@ class TenantOut(BaseModel):
     name: str
     timezone: str
     currency: str
-    branding: dict[str, Any]
-    settings: dict[str, Any]
+    branding: Branding
+    settings: TenantSettings
     created_at: datetime
     updated_at: datetime

@@ -1,15 +1,28 @@
-"""The tenants service: tenant profiles, branding and settings (partner webhooks come with issue 8)."""
+"""The tenants service: tenant profiles, branding and settings; partner webhooks; the audit log."""
 from pathlib import Path
 
+from payloop.events.catalogue import CATALOGUE
 from payloop.service import ServiceDefinition
 
-from payloop_tenants.api import router
+from payloop_tenants.api import router as tenants_router
+from payloop_tenants.audit.api import router as audit_router
+from payloop_tenants.audit.handlers import store_audit_entry
 from payloop_tenants.models import metadata
+from payloop_tenants.webhooks.api import router as webhooks_router
+from payloop_tenants.webhooks.fanout import fan_out
+from payloop_tenants.webhooks.schemas import SUBSCRIBABLE_TYPES
+from payloop_tenants.webhooks.sender import WebhookSender
+
+HANDLERS = {type: fan_out for type in CATALOGUE.types() if type in SUBSCRIBABLE_TYPES}
+HANDLERS["audit.recorded"] = store_audit_entry
 
 SERVICE = ServiceDefinition(
     name="tenants",
-    description="Tenants: MSP profiles, branding and settings; publishes tenant.updated",
+    description="Tenants: MSP profiles, branding and settings; partner webhooks; the audit log. "
+                "Publishes tenant.updated and webhook_endpoint.disabled",
     metadata=metadata,
     migrations_dir=Path(__file__).parent / "migrations",
-    routers=[router],
+    routers=[tenants_router, webhooks_router, audit_router],
+    handlers=HANDLERS,
+    background=[WebhookSender().run],
 )

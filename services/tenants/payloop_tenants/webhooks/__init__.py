@@ -1,0 +1,1 @@
+"""Partner webhooks: endpoints, fan-out of domain events, signed delivery with retries, replay."""
