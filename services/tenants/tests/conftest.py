@@ -111,7 +111,9 @@ async def consume(client, *events) -> None:
 async def wait_for(predicate, timeout=20.0, interval=0.05):
     deadline = asyncio.get_running_loop().time() + timeout
     while True:
-        result = await predicate() if asyncio.iscoroutinefunction(predicate) else predicate()
+        result = predicate()
+        if asyncio.iscoroutine(result):
+            result = await result
         if result:
             return result
         if asyncio.get_running_loop().time() > deadline:
