@@ -4,13 +4,17 @@ from pathlib import Path
 from payloop import tenant_replica
 from payloop.service import ServiceDefinition
 
+from payloop_payments import api, webhooks
+from payloop_payments.handlers import HANDLERS
 from payloop_payments.models import metadata
+from payloop_payments.scheduler import scheduler_loop
 
 SERVICE = ServiceDefinition(
     name="payments",
     description="Payments: processor customers, payment methods, auto-pay, attempts, installment plans, checkout, payouts",
     metadata=metadata,
     migrations_dir=Path(__file__).parent / "migrations",
-    routers=[tenant_replica.router],
-    handlers={"tenant.updated": tenant_replica.apply_tenant_updated},
+    routers=[tenant_replica.router, api.router, webhooks.router],
+    handlers=HANDLERS,
+    background=[scheduler_loop],
 )

@@ -1,0 +1,144 @@
+"""The payments API for frontend teams: invoices as payments sees them, methods, auto-pay,
+payments with allocations and attempts, refunds. POSTs that move money honour `Idempotency-Key`."""
+from __future__ import annotations
+
+import uuid
+
+from fastapi import APIRouter, Depends, FastAPI, Header, Query, Request
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from payloop.auth import Principal, require
+from payloop.db import db_session
+from payloop.problems import PROBLEM_RESPONSES, NotFound
+
+from payloop_payments import charging, methods, refunds, repository
+from payloop_payments.charging import PaymentRequest
+from payloop_payments.schemas import (
+    AttemptOut, AutopayOut, AutopayWrite, InvoiceOut, PaymentCreate, PaymentMethodCreate, PaymentMethodOut,
+    PaymentOut, PaymentPage, RefundCreate, RefundOut, SetupIntentCreate, SetupIntentOut, AllocationOut,
+)
+from payloop_payments.settings import payments_settings
+from payloop_payments.stripe_gateway import StripeGateway
+
+router = APIRouter(prefix="/v1", tags=["payments"], responses=PROBLEM_RESPONSES)
+
+IdempotencyKey = Header(None, alias="Idempotency-Key", max_length=200,
+                        description="Repeat a request with the same key to get the first answer, never a second charge")
+
+
+def gateway_of(app: FastAPI) -> StripeGateway:
+    """One Stripe adapter per app, made on first use from the settings."""
+    if getattr(app.state, "gateway", None) is None:
+        app.state.gateway = StripeGateway(payments_settings())
+    return app.state.gateway
+
+
+def _key(given: str | None) -> str:
+    # Without a key the request is not deduplicated, but the processor call still carries our ids.
+    return f"api:{given}" if given else f"api-unkeyed:{uuid.uuid4()}"
+
+
+@router.get("/clients/{client_id}/invoices", response_model=list[InvoiceOut], summary="A client's invoices and what is open")
+async def list_invoices(client_id: str, principal: Principal = require("ar:read"),
+                        session: AsyncSession = Depends(db_session)) -> list[InvoiceOut]:
+    return [InvoiceOut(**{c: getattr(i, c) for c in InvoiceOut.model_fields if c != "open_minor"},
+                       open_minor=repository.invoice_open_minor(i))
+            for i in await repository.invoices_of(session, principal.tenant_id, client_id)]
+
+
+@router.post("/clients/{client_id}/setup-intents", response_model=SetupIntentOut, status_code=201,
+             summary="Start saving a card or bank account (confirm the client secret with Stripe.js)")
+async def create_setup_intent(client_id: str, body: SetupIntentCreate, request: Request,
+                              principal: Principal = require("payments:write")) -> SetupIntentOut:
+    intent_id, secret, customer = await methods.start_setup(request.app.state.session_factory,
+                                                            gateway_of(request.app), principal.tenant_id,
+                                                            client_id, body.type)
+    return SetupIntentOut(setup_intent_id=intent_id, client_secret=secret, customer_id=customer)
+
+
+@router.post("/clients/{client_id}/payment-methods", response_model=PaymentMethodOut, status_code=201,
+             summary="Store the method a confirmed SetupIntent saved")
+async def save_payment_method(client_id: str, body: PaymentMethodCreate, request: Request,
+                              principal: Principal = require("payments:write")) -> PaymentMethodOut:
+    method = await methods.save_method(request.app.state.session_factory, gateway_of(request.app),
+                                       principal.tenant_id, client_id, body.setup_intent_id)
+    return PaymentMethodOut.model_validate(method)
+
+
+@router.get("/clients/{client_id}/payment-methods", response_model=list[PaymentMethodOut], summary="A client's saved methods")
+async def list_payment_methods(client_id: str, principal: Principal = require("ar:read"),
+                               session: AsyncSession = Depends(db_session)) -> list[PaymentMethodOut]:
+    return [PaymentMethodOut.model_validate(m)
+            for m in await repository.methods_of(session, principal.tenant_id, client_id)]
+
+
+@router.put("/clients/{client_id}/autopay", response_model=AutopayOut, summary="Enrol a client in auto-pay or change the rule")
+async def put_autopay(client_id: str, body: AutopayWrite, principal: Principal = require("payments:write"),
+                      session: AsyncSession = Depends(db_session)) -> AutopayOut:
+    enrollment = await methods.enroll(session, principal.tenant_id, client_id, **body.model_dump())
+    return AutopayOut.model_validate(enrollment)
+
+
+@router.get("/clients/{client_id}/autopay", response_model=AutopayOut, summary="A client's auto-pay enrolment")
+async def get_autopay(client_id: str, principal: Principal = require("ar:read"),
+                      session: AsyncSession = Depends(db_session)) -> AutopayOut:
+    enrollment = await repository.enrollment(session, principal.tenant_id, client_id)
+    if enrollment is None:
+        raise NotFound("auto-pay enrolment")
+    return AutopayOut.model_validate(enrollment)
+
+
+@router.delete("/clients/{client_id}/autopay", status_code=204, summary="Stop auto-pay for a client")
+async def delete_autopay(client_id: str, principal: Principal = require("payments:write"),
+                         session: AsyncSession = Depends(db_session)) -> None:
+    await methods.unenroll(session, principal.tenant_id, client_id, "cancelled by user")
+
+
+@router.post("/payments", response_model=PaymentOut, status_code=201,
+             summary="Charge a saved method and allocate the payment to invoices")
+async def create_payment(body: PaymentCreate, request: Request, idempotency_key: str | None = IdempotencyKey,
+                         principal: Principal = require("payments:write")) -> PaymentOut:
+    payment_id, _ = await charging.start(request.app.state.session_factory, gateway_of(request.app), PaymentRequest(
+        tenant_id=principal.tenant_id, client_id=body.client_id, payment_method_id=body.payment_method_id,
+        idempotency_key=_key(idempotency_key), origin="manual", client_initiated=True,
+        amount_minor=body.amount_minor, invoice_ids=body.invoice_ids,
+        allocations={a.invoice_id: a.amount_minor for a in body.allocations} if body.allocations else None))
+    async with request.app.state.session_factory() as session:
+        return await payment_out(session, principal.tenant_id, payment_id)
+
+
+@router.get("/payments", response_model=PaymentPage, summary="Payments, newest last, cursor-paginated")
+async def list_payments(client_id: str | None = None, cursor: uuid.UUID | None = None,
+                        limit: int = Query(50, ge=1, le=200), principal: Principal = require("ar:read"),
+                        session: AsyncSession = Depends(db_session)) -> PaymentPage:
+    rows = await repository.payments_of(session, principal.tenant_id, client_id=client_id, after=cursor,
+                                        limit=limit + 1)
+    items = [await payment_out(session, principal.tenant_id, p.id) for p in rows[:limit]]
+    return PaymentPage(items=items, next_cursor=str(rows[limit - 1].id) if len(rows) > limit else None)
+
+
+@router.get("/payments/{payment_id}", response_model=PaymentOut, summary="One payment with allocations and attempts")
+async def get_payment(payment_id: uuid.UUID, principal: Principal = require("ar:read"),
+                      session: AsyncSession = Depends(db_session)) -> PaymentOut:
+    return await payment_out(session, principal.tenant_id, payment_id)
+
+
+@router.post("/payments/{payment_id}/refunds", response_model=RefundOut, status_code=201,
+             summary="Refund a payment in full or in part")
+async def create_refund(payment_id: uuid.UUID, body: RefundCreate, request: Request,
+                        idempotency_key: str | None = IdempotencyKey,
+                        principal: Principal = require("payments:write")) -> RefundOut:
+    row = await refunds.refund(request.app.state.session_factory, gateway_of(request.app),
+                               tenant_id=principal.tenant_id, payment_id=payment_id, amount_minor=body.amount_minor,
+                               reason=body.reason, idempotency_key=_key(idempotency_key))
+    return RefundOut.model_validate(row)
+
+
+async def payment_out(session: AsyncSession, tenant_id: str, payment_id: uuid.UUID) -> PaymentOut:
+    payment = await repository.payment(session, tenant_id, payment_id)
+    if payment is None:
+        raise NotFound("payment")
+    out = PaymentOut.model_validate(payment)
+    out.allocations = [AllocationOut.model_validate(a) for a in await repository.allocations_of(session, payment.id)]
+    out.attempts = [AttemptOut.model_validate(a) for a in await repository.attempts_of(session, payment.id)]
+    return out

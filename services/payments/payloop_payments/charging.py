@@ -1,0 +1,368 @@
+"""The life of a payment: reserve, present to Stripe, record the outcome, retry or give up.
+
+Each payment attempt is committed (with its payment, allocations and `payment.initiated`) before
+Stripe is called, and its id is Stripe's Idempotency-Key; the processor's ids are stored with the
+outcome in a second transaction. A crash between the two leaves an attempt in `created`, which the
+scheduler presents again with the same key, so nothing is ever charged twice.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Literal
+
+import structlog
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from payloop import outbox
+from payloop.events import new_event
+from payloop.problems import NotFound, Problem
+from payloop.tenant_replica import load_profile
+
+from payloop_payments import repository
+from payloop_payments.domain.allocation import AllocationError, allocate, apply_credit
+from payloop_payments.domain.retry_policy import Failure, Outcome, PastAttempt, RetryPolicy, decide
+from payloop_payments.models import (
+    AutopayEnrollment, Client, Payment, PaymentAllocation, PaymentAttempt, PaymentMethod,
+)
+from payloop_payments.stripe_gateway import ChargeResult, ProcessorUnavailable, StripeGateway
+
+log = structlog.get_logger(__name__)
+
+PRODUCER = "payments"
+Origin = Literal["autopay", "checkout", "installment", "manual"]
+
+
+@dataclass(frozen=True)
+class PaymentRequest:
+    tenant_id: str
+    client_id: str
+    payment_method_id: uuid.UUID
+    idempotency_key: str
+    origin: Origin
+    client_initiated: bool
+    amount_minor: int | None = None          # None: the open balance of `invoice_ids` (or all)
+    allocations: dict[str, int] | None = None  # chosen split; None: oldest due first
+    invoice_ids: list[str] | None = None
+    installment_part_id: uuid.UUID | None = None
+    use_credit: bool = False  # apply the client's credit before charging (auto-pay, full balance)
+
+    def fingerprint(self) -> str:
+        body = json.dumps([self.client_id, str(self.payment_method_id), self.amount_minor, self.allocations,
+                           sorted(self.invoice_ids or [])], sort_keys=True)
+        return hashlib.sha256(body.encode()).hexdigest()
+
+
+def method_summary(method: PaymentMethod) -> dict:
+    return {"type": method.type, "brand": method.brand, "last4": method.last4}
+
+
+async def tenant_account(session: AsyncSession, tenant_id: str) -> tuple[str | None, RetryPolicy]:
+    """The tenant's Stripe Connect account (if any) and retry policy, from the tenant replica."""
+    profile = await load_profile(session, tenant_id)
+    settings = profile.settings if profile else {}
+    return settings.get("stripe_account_id"), RetryPolicy.from_settings(settings)
+
+
+async def payment_event(session: AsyncSession, type: str, payment: Payment, *, attempt: int | None = None,
+                        **extra) -> None:
+    method = await session.get(PaymentMethod, payment.payment_method_id)
+    allocations = await repository.allocations_of(session, payment.id)
+    data = {
+        "payment_id": str(payment.id), "method": method_summary(method), "amount_minor": payment.amount_minor,
+        "currency": payment.currency, "fee_minor": payment.fee_minor,
+        "allocations": [{"invoice_id": a.invoice_id, "amount_minor": a.amount_minor} for a in allocations],
+        "credit_minor": payment.credit_minor, "attempt": attempt or payment.attempt_count,
+        "processor": {"name": "stripe", "payment_intent_id": payment.stripe_payment_intent_id,
+                      "charge_id": payment.stripe_charge_id},
+        **extra,
+    }
+    await outbox.publish(session, new_event(type, tenant_id=payment.tenant_id, client_id=payment.client_id,
+                                            producer=PRODUCER, data=data))
+
+
+async def start(factory: async_sessionmaker[AsyncSession], gateway: StripeGateway, request: PaymentRequest,
+                *, now: datetime | None = None) -> tuple[uuid.UUID | None, bool]:
+    """Create the payment (or find the one this idempotency key made) and present its first attempt.
+
+    Returns (payment id, created now); no payment when client credit covered everything. A repeated
+    key with a different request is refused.
+    """
+    now = now or datetime.now(UTC)
+    try:
+        async with factory() as session, session.begin():
+            existing = await repository.payment_by_key(session, request.tenant_id, request.idempotency_key)
+            if existing is not None:
+                _same_request(existing, request)
+                return existing.id, False
+            attempt = await _reserve(session, request, now)
+            if attempt is None:
+                return None, False
+            attempt_id, payment_id = attempt.id, attempt.payment_id
+    except IntegrityError:
+        # Another request or scheduler inserted the same key first: theirs is the payment.
+        async with factory() as session:
+            existing = await repository.payment_by_key(session, request.tenant_id, request.idempotency_key)
+            if existing is None:
+                raise
+            _same_request(existing, request)
+            return existing.id, False
+    await present(factory, gateway, attempt_id, now=now)
+    return payment_id, True
+
+
+def _same_request(existing: Payment, request: PaymentRequest) -> None:
+    if existing.request_fingerprint and existing.request_fingerprint != request.fingerprint():
+        raise Problem(422, "Idempotency-Key reused",
+                      "this Idempotency-Key was used for a different payment request")
+
+
+async def _reserve(session: AsyncSession, request: PaymentRequest, now: datetime) -> PaymentAttempt | None:
+    client = await repository.client(session, request.tenant_id, request.client_id, lock=True)
+    if client is None:
+        raise NotFound("client")
+    method = await repository.method(session, request.tenant_id, request.payment_method_id)
+    if method is None or method.client_id != request.client_id:
+        raise NotFound("payment method")
+    if method.status != "active":
+        raise Problem(409, "Payment method unusable", f"the payment method is {method.status}")
+    wanted = request.invoice_ids
+    if wanted is None and request.allocations is not None:
+        wanted = list(request.allocations)
+    invoices = await repository.invoices_of(session, request.tenant_id, request.client_id,
+                                            invoice_ids=wanted, lock=True)
+    if request.use_credit and request.amount_minor is None:
+        _apply_credit(client, invoices)
+    open_invoices = [repository.as_open(i) for i in invoices if repository.invoice_open_minor(i) > 0]
+    currencies = {i.currency for i in invoices}
+    amount = request.amount_minor
+    if amount is None:
+        amount = sum(i.open_minor for i in open_invoices)
+        if amount == 0 and request.use_credit:
+            return None  # credit covered it all: nothing to charge
+    try:
+        result = allocate(amount, open_invoices, request.allocations)
+    except AllocationError as exc:
+        raise Problem(422, "Cannot allocate payment", str(exc)) from None
+    if len(currencies) > 1:
+        raise Problem(422, "Mixed currencies", "one payment settles invoices of one currency")
+    currency = currencies.pop() if currencies else await _tenant_currency(session, request.tenant_id)
+    payment = Payment(tenant_id=request.tenant_id, client_id=request.client_id,
+                      idempotency_key=request.idempotency_key, request_fingerprint=request.fingerprint(),
+                      origin=request.origin, payment_method_id=method.id, amount_minor=amount, currency=currency,
+                      credit_minor=result.credit_minor, status="pending", attempt_count=1,
+                      installment_part_id=request.installment_part_id, fee_minor=0, refunded_minor=0,
+                      disputed_minor=0)
+    session.add(payment)
+    await session.flush()
+    by_id = {i.invoice_id: i for i in invoices}
+    for part in result.allocations:
+        session.add(PaymentAllocation(payment_id=payment.id, invoice_id=part.invoice_id,
+                                      tenant_id=request.tenant_id, amount_minor=part.amount_minor, refunded_minor=0))
+        by_id[part.invoice_id].pending_minor += part.amount_minor
+    attempt = PaymentAttempt(tenant_id=request.tenant_id, payment_id=payment.id, payment_method_id=method.id,
+                             attempt_no=1, client_initiated=request.client_initiated, status="created",
+                             created_at=now)
+    session.add(attempt)
+    await session.flush()
+    await payment_event(session, "payment.initiated", payment, attempt=1, origin=request.origin)
+    return attempt
+
+
+def _apply_credit(client: Client, invoices: list) -> None:
+    """Client credit (overpayments, unapplied credit memos) pays the oldest invoices first."""
+    for invoice in invoices:
+        used, _ = apply_credit(client.credit_minor, repository.invoice_open_minor(invoice))
+        invoice.credited_minor += used
+        client.credit_minor -= used
+
+
+async def _tenant_currency(session: AsyncSession, tenant_id: str) -> str:
+    profile = await load_profile(session, tenant_id)
+    return profile.currency if profile else "USD"
+
+
+async def present(factory: async_sessionmaker[AsyncSession], gateway: StripeGateway, attempt_id: uuid.UUID,
+                  *, now: datetime | None = None) -> None:
+    """Send one attempt to Stripe and record what it answered. Safe to call again for the same attempt."""
+    async with factory() as session:
+        attempt = await session.get(PaymentAttempt, attempt_id)
+        if attempt is None or attempt.status != "created":
+            return
+        payment = await session.get(Payment, attempt.payment_id)
+        method = await session.get(PaymentMethod, attempt.payment_method_id)
+        client = await session.get(Client, (payment.tenant_id, payment.client_id))
+        account, _ = await tenant_account(session, payment.tenant_id)
+    if not client.stripe_customer_id:
+        raise Problem(409, "No processor customer", "the client has no Stripe customer yet")
+    try:
+        result = await gateway.charge(
+            customer_id=client.stripe_customer_id, payment_method_id=method.stripe_payment_method_id,
+            method_type=method.type, amount_minor=payment.amount_minor, currency=payment.currency,
+            idempotency_key=f"payloop-attempt-{attempt.id}", off_session=not attempt.client_initiated,
+            metadata={"tenant_id": payment.tenant_id, "payment_id": str(payment.id), "attempt_id": str(attempt.id)},
+            account=account)
+    except ProcessorUnavailable as exc:
+        # Outcome unknown: the attempt stays `created` and is presented again with the same key.
+        log.warning("payments.charge.processor_unavailable", payment_id=str(payment.id), error=str(exc))
+        return
+    async with factory() as session, session.begin():
+        await record_outcome(session, attempt.id, result, now=now or datetime.now(UTC))
+
+
+async def record_outcome(session: AsyncSession, attempt_id: uuid.UUID, result: ChargeResult, *,
+                         now: datetime) -> None:
+    """Apply what Stripe said about an attempt (from the API answer or a webhook), once."""
+    attempt = await session.get(PaymentAttempt, attempt_id, with_for_update=True)
+    payment = await session.get(Payment, attempt.payment_id, with_for_update=True)
+    if result.payment_intent_id:
+        attempt.stripe_payment_intent_id = result.payment_intent_id
+        payment.stripe_payment_intent_id = result.payment_intent_id
+    if result.charge_id:
+        payment.stripe_charge_id = result.charge_id
+    late_return = attempt.status == "succeeded" and result.status == "failed"
+    if attempt.status in ("succeeded", "failed") and not late_return:
+        return  # already applied: a webhook and the API answer both report the same outcome
+    if result.status == "processing":
+        attempt.status, payment.status = "processing", "processing"
+        return
+    attempt.completed_at = now
+    if result.status == "succeeded":
+        await _settle(session, payment, attempt, result, now)
+    else:
+        await _fail(session, payment, attempt, result, now, late_return=late_return)
+
+
+async def _settle(session: AsyncSession, payment: Payment, attempt: PaymentAttempt, result: ChargeResult,
+                  now: datetime) -> None:
+    attempt.status = "succeeded"
+    for allocation in await repository.allocations_of(session, payment.id):
+        invoice = await repository.invoice(session, payment.tenant_id, allocation.invoice_id, lock=True)
+        invoice.pending_minor -= allocation.amount_minor
+        invoice.collected_minor += allocation.amount_minor
+    if payment.credit_minor:
+        client = await repository.client(session, payment.tenant_id, payment.client_id, lock=True)
+        client.credit_minor += payment.credit_minor
+    payment.status, payment.fee_minor, payment.settled_at = "succeeded", result.fee_minor, now
+    payment.next_attempt_at, payment.last_decline_code = None, None
+    await session.flush()
+    await payment_event(session, "payment.settled", payment, attempt=attempt.attempt_no, settled_at=now.isoformat())
+    log.info("payments.charge.settled", payment_id=str(payment.id), amount_minor=payment.amount_minor)
+
+
+async def _fail(session: AsyncSession, payment: Payment, attempt: PaymentAttempt, result: ChargeResult,
+                now: datetime, *, late_return: bool) -> None:
+    """A decline, or an ACH return after the money looked collected: release it, decide the retry."""
+    attempt.status, attempt.decline_code = "failed", result.decline_code
+    attempt.failure_message = (result.message or "")[:500] or None
+    for allocation in await repository.allocations_of(session, payment.id):
+        invoice = await repository.invoice(session, payment.tenant_id, allocation.invoice_id, lock=True)
+        if late_return:
+            invoice.collected_minor -= allocation.amount_minor
+        else:
+            invoice.pending_minor -= allocation.amount_minor
+    if late_return and payment.credit_minor:
+        client = await repository.client(session, payment.tenant_id, payment.client_id, lock=True)
+        client.credit_minor = max(0, client.credit_minor - payment.credit_minor)
+    method = await session.get(PaymentMethod, payment.payment_method_id, with_for_update=True)
+    _, policy = await tenant_account(session, payment.tenant_id)
+    decision = decide(await _failure(session, payment, attempt, method, result, now),
+                      await _history(session, method, attempt, now), policy)
+    payment.status, payment.last_decline_code, payment.settled_at = "failed", result.decline_code, None
+    payment.next_attempt_at = decision.next_attempt_at if decision.retryable else None
+    if decision.outcome is Outcome.UPDATE_METHOD:
+        await set_method_status(session, method, "unusable", decision.reason)
+    elif decision.outcome is Outcome.REVOKE_AUTHORIZATION:
+        await set_method_status(session, method, "revoked", decision.reason)
+        await revoke_autopay(session, payment.tenant_id, payment.client_id, method.id, decision.reason)
+    await session.flush()
+    await payment_event(session, "payment.failed", payment, attempt=attempt.attempt_no,
+                        decline_code=result.decline_code, retryable=decision.retryable,
+                        next_attempt_at=payment.next_attempt_at.isoformat() if payment.next_attempt_at else None,
+                        outcome=decision.outcome.value, reason=decision.reason, late_return=late_return)
+    log.info("payments.charge.declined", payment_id=str(payment.id), decline_code=result.decline_code,
+             outcome=decision.outcome.value)
+
+
+async def _failure(session: AsyncSession, payment: Payment, attempt: PaymentAttempt, method: PaymentMethod,
+                   result: ChargeResult, now: datetime) -> Failure:
+    attempts = await repository.attempts_of(session, payment.id)
+    return Failure(at=now, payment_id=str(payment.id), method_type=method.type, decline_code=result.decline_code,
+                   client_initiated=attempt.client_initiated, card_brand=method.brand,
+                   first_attempt_at=attempts[0].created_at if attempts else now)
+
+
+async def _history(session: AsyncSession, method: PaymentMethod, current: PaymentAttempt,
+                   now: datetime) -> list[PastAttempt]:
+    # 180 days covers the longest rule (Nacha re-presentment window).
+    attempts = await repository.attempts_on_method(session, method.id, since=now - timedelta(days=181))
+    return [PastAttempt(at=a.created_at, payment_id=str(a.payment_id), client_initiated=a.client_initiated,
+                        is_retry=a.attempt_no > 1, decline_code=a.decline_code)
+            for a in attempts if a.id != current.id]
+
+
+async def set_method_status(session: AsyncSession, method: PaymentMethod, status: str, reason: str | None) -> None:
+    if method.status == status:
+        return
+    method.status, method.status_reason = status, reason
+    await outbox.publish(session, new_event(
+        "payment_method.updated", tenant_id=method.tenant_id, client_id=method.client_id, producer=PRODUCER,
+        data={"payment_method_id": str(method.id), "method": method_summary(method), "status": status,
+              "reason": reason}))
+
+
+async def revoke_autopay(session: AsyncSession, tenant_id: str, client_id: str, method_id: uuid.UUID,
+                         reason: str) -> None:
+    enrollment: AutopayEnrollment | None = await repository.enrollment(session, tenant_id, client_id, lock=True)
+    if enrollment is None or not enrollment.active or enrollment.payment_method_id != method_id:
+        return
+    enrollment.active, enrollment.inactive_reason = False, reason
+    await autopay_event(session, enrollment)
+
+
+async def autopay_event(session: AsyncSession, enrollment: AutopayEnrollment) -> None:
+    rule = {"rule": enrollment.rule, "days_before_due": enrollment.days_before_due,
+            "cap_minor": enrollment.cap_minor, "excluded_kinds": enrollment.excluded_kinds}
+    await outbox.publish(session, new_event(
+        "autopay.changed", tenant_id=enrollment.tenant_id, client_id=enrollment.client_id, producer=PRODUCER,
+        data={"enrolled": enrollment.active, "payment_method_id": str(enrollment.payment_method_id),
+              "rule": rule, "reason": enrollment.inactive_reason}))
+
+
+async def retry(factory: async_sessionmaker[AsyncSession], gateway: StripeGateway, payment_id: uuid.UUID, *,
+                now: datetime, claimed: bool = False) -> uuid.UUID | None:
+    """Present a failed payment again as a new attempt, if what it pays is still open.
+
+    `claimed`: the scheduler already moved the payment to `retrying` under its row lock.
+    """
+    async with factory() as session, session.begin():
+        payment = await session.get(Payment, payment_id, with_for_update=True)
+        if payment is None or payment.status != ("retrying" if claimed else "failed"):
+            return None
+        method = await session.get(PaymentMethod, payment.payment_method_id)
+        allocations = await repository.allocations_of(session, payment.id)
+        invoices = {a.invoice_id: await repository.invoice(session, payment.tenant_id, a.invoice_id, lock=True)
+                    for a in allocations}
+        still_open = method.status == "active" and all(
+            repository.invoice_open_minor(invoices[a.invoice_id]) >= a.amount_minor for a in allocations)
+        payment.next_attempt_at = None
+        if not still_open:
+            payment.status = "failed"
+            log.info("payments.retry.dropped", payment_id=str(payment.id), reason="invoice or method changed")
+            return None
+        for allocation in allocations:
+            invoices[allocation.invoice_id].pending_minor += allocation.amount_minor
+        payment.attempt_count += 1
+        payment.status = "pending"
+        attempt = PaymentAttempt(tenant_id=payment.tenant_id, payment_id=payment.id, payment_method_id=method.id,
+                                 attempt_no=payment.attempt_count, client_initiated=False, status="created",
+                                 created_at=now)
+        session.add(attempt)
+        await session.flush()
+        attempt_id = attempt.id
+    await present(factory, gateway, attempt_id, now=now)
+    return attempt_id

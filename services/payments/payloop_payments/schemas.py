@@ -1,0 +1,150 @@
+"""Request and response models of the payments API. Money is `*_minor: int`."""
+from __future__ import annotations
+
+import uuid
+from datetime import date, datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+Minor = Field(strict=True, ge=0)
+
+
+class InvoiceOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    invoice_id: str
+    number: str
+    currency: str
+    issued_on: date
+    due_on: date
+    status: str
+    total_minor: int
+    open_minor: int
+    lines: list[dict[str, Any]]
+    agreement: dict[str, Any] | None
+
+
+class SetupIntentCreate(BaseModel):
+    type: Literal["card", "ach"] = "card"
+
+
+class SetupIntentOut(BaseModel):
+    setup_intent_id: str
+    client_secret: str
+    customer_id: str
+
+
+class PaymentMethodCreate(BaseModel):
+    setup_intent_id: str = Field(description="A SetupIntent the client confirmed with Stripe.js")
+
+
+class PaymentMethodOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: uuid.UUID
+    client_id: str
+    type: str
+    brand: str | None
+    last4: str | None
+    status: str
+    status_reason: str | None
+
+
+class AutopayWrite(BaseModel):
+    payment_method_id: uuid.UUID
+    rule: Literal["on_issue", "on_due", "days_before_due"] = "on_due"
+    days_before_due: int = Field(0, ge=0, le=60)
+    cap_minor: int | None = Field(None, strict=True, gt=0)
+    excluded_kinds: list[str] = Field(default_factory=list)
+
+
+class AutopayOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    client_id: str
+    payment_method_id: uuid.UUID
+    rule: str
+    days_before_due: int
+    cap_minor: int | None
+    excluded_kinds: list[str]
+    active: bool
+    inactive_reason: str | None
+
+
+class AllocationIn(BaseModel):
+    invoice_id: str
+    amount_minor: int = Field(strict=True, gt=0)
+
+
+class PaymentCreate(BaseModel):
+    client_id: str
+    payment_method_id: uuid.UUID
+    amount_minor: int | None = Field(None, strict=True, gt=0,
+                                     description="Omit to pay the open balance of `invoice_ids` (or all)")
+    invoice_ids: list[str] | None = None
+    allocations: list[AllocationIn] | None = Field(None, description="Explicit split; the rest becomes credit")
+
+
+class AllocationOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    invoice_id: str
+    amount_minor: int
+    refunded_minor: int
+
+
+class AttemptOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    attempt_no: int
+    client_initiated: bool
+    status: str
+    decline_code: str | None
+    stripe_payment_intent_id: str | None
+    created_at: datetime
+    completed_at: datetime | None
+
+
+class PaymentOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: uuid.UUID
+    client_id: str
+    origin: str
+    status: str
+    amount_minor: int
+    currency: str
+    credit_minor: int
+    fee_minor: int
+    refunded_minor: int
+    disputed_minor: int
+    payment_method_id: uuid.UUID
+    next_attempt_at: datetime | None
+    last_decline_code: str | None
+    stripe_payment_intent_id: str | None
+    created_at: datetime
+    settled_at: datetime | None
+    allocations: list[AllocationOut] = []
+    attempts: list[AttemptOut] = []
+
+
+class PaymentPage(BaseModel):
+    items: list[PaymentOut]
+    next_cursor: str | None
+
+
+class RefundCreate(BaseModel):
+    amount_minor: int | None = Field(None, strict=True, gt=0, description="Omit for a full refund")
+    reason: str | None = None
+
+
+class RefundOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: uuid.UUID
+    payment_id: uuid.UUID
+    amount_minor: int
+    status: str
+    reason: str | None
+    stripe_refund_id: str | None

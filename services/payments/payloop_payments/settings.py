@@ -1,0 +1,45 @@
+"""Settings of the payments service (`PAYLOOP_STRIPE_*`, `PAYLOOP_PAYMENTS_*`)."""
+from __future__ import annotations
+
+from functools import lru_cache
+
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+# localstripe accepts any `sk_test_...` key; dev and tests use this one.
+DEV_STRIPE_KEY = "sk_test_payloop_dev"
+DEV_WEBHOOK_SECRET = "whsec_payloop_dev_0123456789abcdef"
+
+
+class PaymentsSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="PAYLOOP_", extra="ignore")
+
+    env: str = "prod"
+    stripe_api_key: str | None = None
+    # Where the Stripe API lives: unset for api.stripe.com, localstripe's URL in dev and tests.
+    stripe_api_base: str | None = None
+    stripe_webhook_secret: str | None = None
+    # Stripe's own libraries reject signatures older than 5 minutes; so do we.
+    stripe_webhook_tolerance_s: int = 300
+    payments_scheduler_interval_s: float = 5.0
+    payments_run_scheduler: bool = True
+    # Public URL prefix of hosted checkout pages (what links in emails point at).
+    payments_public_url: str = "http://127.0.0.1:8102"
+
+    def api_key(self) -> str:
+        if self.stripe_api_key:
+            return self.stripe_api_key
+        if self.env == "prod":
+            raise RuntimeError("PAYLOOP_STRIPE_API_KEY must be set in production")
+        return DEV_STRIPE_KEY
+
+    def webhook_secret(self) -> str:
+        if self.stripe_webhook_secret:
+            return self.stripe_webhook_secret
+        if self.env == "prod":
+            raise RuntimeError("PAYLOOP_STRIPE_WEBHOOK_SECRET must be set in production")
+        return DEV_WEBHOOK_SECRET
+
+
+@lru_cache
+def payments_settings() -> PaymentsSettings:
+    return PaymentsSettings()

@@ -1,0 +1,144 @@
+"""Fixtures of the payments tests (test modules cannot import each other, so helpers come as the `kit`
+fixture): localstripe as a subprocess, the service on a fresh database,
+events applied through the service's own handlers, and what the outbox holds."""
+from __future__ import annotations
+
+
+import json
+import os
+import subprocess
+import sys
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+
+import pytest
+import pytest_asyncio
+from sqlalchemy import text
+
+from payloop.embedded import free_port, port_open
+from payloop.events import new_event
+from payloop.events.catalogue import CATALOGUE
+from payloop.testing.plugin import running_service
+
+from payloop_payments.handlers import HANDLERS
+from payloop_payments.service import SERVICE
+from payloop_payments.settings import payments_settings
+
+
+@pytest.fixture(scope="session")
+def localstripe(tmp_path_factory):
+    port = free_port()
+    binary = Path(sys.executable).parent / "localstripe"
+    process = subprocess.Popen([str(binary), "--port", str(port), "--from-scratch"],
+                               cwd=tmp_path_factory.mktemp("localstripe"),
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        for _ in range(200):
+            if port_open("127.0.0.1", port):
+                break
+            if process.poll() is not None:
+                raise RuntimeError("localstripe exited")
+            import time
+            time.sleep(0.05)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        process.terminate()
+        process.wait(10)
+
+
+@pytest.fixture(scope="session")
+def stripe_env(localstripe):
+    saved = {k: os.environ.get(k) for k in ("PAYLOOP_STRIPE_API_BASE", "PAYLOOP_PAYMENTS_RUN_SCHEDULER")}
+    os.environ["PAYLOOP_STRIPE_API_BASE"] = localstripe
+    # Tests drive the scheduler with their own clock.
+    os.environ["PAYLOOP_PAYMENTS_RUN_SCHEDULER"] = "false"
+    payments_settings.cache_clear()
+    yield localstripe
+    for key, value in saved.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+    payments_settings.cache_clear()
+
+
+@pytest_asyncio.fixture
+async def payments(infra, stripe_env):
+    async with running_service(infra, SERVICE, consumers=False, relay=False) as client:
+        yield client
+
+
+async def deliver(client, type: str, tenant: str, data: dict, *, client_id: str | None = None,
+                  occurred_at: datetime | None = None):
+    """Apply an event through the service's handler, in one transaction, as the consumer would."""
+    event = new_event(type, tenant_id=tenant, client_id=client_id, producer="test", data=data,
+                      occurred_at=occurred_at)
+    async with client.app.state.session_factory() as session, session.begin():
+        await HANDLERS[type](session, event, CATALOGUE.parse(type, event.version, event.data))
+    return event
+
+
+async def seed_tenant(client, tenant: str, **settings):
+    await deliver(client, "tenant.updated", tenant, {"tenant_id": tenant, "name": f"{tenant} MSP",
+                                                     "timezone": "America/New_York", "currency": "USD",
+                                                     "branding": {"primary_color": "#123456"},
+                                                     "settings": settings})
+
+
+async def seed_client(client, tenant: str, client_id: str):
+    await deliver(client, "client.upserted", tenant, {
+        "client_id": client_id, "psa": {"source": "connectwise", "external_id": client_id},
+        "name": f"Client {client_id}", "billing_emails": [f"ap@{client_id}.example"]}, client_id=client_id)
+
+
+def invoice_data(invoice_id: str, total: int, *, due: date, issued: date | None = None, balance: int | None = None,
+                 kinds: tuple[str, ...] = ("recurring",), status: str = "open") -> dict:
+    return {
+        "invoice_id": invoice_id, "psa": {"source": "connectwise", "external_id": invoice_id},
+        "number": invoice_id.upper(), "agreement": {"id": "agr-1", "kind": "managed_services", "name": "MSP Gold"},
+        "currency": "USD", "issued_on": (issued or due - timedelta(days=30)).isoformat(), "due_on": due.isoformat(),
+        "terms": "Net 30", "status": status, "subtotal_minor": total, "tax_minor": 0, "total_minor": total,
+        "balance_minor": total if balance is None else balance,
+        "lines": [{"kind": kind, "description": f"{kind} services", "quantity": "1", "unit_price_minor": total // len(kinds),
+                   "amount_minor": total // len(kinds)} for kind in kinds],
+    }
+
+
+async def seed_invoice(client, tenant: str, client_id: str, invoice_id: str, total: int, *, due: date, **kw):
+    await deliver(client, "invoice.created", tenant, invoice_data(invoice_id, total, due=due, **kw),
+                  client_id=client_id)
+
+
+async def outbox_events(client, topic: str, tenant: str | None = None) -> list[dict]:
+    async with client.app.state.session_factory() as session:
+        rows = (await session.execute(text("SELECT payload FROM outbox WHERE topic = :t ORDER BY seq"),
+                                      {"t": topic})).scalars().all()
+    events = [json.loads(bytes(r)) for r in rows]
+    return [e for e in events if tenant is None or e["tenant_id"] == tenant]
+
+
+async def save_card(client, headers, client_id: str, card: str = "pm_card_visa") -> dict:
+    """What the browser does with Stripe.js (confirm the SetupIntent), then register the method."""
+    from payloop_payments.api import gateway_of
+
+    setup = await client.post(f"/v1/clients/{client_id}/setup-intents", json={"type": "card"}, headers=headers)
+    assert setup.status_code == 201, setup.text
+    await gateway_of(client.app).confirm_setup_intent(setup.json()["setup_intent_id"], card, None)
+    saved = await client.post(f"/v1/clients/{client_id}/payment-methods",
+                              json={"setup_intent_id": setup.json()["setup_intent_id"]}, headers=headers)
+    assert saved.status_code == 201, saved.text
+    return saved.json()
+
+
+def utc(y, m, d, h=15) -> datetime:
+    return datetime(y, m, d, h, tzinfo=UTC)
+
+
+
+@pytest.fixture
+def kit():
+    from types import SimpleNamespace
+
+    return SimpleNamespace(deliver=deliver, seed_tenant=seed_tenant, seed_client=seed_client,
+                           seed_invoice=seed_invoice, invoice_data=invoice_data, outbox_events=outbox_events,
+                           save_card=save_card, utc=utc)
