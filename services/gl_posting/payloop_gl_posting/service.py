@@ -4,13 +4,17 @@ from pathlib import Path
 from payloop import tenant_replica
 from payloop.service import ServiceDefinition
 
+from payloop_gl_posting.api import router
+from payloop_gl_posting.handlers import HANDLERS
 from payloop_gl_posting.models import metadata
+from payloop_gl_posting.posting import posting_loop
 
 SERVICE = ServiceDefinition(
     name="gl_posting",
     description="GL posting: accounting connections, account mapping, the posting journal and its exceptions",
     metadata=metadata,
     migrations_dir=Path(__file__).parent / "migrations",
-    routers=[tenant_replica.router],
-    handlers={"tenant.updated": tenant_replica.apply_tenant_updated},
+    routers=[tenant_replica.router, router],
+    handlers=HANDLERS,
+    background=[posting_loop],
 )

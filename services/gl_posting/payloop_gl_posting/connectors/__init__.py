@@ -1,0 +1,1 @@
+"""Accounting systems behind one small interface (`Ledger`), chosen per tenant's connection."""

@@ -1,0 +1,96 @@
+"""What every accounting connector offers, and the failures posting understands."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Protocol
+
+from payloop_gl_posting.journal import exponent
+
+
+class PostingError(Exception):
+    """A posting that did not happen; `reason` is what operators see and filter on."""
+
+    reason = "vendor_error"
+    retryable = True
+
+    def __init__(self, detail: str, *, retry_after_s: float | None = None):
+        super().__init__(detail)
+        self.detail = detail
+        self.retry_after_s = retry_after_s
+
+
+class InvoiceNotFound(PostingError):
+    reason = "invoice_not_found"
+
+
+class CustomerNotFound(PostingError):
+    reason = "customer_not_found"
+    retryable = False
+
+
+class PeriodClosed(PostingError):
+    reason = "closed_period"
+    retryable = False  # only an accountant reopening the books (then a retry) helps
+
+
+class RateLimited(PostingError):
+    reason = "rate_limited"
+
+
+class TokenRevoked(PostingError):
+    reason = "token_revoked"
+    retryable = False  # until the tenant reconnects; reconnecting re-queues these
+
+
+class WaitingForPayment(PostingError):
+    """A deposit or reversal whose payment is not posted yet: not an error unless it lasts."""
+
+    reason = "waiting_for_payment"
+
+
+class Rejected(PostingError):
+    """The vendor refused the request as invalid: retrying the same request cannot succeed."""
+
+    reason = "rejected"
+    retryable = False
+
+
+@dataclass(frozen=True)
+class LedgerAccount:
+    id: str
+    name: str
+    type: str  # the vendor's account type, e.g. Bank, Expense, Other Current Asset
+
+
+@dataclass(frozen=True)
+class LedgerItem:
+    id: str
+    name: str
+
+
+class Ledger(Protocol):
+    system: str
+
+    async def chart_of_accounts(self) -> list[LedgerAccount]: ...
+
+    async def items(self) -> list[LedgerItem]: ...
+
+
+def to_decimal(amount_minor: int, currency: str) -> Decimal:
+    """Minor units to the vendor's decimal amount: exact, never through float."""
+    return Decimal(amount_minor).scaleb(-exponent(currency))
+
+
+class PostingContext(Protocol):
+    """What a connector may ask of our own records while it builds a vendor request."""
+
+    async def invoice_number(self, invoice_id: str) -> str | None: ...
+
+    async def posted_payment(self, payment_id: str) -> str | None:
+        """The vendor id of a payment we posted, or None while it is not posted."""
+
+    async def remembered(self, kind: str, our_id: str) -> str | None: ...
+
+    async def remember(self, kind: str, our_id: str, external_id: str) -> None:
+        """Store an id the vendor gave us at once (its own transaction), before the next step."""

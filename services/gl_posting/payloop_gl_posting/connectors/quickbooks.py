@@ -1,0 +1,203 @@
+"""QuickBooks Online (Accounting API v3): payments, deposits and refund receipts for our entries.
+
+- Every call names `minorversion`; every write carries `requestid` = our entry id, so a repeated
+  write (after a lost response) is answered with the first result and applied once.
+- Each record carries our reference in `DocNumber` (and a readable `PrivateNote`), so after a call
+  that may have been applied we look it up (`select * from Payment where DocNumber = ...`) first.
+- A payment is applied to the QuickBooks invoice found by its number (DocNumber), deposited to the
+  clearing account (Undeposited Funds); what exceeds the invoices stays unapplied (client credit).
+- A payout becomes a Deposit into the bank: one line linking each payment at its gross, refunds and
+  disputes as negative clearing lines, and the fees as one negative line to the fee expense account,
+  so the deposit equals the payout to the cent and clearing returns to zero.
+- A refund or dispute becomes a RefundReceipt paid out of clearing against the refund item.
+Vendor facts we rely on are in docs/vendors/quickbooks.md.
+"""
+from __future__ import annotations
+
+import json
+import re
+from decimal import Decimal
+from typing import Any
+
+import httpx
+
+from payloop_gl_posting.connectors.base import (
+    CustomerNotFound, InvoiceNotFound, LedgerAccount, LedgerItem, PeriodClosed, PostingContext, PostingError,
+    RateLimited, Rejected, TokenRevoked, WaitingForPayment, to_decimal,
+)
+from payloop_gl_posting.journal import JournalEntry
+from payloop_gl_posting.models import AccountMapping
+from payloop_gl_posting.oauth import TokenStore
+from payloop_gl_posting.settings import GlSettings
+
+ENTITY = {"payment": "Payment", "deposit": "Deposit", "refund": "RefundReceipt", "dispute": "RefundReceipt"}
+_DECIMAL_MARK = re.compile(r'"__decimal__(-?[0-9.]+)"')
+
+
+def dumps(body: Any) -> str:
+    """JSON with Decimal amounts as exact JSON numbers (stdlib json would go through float)."""
+    def encode(value: Any) -> Any:
+        if isinstance(value, Decimal):
+            return f"__decimal__{value:f}"
+        raise TypeError(type(value))
+    return _DECIMAL_MARK.sub(r"\1", json.dumps(body, default=encode))
+
+
+class QuickBooks:
+    system = "quickbooks"
+
+    def __init__(self, http: httpx.AsyncClient, settings: GlSettings, realm_id: str, tokens: TokenStore):
+        self.http, self.settings, self.realm_id, self.tokens = http, settings, realm_id, tokens
+        self.base = f"{settings.quickbooks_api_base}/v3/company/{realm_id}"
+
+    # --- transport --------------------------------------------------------------------------------
+
+    async def _call(self, method: str, path: str, *, params: dict[str, str] | None = None,
+                    body: dict[str, Any] | None = None) -> dict[str, Any]:
+        params = {**(params or {}), "minorversion": str(self.settings.quickbooks_minorversion)}
+        content = dumps(body) if body is not None else None
+        token = await self.tokens.access_token()
+        for attempt in (1, 2):
+            response = await self.http.request(
+                method, f"{self.base}/{path}", params=params, content=content,
+                headers={"Authorization": f"Bearer {token}", "Accept": "application/json",
+                         **({"Content-Type": "application/json"} if content else {})})
+            if response.status_code == 401 and attempt == 1:
+                token = await self.tokens.refresh(refused=token)
+                continue
+            return self._answer(response)
+        raise TokenRevoked("QuickBooks refused a freshly refreshed token")  # pragma: no cover - loop returns
+
+    @staticmethod
+    def _answer(response: httpx.Response) -> dict[str, Any]:
+        body = json.loads(response.content or b"{}", parse_float=Decimal)
+        if response.status_code < 400:
+            return body
+        fault = body.get("Fault") or body.get("fault") or {}
+        errors = fault.get("Error") or fault.get("error") or [{}]
+        message = f"{errors[0].get('Message') or errors[0].get('message', '')}: " \
+                  f"{errors[0].get('Detail') or errors[0].get('detail', '')}".strip(": ")
+        if response.status_code == 429:
+            retry_after = response.headers.get("Retry-After")
+            raise RateLimited(f"QuickBooks throttled the request: {message}",
+                              retry_after_s=float(retry_after) if retry_after else 60.0)
+        if response.status_code == 401:
+            raise TokenRevoked(f"QuickBooks refused the token: {message}")
+        if "account period has closed" in message.lower():
+            raise PeriodClosed(f"QuickBooks books are closed for this date: {message}")
+        if response.status_code >= 500:
+            raise PostingError(f"QuickBooks answered {response.status_code}: {message}")
+        raise Rejected(f"QuickBooks rejected the request ({response.status_code}): {message}")
+
+    async def query(self, statement: str) -> list[dict[str, Any]]:
+        """All rows of a query, following STARTPOSITION/MAXRESULTS paging."""
+        rows: list[dict[str, Any]] = []
+        start, page = 1, 1000
+        while True:
+            answer = await self._call("GET", "query", params={"query": f"{statement} STARTPOSITION {start} MAXRESULTS {page}"})
+            found = next((v for k, v in answer.get("QueryResponse", {}).items() if isinstance(v, list)), [])
+            rows += found
+            if len(found) < page:
+                return rows
+            start += page
+
+    # --- reference data ---------------------------------------------------------------------------
+
+    async def chart_of_accounts(self) -> list[LedgerAccount]:
+        return [LedgerAccount(a["Id"], a["Name"], a["AccountType"]) for a in await self.query("select * from Account")]
+
+    async def items(self) -> list[LedgerItem]:
+        return [LedgerItem(i["Id"], i["Name"]) for i in await self.query("select * from Item")]
+
+    async def _invoice(self, number: str) -> dict[str, Any]:
+        found = await self.query(f"select * from Invoice where DocNumber = '{_quote(number)}'")
+        if not found:
+            raise InvoiceNotFound(f"no QuickBooks invoice numbered {number!r}")
+        return found[0]
+
+    # --- posting ----------------------------------------------------------------------------------
+
+    async def find_posted(self, entry: JournalEntry) -> str | None:
+        """The id of the record an earlier, unanswered call created for this entry, if it did."""
+        found = await self.query(f"select * from {ENTITY[entry.purpose]} where DocNumber = '{entry.reference}'")
+        return found[0]["Id"] if found else None
+
+    async def post(self, entry: JournalEntry, mapping: AccountMapping, context: PostingContext) -> str:
+        if entry.purpose == "payment":
+            body = await self._payment(entry, mapping, context)
+        elif entry.purpose == "deposit":
+            body = await self._deposit(entry, mapping, context)
+        else:
+            body = await self._refund_receipt(entry, mapping, context)
+        entity = ENTITY[entry.purpose]
+        answer = await self._call("POST", entity.lower(), params={"requestid": str(entry.id)}, body=body)
+        return answer[entity]["Id"]
+
+    def _common(self, entry: JournalEntry, note: str) -> dict[str, Any]:
+        return {"DocNumber": entry.reference, "TxnDate": entry.occurred_on.isoformat(),
+                "PrivateNote": f"Payloop {note} (entry {entry.id})", "CurrencyRef": {"value": entry.currency}}
+
+    async def _payment(self, entry: JournalEntry, mapping: AccountMapping, context: PostingContext) -> dict[str, Any]:
+        lines, customer = [], None
+        for allocation in entry.details["allocations"]:
+            number = await context.invoice_number(allocation["invoice_id"])
+            if number is None:
+                raise InvoiceNotFound(f"invoice {allocation['invoice_id']} has not been seen (no invoice.created yet)")
+            invoice = await self._invoice(number)
+            customer = customer or invoice["CustomerRef"]["value"]
+            lines.append({"Amount": to_decimal(allocation["amount_minor"], entry.currency),
+                          "LinkedTxn": [{"TxnId": invoice["Id"], "TxnType": "Invoice"}]})
+        customer = customer or (await context.remembered("customer", entry.client_id) if entry.client_id else None)
+        if customer is None:
+            raise CustomerNotFound(f"payment {entry.subject_id} has no invoice to name its QuickBooks customer")
+        await context.remember("payment_customer", entry.subject_id, customer)
+        if entry.client_id:
+            await context.remember("customer", entry.client_id, customer)
+        return {**self._common(entry, f"payment {entry.subject_id}"),
+                "CustomerRef": {"value": customer},
+                "TotalAmt": to_decimal(entry.details["amount_minor"], entry.currency),
+                "DepositToAccountRef": {"value": mapping.clearing_account_id},
+                "PaymentRefNum": entry.subject_id[-21:],
+                "Line": lines}
+
+    async def _deposit(self, entry: JournalEntry, mapping: AccountMapping, context: PostingContext) -> dict[str, Any]:
+        lines: list[dict[str, Any]] = []
+        for item in entry.details["items"]:
+            gross = to_decimal(item["gross_minor"], entry.currency)
+            if item["type"] == "charge" and item.get("payment_id"):
+                payment = await context.posted_payment(item["payment_id"])
+                if payment is None:
+                    raise WaitingForPayment(f"payment {item['payment_id']} of this payout is not posted yet")
+                lines.append({"Amount": gross, "LinkedTxn": [{"TxnId": payment, "TxnType": "Payment"}]})
+            elif item["gross_minor"]:
+                lines.append({"Amount": gross, "DetailType": "DepositLineDetail",
+                              "Description": f"{item['type']} {item.get('payment_id') or ''}".strip(),
+                              "DepositLineDetail": {"AccountRef": {"value": mapping.clearing_account_id}}})
+        if entry.details["fee_minor"]:
+            lines.append({"Amount": -to_decimal(entry.details["fee_minor"], entry.currency),
+                          "DetailType": "DepositLineDetail", "Description": "Processing fees",
+                          "DepositLineDetail": {"AccountRef": {"value": mapping.fee_account_id}}})
+        return {**self._common(entry, f"payout {entry.subject_id}"),
+                "DepositToAccountRef": {"value": mapping.bank_account_id},
+                "TotalAmt": to_decimal(entry.details["amount_minor"], entry.currency),
+                "Line": lines}
+
+    async def _refund_receipt(self, entry: JournalEntry, mapping: AccountMapping,
+                              context: PostingContext) -> dict[str, Any]:
+        if await context.posted_payment(entry.subject_id) is None:
+            raise WaitingForPayment(f"payment {entry.subject_id} is not posted yet")
+        customer = await context.remembered("payment_customer", entry.subject_id)
+        if not mapping.refund_item_id:
+            raise Rejected("the account mapping names no refund item for QuickBooks refund receipts")
+        amount = to_decimal(entry.details["amount_minor"], entry.currency)
+        return {**self._common(entry, f"{entry.purpose} {entry.details['reversal_id']} of payment {entry.subject_id}"),
+                "CustomerRef": {"value": customer},
+                "DepositToAccountRef": {"value": mapping.clearing_account_id},
+                "Line": [{"Amount": amount, "DetailType": "SalesItemLineDetail",
+                          "Description": f"{entry.purpose} {entry.details['reversal_id']}",
+                          "SalesItemLineDetail": {"ItemRef": {"value": mapping.refund_item_id},
+                                                  "Qty": 1, "UnitPrice": amount}}]}
+
+
+def _quote(value: str) -> str:
+    return value.replace("\\", "\\\\").replace("'", "\\'")

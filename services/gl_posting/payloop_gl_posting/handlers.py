@@ -1,0 +1,91 @@
+"""Event handlers: each event becomes a balanced journal entry waiting to be posted.
+
+Handlers only write our own database (in the consumer's transaction, with its inbox claim); the
+posting worker talks to the accounting system afterwards. So a redelivered event changes nothing
+(the entry key (event id, purpose) already exists) and a slow vendor never holds up the consumer.
+"""
+from __future__ import annotations
+
+from datetime import date
+
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from payloop import tenant_replica
+from payloop.events.catalogue import (
+    EventData, InvoiceV1, InvoiceVoidedV1, PaymentDisputedV1, PaymentRefundedV1, PaymentSettledV1, PayoutPaidV1,
+)
+from payloop.events.envelope import Envelope
+from payloop_gl_posting import journal, repository
+from payloop_gl_posting.models import Invoice
+
+
+async def on_invoice(session: AsyncSession, event: Envelope, data: EventData) -> None:
+    assert isinstance(data, InvoiceV1)
+    values = dict(number=data.number, client_id=event.client_id, currency=data.currency,
+                  total_minor=data.total_minor, balance_minor=data.balance_minor, status=data.status,
+                  occurred_at=event.occurred_at)
+    await session.execute(insert(Invoice).values(tenant_id=event.tenant_id, invoice_id=data.invoice_id, **values)
+                          .on_conflict_do_update(index_elements=["tenant_id", "invoice_id"], set_=values,
+                                                 where=Invoice.occurred_at <= event.occurred_at))
+
+
+async def on_invoice_voided(session: AsyncSession, event: Envelope, data: EventData) -> None:
+    assert isinstance(data, InvoiceVoidedV1)
+    existing = await session.get(Invoice, (event.tenant_id, data.invoice_id))
+    if existing is not None:
+        existing.status = "void"
+
+
+def _day(event: Envelope, settled_at=None) -> date:
+    return (settled_at or event.occurred_at).date()
+
+
+async def on_payment_settled(session: AsyncSession, event: Envelope, data: EventData) -> None:
+    assert isinstance(data, PaymentSettledV1)
+    await repository.add_entry(session, journal.payment_settled(
+        tenant_id=event.tenant_id, source_event_id=event.id, payment_id=data.payment_id,
+        amount_minor=data.amount_minor, currency=data.currency,
+        allocations=[a.model_dump(mode="json") for a in data.allocations],
+        occurred_on=_day(event, data.settled_at), client_id=event.client_id))
+
+
+async def on_payment_refunded(session: AsyncSession, event: Envelope, data: EventData) -> None:
+    assert isinstance(data, PaymentRefundedV1)
+    if await repository.entry_exists(session, event.tenant_id, "refund", data.refund_id):
+        return  # the same refund told again under a new event id
+    await repository.add_entry(session, journal.payment_reversed(
+        "refund", tenant_id=event.tenant_id, source_event_id=event.id, payment_id=data.payment_id,
+        reversal_id=data.refund_id, amount_minor=data.refunded_minor, currency=data.currency,
+        occurred_on=_day(event), client_id=event.client_id))
+
+
+async def on_payment_disputed(session: AsyncSession, event: Envelope, data: EventData) -> None:
+    assert isinstance(data, PaymentDisputedV1)
+    # The funds leave when the dispute opens; later status changes of the same dispute add nothing here.
+    if await repository.entry_exists(session, event.tenant_id, "dispute", data.dispute_id):
+        return
+    await repository.add_entry(session, journal.payment_reversed(
+        "dispute", tenant_id=event.tenant_id, source_event_id=event.id, payment_id=data.payment_id,
+        reversal_id=data.dispute_id, amount_minor=data.disputed_minor, currency=data.currency,
+        occurred_on=_day(event), client_id=event.client_id))
+
+
+async def on_payout_paid(session: AsyncSession, event: Envelope, data: EventData) -> None:
+    assert isinstance(data, PayoutPaidV1)
+    await repository.add_entry(session, journal.payout_paid(
+        tenant_id=event.tenant_id, source_event_id=event.id, payout_id=data.payout_id,
+        amount_minor=data.amount_minor, currency=data.currency,
+        items=[i.model_dump(mode="json") for i in data.items], arrival_date=data.arrival_date))
+
+
+HANDLERS = {
+    "tenant.updated": tenant_replica.apply_tenant_updated,
+    "invoice.created": on_invoice,
+    "invoice.updated": on_invoice,
+    "invoice.voided": on_invoice_voided,
+    "payment.settled": on_payment_settled,
+    "payment.refunded": on_payment_refunded,
+    "payment.disputed": on_payment_disputed,
+    "payout.paid": on_payout_paid,
+}

@@ -1,0 +1,159 @@
+"""Every query of the gl_posting service, always bounded by tenant."""
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, date, datetime, timedelta
+
+from sqlalchemy import and_, func, or_, select, update
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from payloop_gl_posting.journal import JournalEntry, JournalLine
+from payloop_gl_posting.models import (
+    AccountMapping, Connection, Entry, IdMap, Invoice, Line, PostingException,
+)
+
+
+async def add_entry(session: AsyncSession, entry: JournalEntry) -> bool:
+    """Insert the entry and its lines; False when (event, purpose) was already journaled."""
+    inserted = await session.scalar(insert(Entry).values(
+        id=entry.id, tenant_id=entry.tenant_id, source_event_id=entry.source_event_id, purpose=entry.purpose,
+        subject_id=entry.subject_id, client_id=entry.client_id, currency=entry.currency,
+        occurred_on=entry.occurred_on, reference=entry.reference, details=entry.details,
+    ).on_conflict_do_nothing().returning(Entry.id))
+    if inserted is None:
+        return False
+    await session.execute(insert(Line), [
+        {"entry_id": entry.id, "line_no": n, "tenant_id": entry.tenant_id, "account": line.account,
+         "amount_minor": line.amount_minor, "memo": line.memo}
+        for n, line in enumerate(entry.lines, start=1)])
+    return True
+
+
+async def entry_exists(session: AsyncSession, tenant_id: str, purpose: str, reversal_id: str) -> bool:
+    """A reversal already journaled under another event (refund and dispute ids are unique)."""
+    return bool(await session.scalar(select(func.count()).select_from(Entry).where(
+        Entry.tenant_id == tenant_id, Entry.purpose == purpose,
+        Entry.details["reversal_id"].astext == reversal_id)))
+
+
+def to_domain(row: Entry, lines: list[Line]) -> JournalEntry:
+    return JournalEntry(id=row.id, tenant_id=row.tenant_id, source_event_id=row.source_event_id,
+                        purpose=row.purpose, subject_id=row.subject_id, currency=row.currency,  # type: ignore[arg-type]
+                        occurred_on=row.occurred_on, client_id=row.client_id, details=row.details,
+                        lines=tuple(JournalLine(l.account, l.amount_minor, l.memo) for l in lines))  # type: ignore[arg-type]
+
+
+async def load_entry(session: AsyncSession, entry_id: uuid.UUID) -> tuple[Entry, JournalEntry]:
+    row = await session.get(Entry, entry_id)
+    assert row is not None
+    lines = list((await session.scalars(select(Line).where(Line.entry_id == entry_id).order_by(Line.line_no))).all())
+    return row, to_domain(row, lines)
+
+
+async def claim_due(session: AsyncSession, *, limit: int, lease: timedelta, tenant_id: str | None = None) -> list[uuid.UUID]:
+    """Lease due entries of connected, mapped tenants, oldest first; expired leases come back too."""
+    now = datetime.now(UTC)
+    due = (select(Entry.id)
+           .join(Connection, and_(Connection.tenant_id == Entry.tenant_id, Connection.status == "connected"))
+           .join(AccountMapping, AccountMapping.tenant_id == Entry.tenant_id)
+           .where(or_(and_(Entry.state == "pending", Entry.next_attempt_at <= now),
+                      and_(Entry.state == "sending", Entry.lease_until < now)))
+           .order_by(Entry.seq).limit(limit).with_for_update(of=Entry, skip_locked=True))
+    if tenant_id is not None:
+        due = due.where(Entry.tenant_id == tenant_id)
+    ids = list((await session.scalars(due)).all())
+    if ids:
+        await session.execute(update(Entry).where(Entry.id.in_(ids)).values(
+            state="sending", lease_until=now + lease, attempts=Entry.attempts + 1))
+    return ids
+
+
+async def invoice_number(session: AsyncSession, tenant_id: str, invoice_id: str) -> str | None:
+    return await session.scalar(select(Invoice.number).where(Invoice.tenant_id == tenant_id,
+                                                             Invoice.invoice_id == invoice_id))
+
+
+async def posted_payment(session: AsyncSession, tenant_id: str, payment_id: str) -> str | None:
+    return await session.scalar(select(Entry.external_id).where(
+        Entry.tenant_id == tenant_id, Entry.purpose == "payment", Entry.subject_id == payment_id,
+        Entry.state == "posted"))
+
+
+async def remembered(session: AsyncSession, tenant_id: str, system: str, kind: str, our_id: str) -> str | None:
+    return await session.scalar(select(IdMap.external_id).where(
+        IdMap.tenant_id == tenant_id, IdMap.system == system, IdMap.kind == kind, IdMap.our_id == our_id))
+
+
+async def remember(session: AsyncSession, tenant_id: str, system: str, kind: str, our_id: str, external_id: str) -> None:
+    await session.execute(insert(IdMap).values(tenant_id=tenant_id, system=system, kind=kind, our_id=our_id,
+                                               external_id=external_id)
+                          .on_conflict_do_update(index_elements=["tenant_id", "system", "kind", "our_id"],
+                                                 set_={"external_id": external_id}))
+
+
+async def open_exception(session: AsyncSession, entry_id: uuid.UUID) -> PostingException | None:
+    return await session.scalar(select(PostingException).where(
+        PostingException.entry_id == entry_id, PostingException.status == "open"))
+
+
+async def resolve_exceptions(session: AsyncSession, entry_id: uuid.UUID) -> None:
+    await session.execute(update(PostingException).where(
+        PostingException.entry_id == entry_id, PostingException.status == "open").values(
+        status="resolved", resolved_at=datetime.now(UTC)))
+
+
+async def requeue(session: AsyncSession, tenant_id: str, entry_ids: list[uuid.UUID] | None = None,
+                  reasons: list[str] | None = None) -> int:
+    """Make entries with open exceptions due now (all of the tenant's, or the ones named)."""
+    query = select(PostingException.entry_id).where(PostingException.tenant_id == tenant_id,
+                                                    PostingException.status == "open")
+    if entry_ids:
+        query = query.where(PostingException.entry_id.in_(entry_ids))
+    if reasons:
+        query = query.where(PostingException.reason.in_(reasons))
+    ids = list((await session.scalars(query)).all())
+    if ids:
+        await session.execute(update(Entry).where(Entry.tenant_id == tenant_id, Entry.id.in_(ids),
+                                                  Entry.state.in_(("pending", "failed")))
+                              .values(state="pending", next_attempt_at=datetime.now(UTC)))
+    return len(ids)
+
+
+async def list_entries(session: AsyncSession, tenant_id: str, *, after_seq: int, limit: int,
+                       state: str | None, purpose: str | None) -> list[tuple[Entry, list[Line]]]:
+    query = select(Entry).where(Entry.tenant_id == tenant_id, Entry.seq > after_seq).order_by(Entry.seq).limit(limit)
+    if state:
+        query = query.where(Entry.state == state)
+    if purpose:
+        query = query.where(Entry.purpose == purpose)
+    rows = list((await session.scalars(query)).all())
+    lines = list((await session.scalars(select(Line).where(Line.entry_id.in_([r.id for r in rows]))
+                                        .order_by(Line.entry_id, Line.line_no))).all()) if rows else []
+    return [(row, [l for l in lines if l.entry_id == row.id]) for row in rows]
+
+
+async def list_exceptions(session: AsyncSession, tenant_id: str, *, status: str | None, before: datetime | None,
+                          limit: int) -> list[tuple[PostingException, Entry]]:
+    query = (select(PostingException, Entry).join(Entry, Entry.id == PostingException.entry_id)
+             .where(PostingException.tenant_id == tenant_id)
+             .order_by(PostingException.created_at.desc()).limit(limit))
+    if status:
+        query = query.where(PostingException.status == status)
+    if before:
+        query = query.where(PostingException.created_at < before)
+    return [(e, entry) for e, entry in (await session.execute(query)).all()]
+
+
+async def entries_in_period(session: AsyncSession, tenant_id: str, start: date, end: date) -> list[Entry]:
+    return list((await session.scalars(select(Entry).where(
+        Entry.tenant_id == tenant_id, Entry.occurred_on >= start, Entry.occurred_on <= end).order_by(Entry.seq))).all())
+
+
+async def account_balance(session: AsyncSession, tenant_id: str, account: str, *, through: date,
+                          posted_only: bool) -> int:
+    query = (select(func.coalesce(func.sum(Line.amount_minor), 0)).join(Entry, Entry.id == Line.entry_id)
+             .where(Line.tenant_id == tenant_id, Line.account == account, Entry.occurred_on <= through))
+    if posted_only:
+        query = query.where(Entry.state == "posted")
+    return int(await session.scalar(query))

@@ -1,0 +1,123 @@
+"""API models of the gl_posting service. Money is integer minor units; secrets never leave."""
+from __future__ import annotations
+
+import uuid
+from datetime import date, datetime
+from typing import Literal
+
+from pydantic import BaseModel, Field
+
+
+class ConnectionCreate(BaseModel):
+    """The result of the vendor's OAuth consent: the code and the company it was granted for."""
+
+    system: Literal["quickbooks"]
+    company_id: str = Field(min_length=1, description="QuickBooks realmId from the consent redirect")
+    authorization_code: str = Field(min_length=1)
+    redirect_uri: str = Field(min_length=1, description="The redirect URI used for the consent")
+
+
+class ConnectionView(BaseModel):
+    status: Literal["not_connected", "authorizing", "connected", "revoked", "failed"]
+    system: str | None = None
+    company_id: str | None = None
+    access_token: str | None = Field(None, description="Masked")
+    access_expires_at: datetime | None = None
+    connected_at: datetime | None = None
+    last_error: str | None = None
+
+
+class AccountMappingIn(BaseModel):
+    clearing_account_id: str = Field(min_length=1, description="Undeposited Funds or a clearing account")
+    bank_account_id: str = Field(min_length=1, description="Where payouts arrive")
+    fee_account_id: str = Field(min_length=1, description="Processing fee expense")
+    refunds_account_id: str = Field(min_length=1, description="Where refunds and chargebacks are booked")
+    receivable_account_id: str | None = None
+    refund_item_id: str | None = Field(None, description="QuickBooks item used on refund receipts")
+    customer_rule: Literal["invoice_customer"] = "invoice_customer"
+
+
+class AccountMappingView(AccountMappingIn):
+    validated_at: datetime | None = None
+
+
+class AccountMappingState(BaseModel):
+    configured: bool
+    mapping: AccountMappingView | None = None
+
+
+class LineView(BaseModel):
+    account: str
+    amount_minor: int = Field(description="Positive debit, negative credit")
+    memo: str
+
+
+class EntryView(BaseModel):
+    id: uuid.UUID
+    purpose: str
+    subject_id: str
+    source_event_id: uuid.UUID
+    currency: str
+    occurred_on: date
+    reference: str
+    state: str
+    system: str | None
+    external_id: str | None
+    attempts: int
+    last_error: str | None
+    lines: list[LineView]
+
+
+class EntryPage(BaseModel):
+    items: list[EntryView]
+    next_cursor: str | None
+
+
+class ExceptionView(BaseModel):
+    id: uuid.UUID
+    entry_id: uuid.UUID
+    purpose: str
+    subject_id: str
+    reason: str
+    detail: str
+    retryable: bool
+    status: str
+    occurrences: int
+    created_at: datetime
+    resolved_at: datetime | None
+
+
+class ExceptionPage(BaseModel):
+    items: list[ExceptionView]
+    next_cursor: str | None
+
+
+class RetryRequest(BaseModel):
+    entry_ids: list[uuid.UUID] = Field(default_factory=list, description="Empty: every open exception")
+
+
+class RetryResult(BaseModel):
+    requeued: int
+
+
+class PurposeTotals(BaseModel):
+    count: int
+    amount_minor: int
+    posted_count: int
+    posted_amount_minor: int
+
+
+class ReconciliationReport(BaseModel):
+    tenant_id: str
+    period_start: date
+    period_end: date
+    currencies: list[str]
+    payments: PurposeTotals
+    deposits: PurposeTotals
+    refunds: PurposeTotals
+    disputes: PurposeTotals
+    fees_minor: int
+    clearing_balance_minor: int
+    clearing_posted_balance_minor: int
+    balanced: bool
+    mismatches: list[dict]
