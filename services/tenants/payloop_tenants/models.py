@@ -3,7 +3,7 @@ from datetime import datetime
 from typing import Any
 from uuid import UUID
 
-from sqlalchemy import BigInteger, DateTime, ForeignKey, Identity, Integer, String, Text, func
+from sqlalchemy import BigInteger, MetaData, DateTime, ForeignKey, Identity, Integer, String, Text, func
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 from sqlalchemy.orm import Mapped, mapped_column
 
@@ -12,6 +12,8 @@ from payloop.db import Base
 
 class TenantsBase(Base):
     __abstract__ = True
+    # Its own MetaData: Base's is shared by every service imported into one process (the tests).
+    metadata = MetaData()
 
 
 class Tenant(TenantsBase):
