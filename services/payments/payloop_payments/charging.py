@@ -293,7 +293,8 @@ async def _failure(session: AsyncSession, payment: Payment, attempt: PaymentAtte
     attempts = await repository.attempts_of(session, payment.id)
     return Failure(at=now, payment_id=str(payment.id), method_type=method.type, decline_code=result.decline_code,
                    client_initiated=attempt.client_initiated, card_brand=method.brand,
-                   first_attempt_at=attempts[0].created_at if attempts else now)
+                   first_attempt_at=attempts[0].created_at if attempts else now,
+                   is_retry=attempt.attempt_no > 1)
 
 
 async def _history(session: AsyncSession, method: PaymentMethod, current: PaymentAttempt,

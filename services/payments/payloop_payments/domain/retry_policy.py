@@ -98,6 +98,7 @@ class Failure:
     client_initiated: bool = False
     card_brand: str | None = None
     first_attempt_at: datetime | None = None  # the payment's original presentment
+    is_retry: bool = False  # this failed attempt was itself a re-presentment
 
 
 @dataclass(frozen=True)
@@ -129,8 +130,10 @@ def decide(failure: Failure, history: list[PastAttempt], policy: RetryPolicy = R
     return _decide_card(failure, history, policy)
 
 
-def _merchant_retries(payment_id: str, history: list[PastAttempt]) -> list[PastAttempt]:
-    return [a for a in history if a.payment_id == payment_id and a.is_retry and not a.client_initiated]
+def _retries_done(failure: Failure, history: list[PastAttempt]) -> int:
+    """Merchant re-presentments of this payment so far, the failing one included."""
+    earlier = sum(1 for a in history if a.payment_id == failure.payment_id and a.is_retry and not a.client_initiated)
+    return earlier + (1 if failure.is_retry and not failure.client_initiated else 0)
 
 
 def _decide_ach(failure: Failure, history: list[PastAttempt], policy: RetryPolicy) -> RetryDecision:
@@ -143,14 +146,14 @@ def _decide_ach(failure: Failure, history: list[PastAttempt], policy: RetryPolic
         return RetryDecision(Outcome.STOP, reason="client-initiated payments are not retried")
     if code not in ACH_INSUFFICIENT:
         return RetryDecision(Outcome.STOP, reason=f"ACH {code or 'failure'} is not retryable")
-    retries = _merchant_retries(failure.payment_id, history)
-    if len(retries) >= ACH_REPRESENTMENT_LIMIT:
+    done = _retries_done(failure, history)
+    if done >= ACH_REPRESENTMENT_LIMIT:
         return RetryDecision(Outcome.STOP, reason="Nacha: already re-presented twice")
-    candidate = _scheduled(failure, len(retries), policy)
+    candidate = _scheduled(failure, done, policy)
     original = failure.first_attempt_at or failure.at
     if candidate is None or candidate > original + ACH_REPRESENTMENT_WINDOW:
         return RetryDecision(Outcome.STOP, reason="retry schedule or Nacha 180-day window exhausted")
-    return RetryDecision(Outcome.RETRY, candidate, reason=f"ACH {code}: re-presentment {len(retries) + 1}")
+    return RetryDecision(Outcome.RETRY, candidate, reason=f"ACH {code}: re-presentment {done + 1}")
 
 
 def _decide_card(failure: Failure, history: list[PastAttempt], policy: RetryPolicy) -> RetryDecision:
@@ -164,14 +167,14 @@ def _decide_card(failure: Failure, history: list[PastAttempt], policy: RetryPoli
                                  reason=f"do_not_honor {seen + 1} times: treated as a hard decline")
     if failure.client_initiated:
         return RetryDecision(Outcome.STOP, reason="client-initiated payments are not retried")
-    retries = _merchant_retries(failure.payment_id, history)
-    candidate = _scheduled(failure, len(retries), policy)
+    done = _retries_done(failure, history)
+    candidate = _scheduled(failure, done, policy)
     if candidate is None:
         return RetryDecision(Outcome.STOP, reason="retry schedule exhausted")
     candidate = _within_card_caps(candidate, failure, history)
     if candidate is None:
         return RetryDecision(Outcome.STOP, reason="card network retry cap reached")
-    return RetryDecision(Outcome.RETRY, candidate, reason=f"soft decline {code}: retry {len(retries) + 1}")
+    return RetryDecision(Outcome.RETRY, candidate, reason=f"soft decline {code}: retry {done + 1}")
 
 
 def _scheduled(failure: Failure, retries_so_far: int, policy: RetryPolicy) -> datetime | None:
