@@ -4,6 +4,9 @@ from pathlib import Path
 from payloop import tenant_replica
 from payloop.service import ServiceDefinition
 
+from payloop_reporting.api import router
+from payloop_reporting.dashboard import router as dashboard_router
+from payloop_reporting.handlers import HANDLERS
 from payloop_reporting.models import metadata
 
 SERVICE = ServiceDefinition(
@@ -11,6 +14,6 @@ SERVICE = ServiceDefinition(
     description="Reporting: read models of aging, DSO and collection status, and the dashboard",
     metadata=metadata,
     migrations_dir=Path(__file__).parent / "migrations",
-    routers=[tenant_replica.router],
-    handlers={"tenant.updated": tenant_replica.apply_tenant_updated},
+    routers=[tenant_replica.router, router, dashboard_router],
+    handlers=HANDLERS,
 )
