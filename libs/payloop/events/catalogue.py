@@ -296,6 +296,18 @@ class PromiseRecordedV1(EventData):
     currency: Currency
 
 
+class ClientBehaviourChangedV1(EventData):
+    """Days-to-pay are durations, not money: one decimal place is plenty."""
+
+    samples: int = Field(description="Paid invoices the figures are computed from")
+    average_days_to_pay: float
+    recent_days_to_pay: float | None = Field(description="Invoices paid within `window_days` of the newest payment")
+    baseline_days_to_pay: float | None = Field(description="Invoices paid before that window")
+    on_time_ratio: float = Field(ge=0, le=1)
+    drifting: bool = Field(description="Recent days-to-pay are well above the baseline")
+    window_days: int
+
+
 # --- gl_posting -----------------------------------------------------------------------------------
 
 class GlPostedV1(EventData):
@@ -437,6 +449,8 @@ for _entry in (
     CatalogueEntry("collection.escalated", 1, CollectionEscalatedV1, "collections", "A case was escalated"),
     CatalogueEntry("collection.paused", 1, CollectionPausedV1, "collections", "A case was paused"),
     CatalogueEntry("promise.recorded", 1, PromiseRecordedV1, "collections", "A client promised to pay"),
+    CatalogueEntry("client.behaviour_changed", 1, ClientBehaviourChangedV1, "collections",
+                   "A client's payment behaviour (days-to-pay, on-time ratio, drift) changed"),
     CatalogueEntry("gl.posted", 1, GlPostedV1, "gl_posting", "An entry was posted to the accounting system"),
     CatalogueEntry("gl.post_failed", 1, GlPostFailedV1, "gl_posting", "Posting to the accounting system failed"),
     CatalogueEntry("audit.recorded", 1, AuditRecordedV1, "any",

@@ -1,0 +1,68 @@
+"""Client payment behaviour from paid invoices: days-to-pay, on-time ratio and drift.
+
+Drift compares the recent window (invoices paid in the last `window_days` before the newest payment)
+with the invoices paid before it: "from 18 to 34 days over the last quarter".
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date, timedelta
+
+WINDOW_DAYS = 90
+MIN_SAMPLES = 2
+# A client drifts when recent days-to-pay exceed the baseline by this many days and this ratio.
+DRIFT_MIN_DAYS = 7
+DRIFT_MIN_RATIO = 1.25
+
+
+@dataclass(frozen=True)
+class PaidInvoice:
+    issued_on: date
+    due_on: date
+    paid_on: date
+
+    @property
+    def days_to_pay(self) -> int:
+        return (self.paid_on - self.issued_on).days
+
+    @property
+    def on_time(self) -> bool:
+        return self.paid_on <= self.due_on
+
+
+@dataclass(frozen=True)
+class Behaviour:
+    samples: int
+    average_days_to_pay: float
+    recent_days_to_pay: float | None
+    baseline_days_to_pay: float | None
+    on_time_ratio: float
+    drifting: bool
+    window_days: int = WINDOW_DAYS
+
+
+def _mean(values: list[int]) -> float:
+    return round(sum(values) / len(values), 1)
+
+
+def compute(paid: list[PaidInvoice], *, window_days: int = WINDOW_DAYS) -> Behaviour | None:
+    if not paid:
+        return None
+    newest = max(p.paid_on for p in paid)
+    cutoff = newest - timedelta(days=window_days)
+    recent = [p.days_to_pay for p in paid if p.paid_on > cutoff]
+    baseline = [p.days_to_pay for p in paid if p.paid_on <= cutoff]
+    recent_avg = _mean(recent) if len(recent) >= MIN_SAMPLES else None
+    baseline_avg = _mean(baseline) if len(baseline) >= MIN_SAMPLES else None
+    drifting = (recent_avg is not None and baseline_avg is not None
+                and recent_avg - baseline_avg >= DRIFT_MIN_DAYS
+                and recent_avg >= baseline_avg * DRIFT_MIN_RATIO)
+    return Behaviour(
+        samples=len(paid),
+        average_days_to_pay=_mean([p.days_to_pay for p in paid]),
+        recent_days_to_pay=recent_avg,
+        baseline_days_to_pay=baseline_avg,
+        on_time_ratio=round(sum(p.on_time for p in paid) / len(paid), 3),
+        drifting=drifting,
+        window_days=window_days,
+    )

@@ -1,0 +1,167 @@
+"""Event handlers: the local state collections decides from (clients, invoices, payments, context).
+
+Handlers run inside the consumer's transaction with an inbox claim, so a redelivered event has no
+second effect. They only record facts; the scheduler turns facts into reminders.
+"""
+from __future__ import annotations
+
+from datetime import date, datetime
+
+import structlog
+from payloop import tenant_replica
+from payloop.consumer import Handler
+from payloop.events.catalogue import EventData
+from payloop.events.envelope import Envelope
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from payloop_collections import cases, repository
+from payloop_collections.clock import Clock
+
+log = structlog.get_logger(__name__)
+
+
+def build_handlers(clock: Clock) -> dict[str, Handler]:
+    """The handlers, with the service's clock for the time of what they record."""
+
+    def client_of(event: Envelope) -> str | None:
+        if event.client_id is None:
+            log.warning("collections.event.no_client", event_type=event.type, event_id=str(event.id))
+        return event.client_id
+
+    async def client_upserted(session: AsyncSession, event: Envelope, data: EventData) -> None:
+        await repository.update_client(
+            session, event.tenant_id, data.client_id, name=data.name,
+            billing_emails=[e.strip().lower() for e in data.billing_emails if e.strip()],
+            timezone=data.timezone)
+
+    async def invoice_changed(session: AsyncSession, event: Envelope, data: EventData) -> None:
+        client_id = client_of(event)
+        if client_id is None:
+            return
+        await repository.ensure_client(session, event.tenant_id, client_id)
+        await repository.upsert_invoice(session, event.tenant_id, client_id, data.model_dump(mode="json"),
+                                        event.occurred_at)
+        if data.status == "paid":
+            await _mark_paid(session, event, client_id, [data.invoice_id], event.occurred_at.date())
+
+    async def invoice_voided(session: AsyncSession, event: Envelope, data: EventData) -> None:
+        client_id = client_of(event)
+        await repository.set_invoice(session, event.tenant_id, [data.invoice_id], status="void")
+        if client_id:
+            await repository.add_timeline(session, event.tenant_id, client_id, "stopped", clock.now(),
+                                          invoice_id=data.invoice_id, reason="voided")
+
+    async def ticket_flagged(session: AsyncSession, event: Envelope, data: EventData) -> None:
+        client_id = client_of(event)
+        if client_id is None:
+            return
+        invoice_ids = data.invoice_ids or [i.invoice_id for i, _ in
+                                           await repository.open_invoices(session, event.tenant_id, client_id)]
+        if data.open:
+            await repository.set_invoice(session, event.tenant_id, invoice_ids, dispute_ticket_id=data.ticket_id)
+            await cases.paused(session, event.tenant_id, client_id, "dispute", clock.now(), causation=event,
+                               ticket_id=data.ticket_id, invoice_ids=invoice_ids)
+        else:
+            await repository.set_invoice(session, event.tenant_id, invoice_ids, dispute_ticket_id=None)
+            await repository.add_timeline(session, event.tenant_id, client_id, "resumed", clock.now(),
+                                          reason="dispute_closed", ticket_id=data.ticket_id)
+
+    async def payment_initiated(session: AsyncSession, event: Envelope, data: EventData) -> None:
+        await repository.set_invoice(session, event.tenant_id, [a.invoice_id for a in data.allocations],
+                                     payment_in_flight_id=data.payment_id)
+
+    async def payment_settled(session: AsyncSession, event: Envelope, data: EventData) -> None:
+        client_id = client_of(event)
+        settled_on = (data.settled_at or event.occurred_at).date()
+        invoice_ids = [a.invoice_id for a in data.allocations]
+        for allocation in data.allocations:
+            await repository.add_payment(session, event.tenant_id, data.payment_id, allocation.invoice_id,
+                                         allocation.amount_minor, settled_on)
+        await repository.set_invoice(session, event.tenant_id, invoice_ids, payment_in_flight_id=None,
+                                     retry_at=None, autopay_failed=False)
+        if client_id is None:
+            return
+        paid = [inv.invoice_id for inv, balance in
+                await repository.invoices_with_balance(session, event.tenant_id, invoice_ids=invoice_ids)
+                if balance <= 0]
+        await _mark_paid(session, event, client_id, paid, settled_on)
+
+    async def payment_failed(session: AsyncSession, event: Envelope, data: EventData) -> None:
+        client_id = client_of(event)
+        invoice_ids = [a.invoice_id for a in data.allocations]
+        retrying = data.retryable and data.next_attempt_at is not None
+        await repository.set_invoice(
+            session, event.tenant_id, invoice_ids, payment_in_flight_id=None,
+            retry_at=data.next_attempt_at if retrying else None, retry_attempt=data.attempt,
+            autopay_failed=not retrying)
+        if client_id:
+            await repository.add_timeline(
+                session, event.tenant_id, client_id, "payment_failed", clock.now(), payment_id=data.payment_id,
+                invoice_ids=invoice_ids, decline_code=data.decline_code, attempt=data.attempt,
+                next_attempt_at=data.next_attempt_at.isoformat() if retrying else None)
+
+    async def payment_reversed(session: AsyncSession, event: Envelope, data: EventData) -> None:
+        """A refund or a dispute takes money back: the invoices it covered are owed again."""
+        client_id = client_of(event)
+        remaining = data.refunded_minor if event.type == "payment.refunded" else data.disputed_minor
+        reopened: list[str] = []
+        for allocation in data.allocations:
+            if remaining <= 0:
+                break
+            taken = min(remaining, allocation.amount_minor)
+            await repository.reduce_payment(session, event.tenant_id, data.payment_id, allocation.invoice_id, taken)
+            remaining -= taken
+            reopened.append(allocation.invoice_id)
+        await repository.set_invoice(session, event.tenant_id, reopened, paid_on=None)
+        if client_id:
+            await repository.add_timeline(session, event.tenant_id, client_id, "payment_reversed", clock.now(),
+                                          payment_id=data.payment_id, invoice_ids=reopened, kind=event.type)
+
+    async def autopay_changed(session: AsyncSession, event: Envelope, data: EventData) -> None:
+        client_id = client_of(event)
+        if client_id is None:
+            return
+        await repository.update_client(session, event.tenant_id, client_id, autopay_enrolled=data.enrolled,
+                                       autopay_rule=data.rule)
+        await repository.add_timeline(session, event.tenant_id, client_id, "autopay_changed", clock.now(),
+                                      enrolled=data.enrolled, reason=data.reason)
+
+    async def installment_plan_created(session: AsyncSession, event: Envelope, data: EventData) -> None:
+        client_id = client_of(event)
+        await repository.set_invoice(session, event.tenant_id, [data.invoice_id], installment_plan_id=data.plan_id,
+                                     autopay_failed=False)
+        if client_id:
+            last = max((p.due_on for p in data.parts), default=None)
+            await cases.paused(session, event.tenant_id, client_id, "installment_plan", clock.now(), until=last,
+                               causation=event, plan_id=data.plan_id, invoice_id=data.invoice_id)
+
+    async def _mark_paid(session: AsyncSession, event: Envelope, client_id: str, invoice_ids: list[str],
+                         paid_on: date) -> None:
+        """Stop the sequence of paid invoices and learn from how long the client took."""
+        newly_paid = [inv.invoice_id for inv, _ in
+                      await repository.invoices_with_balance(session, event.tenant_id, invoice_ids=invoice_ids)
+                      if inv.paid_on is None]
+        if not newly_paid:
+            return
+        await repository.set_invoice(session, event.tenant_id, newly_paid, paid_on=paid_on)
+        now: datetime = clock.now()
+        for invoice_id in newly_paid:
+            await repository.add_timeline(session, event.tenant_id, client_id, "stopped", now,
+                                          invoice_id=invoice_id, reason="paid")
+        await cases.refresh_behaviour(session, event.tenant_id, client_id, now, causation=event)
+
+    return {
+        "tenant.updated": tenant_replica.apply_tenant_updated,
+        "client.upserted": client_upserted,
+        "invoice.created": invoice_changed,
+        "invoice.updated": invoice_changed,
+        "invoice.voided": invoice_voided,
+        "ticket.flagged": ticket_flagged,
+        "payment.initiated": payment_initiated,
+        "payment.settled": payment_settled,
+        "payment.failed": payment_failed,
+        "payment.refunded": payment_reversed,
+        "payment.disputed": payment_reversed,
+        "autopay.changed": autopay_changed,
+        "installment_plan.created": installment_plan_created,
+    }

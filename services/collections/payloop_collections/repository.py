@@ -1,0 +1,284 @@
+"""Every query of the collections service."""
+from __future__ import annotations
+
+import uuid
+from collections import defaultdict
+from datetime import date, datetime
+from typing import Any
+
+from sqlalchemy import and_, func, select, text, update
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from payloop.ids import uuid7
+from payloop.tenant_replica import TenantProfile, load_profile
+
+from payloop_collections import models as m
+from payloop_collections.policy import DEFAULT_POLICY_ID, Policy, Step
+
+OPEN_STATUSES = ("open", "partially_paid")
+
+
+# --- clients --------------------------------------------------------------------------------------
+
+async def ensure_client(session: AsyncSession, tenant_id: str, client_id: str) -> None:
+    """Invoices and payments may arrive before `client.upserted`: keep a row to hang them on."""
+    await session.execute(insert(m.Client).values(
+        tenant_id=tenant_id, client_id=client_id, case_id=uuid7(), billing_emails=[],
+    ).on_conflict_do_nothing())
+
+
+async def get_client(session: AsyncSession, tenant_id: str, client_id: str, *,
+                     for_update: bool = False) -> m.Client | None:
+    query = select(m.Client).where(m.Client.tenant_id == tenant_id, m.Client.client_id == client_id)
+    if for_update:
+        query = query.with_for_update()
+    return (await session.execute(query)).scalar_one_or_none()
+
+
+async def update_client(session: AsyncSession, tenant_id: str, client_id: str, **values: Any) -> None:
+    await ensure_client(session, tenant_id, client_id)
+    await session.execute(update(m.Client).where(m.Client.tenant_id == tenant_id,
+                                                 m.Client.client_id == client_id)
+                          .values(**values, updated_at=func.now()))
+
+
+# --- invoices and payments ------------------------------------------------------------------------
+
+async def upsert_invoice(session: AsyncSession, tenant_id: str, client_id: str, data: dict[str, Any],
+                         occurred_at: datetime) -> None:
+    values = dict(
+        client_id=client_id, number=data["number"], currency=data["currency"],
+        issued_on=date.fromisoformat(data["issued_on"]), due_on=date.fromisoformat(data["due_on"]),
+        status=data["status"], total_minor=data["total_minor"], psa_balance_minor=data["balance_minor"],
+        agreement=data.get("agreement"), lines=data.get("lines", []), event_occurred_at=occurred_at,
+    )
+    statement = insert(m.Invoice).values(tenant_id=tenant_id, invoice_id=data["invoice_id"], **values)
+    # Newest event wins: a late redelivery of an older version never reopens a paid invoice.
+    await session.execute(statement.on_conflict_do_update(
+        index_elements=[m.Invoice.tenant_id, m.Invoice.invoice_id], set_=values,
+        where=m.Invoice.event_occurred_at <= statement.excluded.event_occurred_at))
+
+
+async def set_invoice(session: AsyncSession, tenant_id: str, invoice_ids: list[str], **values: Any) -> None:
+    if invoice_ids:
+        await session.execute(update(m.Invoice).where(m.Invoice.tenant_id == tenant_id,
+                                                      m.Invoice.invoice_id.in_(invoice_ids)).values(**values))
+
+
+async def add_payment(session: AsyncSession, tenant_id: str, payment_id: str, invoice_id: str,
+                      amount_minor: int, settled_on: date) -> None:
+    await session.execute(insert(m.InvoicePayment).values(
+        tenant_id=tenant_id, payment_id=payment_id, invoice_id=invoice_id, amount_minor=amount_minor,
+        settled_on=settled_on).on_conflict_do_nothing())
+
+
+async def reduce_payment(session: AsyncSession, tenant_id: str, payment_id: str, invoice_id: str,
+                         refunded_minor: int) -> None:
+    await session.execute(update(m.InvoicePayment).where(
+        m.InvoicePayment.tenant_id == tenant_id, m.InvoicePayment.payment_id == payment_id,
+        m.InvoicePayment.invoice_id == invoice_id,
+    ).values(amount_minor=func.greatest(m.InvoicePayment.amount_minor - refunded_minor, 0)))
+
+
+def _collected():
+    return (select(m.InvoicePayment.tenant_id, m.InvoicePayment.invoice_id,
+                   func.sum(m.InvoicePayment.amount_minor).label("collected"))
+            .group_by(m.InvoicePayment.tenant_id, m.InvoicePayment.invoice_id).subquery())
+
+
+def _balance(collected):
+    # The PSA's balance lags our own payments until write-back; other payments (cheques) only the
+    # PSA knows. The smaller of the two is what is still owed.
+    return func.least(m.Invoice.psa_balance_minor,
+                      m.Invoice.total_minor - func.coalesce(collected.c.collected, 0))
+
+
+async def invoices_with_balance(session: AsyncSession, tenant_id: str, client_id: str | None = None,
+                                invoice_ids: list[str] | None = None) -> list[tuple[m.Invoice, int]]:
+    collected = _collected()
+    balance = _balance(collected).label("balance")
+    query = (select(m.Invoice, balance)
+             .outerjoin(collected, and_(collected.c.tenant_id == m.Invoice.tenant_id,
+                                        collected.c.invoice_id == m.Invoice.invoice_id))
+             .where(m.Invoice.tenant_id == tenant_id))
+    if client_id is not None:
+        query = query.where(m.Invoice.client_id == client_id)
+    if invoice_ids is not None:
+        query = query.where(m.Invoice.invoice_id.in_(invoice_ids))
+    return [(row[0], int(row[1])) for row in (await session.execute(query.order_by(m.Invoice.due_on))).all()]
+
+
+async def open_invoices(session: AsyncSession, tenant_id: str, client_id: str | None = None
+                        ) -> list[tuple[m.Invoice, int]]:
+    return [(inv, bal) for inv, bal in await invoices_with_balance(session, tenant_id, client_id)
+            if inv.status in OPEN_STATUSES and bal > 0]
+
+
+async def paid_invoices(session: AsyncSession, tenant_id: str, client_id: str) -> list[m.Invoice]:
+    return list((await session.execute(select(m.Invoice).where(
+        m.Invoice.tenant_id == tenant_id, m.Invoice.client_id == client_id,
+        m.Invoice.paid_on.is_not(None)))).scalars())
+
+
+async def tenants_with_open_invoices(session: AsyncSession) -> list[str]:
+    return list((await session.execute(select(m.Invoice.tenant_id).distinct()
+                                       .where(m.Invoice.status.in_(OPEN_STATUSES)))).scalars())
+
+
+# --- policies -------------------------------------------------------------------------------------
+
+def to_policy(row: m.Policy) -> Policy:
+    return Policy(
+        id=row.id, name=row.name, steps=tuple(Step(**s) for s in row.steps), business_days=row.business_days,
+        send_hour=row.send_hour, quiet_start_hour=row.quiet_start_hour, quiet_end_hour=row.quiet_end_hour,
+        drift_shift_days=row.drift_shift_days, drift_firmer=row.drift_firmer,
+        autopay_courtesy=row.autopay_courtesy,
+    )
+
+
+async def policies(session: AsyncSession, tenant_id: str) -> list[m.Policy]:
+    return list((await session.execute(select(m.Policy).where(m.Policy.tenant_id == tenant_id)
+                                       .order_by(m.Policy.id))).scalars())
+
+
+async def get_policy(session: AsyncSession, tenant_id: str, policy_id: str) -> m.Policy | None:
+    return await session.get(m.Policy, (tenant_id, policy_id))
+
+
+async def upsert_policy(session: AsyncSession, tenant_id: str, policy_id: str, values: dict[str, Any]) -> m.Policy:
+    if values.get("is_default"):
+        # One default per tenant: the new default takes the flag from the old one.
+        await session.execute(update(m.Policy).where(m.Policy.tenant_id == tenant_id, m.Policy.is_default,
+                                                     m.Policy.id != policy_id).values(is_default=False))
+    statement = insert(m.Policy).values(tenant_id=tenant_id, id=policy_id, **values)
+    await session.execute(statement.on_conflict_do_update(
+        index_elements=[m.Policy.tenant_id, m.Policy.id], set_={**values, "updated_at": func.now()}))
+    row = await session.get(m.Policy, (tenant_id, policy_id), populate_existing=True)
+    assert row is not None
+    return row
+
+
+def policy_for(client: m.Client, by_id: dict[str, Policy]) -> Policy:
+    """The client's override, else the tenant's default, else the built-in default."""
+    if client.policy_id and client.policy_id in by_id:
+        return by_id[client.policy_id]
+    return by_id.get("__default__") or Policy()
+
+
+async def policy_map(session: AsyncSession, tenant_id: str) -> dict[str, Policy]:
+    result: dict[str, Policy] = {}
+    for row in await policies(session, tenant_id):
+        result[row.id] = to_policy(row)
+        if row.is_default:
+            result["__default__"] = result[row.id]
+    if "__default__" not in result and DEFAULT_POLICY_ID in result:
+        result["__default__"] = result[DEFAULT_POLICY_ID]
+    return result
+
+
+# --- steps, messages, tasks, timeline -------------------------------------------------------------
+
+async def decided_steps(session: AsyncSession, tenant_id: str, invoice_ids: list[str]) -> dict[str, set[str]]:
+    decided: dict[str, set[str]] = defaultdict(set)
+    if invoice_ids:
+        rows = await session.execute(select(m.ReminderStep.invoice_id, m.ReminderStep.step_key).where(
+            m.ReminderStep.tenant_id == tenant_id, m.ReminderStep.invoice_id.in_(invoice_ids)))
+        for invoice_id, key in rows.all():
+            decided[invoice_id].add(key)
+    return decided
+
+
+async def message_on(session: AsyncSession, tenant_id: str, client_id: str, local_date: date) -> m.Message | None:
+    return (await session.execute(select(m.Message).where(
+        m.Message.tenant_id == tenant_id, m.Message.client_id == client_id,
+        m.Message.local_date == local_date))).scalar_one_or_none()
+
+
+async def insert_message(session: AsyncSession, **values: Any) -> uuid.UUID | None:
+    """The day's email of a client, or None when the client already has one for that day."""
+    statement = insert(m.Message).values(**values).on_conflict_do_nothing(
+        constraint="messages_one_per_day").returning(m.Message.id)
+    return (await session.execute(statement)).scalar_one_or_none()
+
+
+async def messages(session: AsyncSession, tenant_id: str, client_id: str | None, limit: int) -> list[m.Message]:
+    query = select(m.Message).where(m.Message.tenant_id == tenant_id)
+    if client_id:
+        query = query.where(m.Message.client_id == client_id)
+    return list((await session.execute(query.order_by(m.Message.created_at.desc()).limit(limit))).scalars())
+
+
+async def claim_due_message(session: AsyncSession, now: datetime) -> m.Message | None:
+    """One pending email whose time has come, locked so that no other worker sends it too."""
+    return (await session.execute(select(m.Message).where(
+        m.Message.status == "pending", m.Message.next_attempt_at <= now,
+    ).order_by(m.Message.next_attempt_at).limit(1).with_for_update(skip_locked=True))).scalar_one_or_none()
+
+
+async def add_timeline(session: AsyncSession, tenant_id: str, client_id: str, kind: str, at: datetime,
+                       invoice_id: str | None = None, **detail: Any) -> None:
+    session.add(m.TimelineEntry(tenant_id=tenant_id, client_id=client_id, invoice_id=invoice_id, kind=kind,
+                                detail=detail, at=at))
+    await session.flush()
+
+
+async def timeline(session: AsyncSession, tenant_id: str, client_id: str, after: int | None, limit: int
+                   ) -> list[m.TimelineEntry]:
+    query = select(m.TimelineEntry).where(m.TimelineEntry.tenant_id == tenant_id,
+                                          m.TimelineEntry.client_id == client_id)
+    if after is not None:
+        query = query.where(m.TimelineEntry.id > after)
+    return list((await session.execute(query.order_by(m.TimelineEntry.id).limit(limit))).scalars())
+
+
+async def tasks(session: AsyncSession, tenant_id: str, status: str | None, limit: int) -> list[m.EscalationTask]:
+    query = select(m.EscalationTask).where(m.EscalationTask.tenant_id == tenant_id)
+    if status:
+        query = query.where(m.EscalationTask.status == status)
+    return list((await session.execute(query.order_by(m.EscalationTask.created_at.desc()).limit(limit))).scalars())
+
+
+# --- promises, opt-outs, behaviour ----------------------------------------------------------------
+
+async def pending_promises(session: AsyncSession, tenant_id: str, today: date) -> list[m.Promise]:
+    return list((await session.execute(select(m.Promise).where(
+        m.Promise.tenant_id == tenant_id, m.Promise.promised_on >= today))).scalars())
+
+
+async def opted_out(session: AsyncSession, tenant_id: str) -> set[str]:
+    return set((await session.execute(select(m.OptOut.email).where(m.OptOut.tenant_id == tenant_id))).scalars())
+
+
+async def add_opt_out(session: AsyncSession, tenant_id: str, email: str) -> None:
+    await session.execute(insert(m.OptOut).values(tenant_id=tenant_id, email=email.lower()).on_conflict_do_nothing())
+
+
+async def get_behaviour(session: AsyncSession, tenant_id: str, client_id: str) -> m.ClientBehaviour | None:
+    return await session.get(m.ClientBehaviour, (tenant_id, client_id))
+
+
+async def save_behaviour(session: AsyncSession, tenant_id: str, client_id: str, values: dict[str, Any]) -> None:
+    statement = insert(m.ClientBehaviour).values(tenant_id=tenant_id, client_id=client_id, **values)
+    await session.execute(statement.on_conflict_do_update(
+        index_elements=[m.ClientBehaviour.tenant_id, m.ClientBehaviour.client_id],
+        set_={**values, "updated_at": func.now()}))
+
+
+async def clients(session: AsyncSession, tenant_id: str, client_ids: list[str]) -> dict[str, m.Client]:
+    if not client_ids:
+        return {}
+    rows = await session.execute(select(m.Client).where(m.Client.tenant_id == tenant_id,
+                                                        m.Client.client_id.in_(client_ids)))
+    return {c.client_id: c for c in rows.scalars()}
+
+
+async def tenant_profile(session: AsyncSession, tenant_id: str) -> TenantProfile | None:
+    return await load_profile(session, tenant_id)
+
+
+async def try_client_lock(session: AsyncSession, tenant_id: str, client_id: str) -> bool:
+    """A transaction-scoped lock so two workers do not plan one client at once (the unique keys
+    would stop a double send anyway; this only saves the wasted work)."""
+    return bool((await session.execute(text("SELECT pg_try_advisory_xact_lock(hashtext(:k))"),
+                                       {"k": f"collections:{tenant_id}:{client_id}"})).scalar())

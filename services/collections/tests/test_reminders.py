@@ -1,0 +1,41 @@
+"""A client's reminders through the running service: due steps, local time, the email itself."""
+import re
+from datetime import date, datetime, timedelta
+from zoneinfo import ZoneInfo
+
+from payloop.checkout_links import verify_checkout_token
+
+NY = ZoneInfo("America/New_York")
+
+
+async def test_due_step_is_emailed_once_at_local_send_hour(make_harness, sink, token):
+    due = date(2026, 3, 4)  # a Wednesday; step -3 falls on Sunday 1 March and moves to Monday 2 March
+    async with make_harness(datetime(2026, 3, 2, 8, 30, tzinfo=NY)) as h:
+        await h.tenant_profile(display_name="Acme IT", primary_color="#aa0000")
+        await h.add_client("c1", ["ap@c1.example"], name="Contoso")
+        invoice = await h.add_invoice("c1", due, 125_050)
+
+        await h.tick()  # 08:30 local: before the send hour
+        assert sink.messages == []
+        h.clock.set(datetime(2026, 3, 2, 9, 5, tzinfo=NY))
+        await h.tick()
+        await h.tick()  # a second tick the same day sends nothing more
+        assert len(sink.messages) == 1
+        sent = sink.messages[0]
+        assert sent.rcpt_tos == ["ap@c1.example"]
+        assert "N" + invoice in sent.parsed["subject"]
+        text, html = sent.body("plain"), sent.body("html")
+        assert "1,250.50 USD" in text and "1,250.50 USD" in html
+        assert "Managed Services Gold" in text and "Workstation management" in text
+        assert "Acme IT" in html and "#aa0000" in html
+        link = re.search(r"http://pay\.test/checkout/(\S+)", text).group(1)
+        grant = verify_checkout_token(link, now=h.clock.now())
+        assert (grant.tenant_id, grant.client_id, grant.invoice_ids) == (h.tenant, "c1", (invoice,))
+
+        timeline = (await h.client.get("/v1/collections/clients/c1/timeline",
+                                       headers=token(h.tenant, "ar:read"))).json()["items"]
+        assert [e["kind"] for e in timeline] == ["sent"]
+        preview = (await h.client.get("/v1/collections/clients/c1/preview",
+                                      headers=token(h.tenant, "ar:read"))).json()
+        assert preview[0]["step"] == "step1" and preview[0]["action"] == "send"
+        assert preview[0]["at"].startswith("2026-03-04T09:00:00")
