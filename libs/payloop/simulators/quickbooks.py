@@ -2,7 +2,8 @@
 
 Follows Intuit's documented formats: OAuth 2.0 authorization code and refresh-token grants with
 refresh-token rotation (`/oauth2/v1/tokens/bearer`), `/v3/company/{realmId}/{entity}` writes with the
-`requestid` query parameter (a repeated requestid answers the first response and changes nothing),
+`requestid` query parameter (a repeated requestid of an applied write answers the first response and
+changes nothing),
 `minorversion`, the SQL-like `query` endpoint with STARTPOSITION/MAXRESULTS paging, `Fault` error
 bodies, 401 for bad tokens, 429 throttling (500 requests/minute per realm) and closed books.
 Entity field names are those of Intuit's XSD (`../shared/specs/quickbooks/Finance.xsd`).
@@ -450,7 +451,8 @@ def create_app(sim: Simulator | None = None) -> FastAPI:
                 status, body = 200, {name: _public(writer(company, payload)), "time": _now_iso()}
             except Fault as fault:
                 status, body = fault.status, fault.body()
-            if key:
+            if key and status < 400:
+                # Only an applied write is remembered: a refused one changed nothing and may be retried.
                 company.responses[key] = (status, body)
         if company.lose_next_response > 0:
             company.lose_next_response -= 1

@@ -116,13 +116,19 @@ async def post_due(session_factory: async_sessionmaker[AsyncSession], http: http
     lease = timedelta(seconds=settings.http_timeout_s * 4 + 30)
     async with session_factory() as session, session.begin():
         ids = await repository.claim_due(session, limit=settings.batch_size, lease=lease, tenant_id=tenant_id)
-    for entry_id in ids:
-        await post_entry(session_factory, http, settings, entry_id)
+    blocked: set[str] = set()
+    for entry_id, tenant in ids:
+        if tenant in blocked:
+            # One revoked connection is one exception, not one per waiting entry: hand these back.
+            await _set(session_factory, entry_id, state="pending", lease_until=None)
+        elif await post_entry(session_factory, http, settings, entry_id) == TokenRevoked.reason:
+            blocked.add(tenant)
     return len(ids)
 
 
 async def post_entry(session_factory: async_sessionmaker[AsyncSession], http: httpx.AsyncClient,
-                     settings: GlSettings, entry_id: uuid.UUID) -> None:
+                     settings: GlSettings, entry_id: uuid.UUID) -> str | None:
+    """Post one leased entry; returns the failure reason, or None when it is posted."""
     async with session_factory() as session:
         row, entry = await repository.load_entry(session, entry_id)
         connection = await session.get(Connection, row.tenant_id)
@@ -139,19 +145,20 @@ async def post_entry(session_factory: async_sessionmaker[AsyncSession], http: ht
     except PostingError as exc:
         EXTERNAL_API_ERRORS.labels(PRODUCER, connection.system, exc.reason).inc()
         await _failed(session_factory, entry, connection.system, exc, settings)
-        return
+        return exc.reason
     except httpx.TimeoutException as exc:
         # The vendor may have applied it: the next attempt looks before it posts.
         await _failed(session_factory, entry, connection.system,
                       PostingError(f"no answer from {connection.system} in time ({type(exc).__name__})",
                                    retry_after_s=settings.transient_retry_s), settings)
-        return
+        return "vendor_error"
     except httpx.HTTPError as exc:
         await _failed(session_factory, entry, connection.system,
                       PostingError(f"{connection.system} unreachable: {exc!r}",
                                    retry_after_s=settings.transient_retry_s), settings)
-        return
+        return "vendor_error"
     await _posted(session_factory, entry, connection.system, external_id)
+    return None
 
 
 async def _set(session_factory: async_sessionmaker[AsyncSession], entry_id: uuid.UUID, **values) -> None:

@@ -51,10 +51,11 @@ async def load_entry(session: AsyncSession, entry_id: uuid.UUID) -> tuple[Entry,
     return row, to_domain(row, lines)
 
 
-async def claim_due(session: AsyncSession, *, limit: int, lease: timedelta, tenant_id: str | None = None) -> list[uuid.UUID]:
+async def claim_due(session: AsyncSession, *, limit: int, lease: timedelta,
+                    tenant_id: str | None = None) -> list[tuple[uuid.UUID, str]]:
     """Lease due entries of connected, mapped tenants, oldest first; expired leases come back too."""
     now = datetime.now(UTC)
-    due = (select(Entry.id)
+    due = (select(Entry.id, Entry.tenant_id)
            .join(Connection, and_(Connection.tenant_id == Entry.tenant_id, Connection.status == "connected"))
            .join(AccountMapping, AccountMapping.tenant_id == Entry.tenant_id)
            .where(or_(and_(Entry.state == "pending", Entry.next_attempt_at <= now),
@@ -62,11 +63,11 @@ async def claim_due(session: AsyncSession, *, limit: int, lease: timedelta, tena
            .order_by(Entry.seq).limit(limit).with_for_update(of=Entry, skip_locked=True))
     if tenant_id is not None:
         due = due.where(Entry.tenant_id == tenant_id)
-    ids = list((await session.scalars(due)).all())
-    if ids:
-        await session.execute(update(Entry).where(Entry.id.in_(ids)).values(
+    rows = [(row.id, row.tenant_id) for row in (await session.execute(due)).all()]
+    if rows:
+        await session.execute(update(Entry).where(Entry.id.in_([id_ for id_, _ in rows])).values(
             state="sending", lease_until=now + lease, attempts=Entry.attempts + 1))
-    return ids
+    return rows
 
 
 async def invoice_number(session: AsyncSession, tenant_id: str, invoice_id: str) -> str | None:

@@ -200,3 +200,124 @@ async def test_a_month_of_activity_reconciles_to_the_cent(infra, qbo, token):
         async with client.app.state.session_factory() as session:
             published = (await session.execute(text("SELECT topic, count(*) FROM outbox GROUP BY topic"))).all()
         assert dict(published) == {"gl.posted": 12}
+
+
+async def test_redelivered_events_and_a_lost_response_post_nothing_twice(infra, qbo, token):
+    t = tenant()
+    headers = token(t, "admin")
+    realm = await setup_company(qbo)
+    async with running_service(infra, SERVICE, consumers=True) as client:
+        await connect(client, qbo, headers, realm)
+        await map_accounts(client, qbo, headers, realm)
+        events = month_of_activity(t)[:9]  # invoices, p1..p3
+        # QuickBooks applies the first payment but its answer never arrives (our timeout is shorter).
+        await qbo.faults(realm, lose_responses=1, lose_delay_s=3)
+        producer = client.app.state.producer
+        for event in events + events:  # every event delivered twice through Kafka
+            await producer.send_and_wait(event.type, event.to_bytes(), key=event.key.encode())
+        posted = await wait_for(lambda: all_posted(client, headers, 3))
+
+        state = await qbo.state(realm)
+        assert sorted(p["DocNumber"] for p in state["entities"]["Payment"]) == sorted(e["reference"] for e in posted)
+        assert balances(state)["Undeposited Funds"] == Decimal("2200")
+        # The timed-out write was looked up, found and adopted, not sent again.
+        writes = await qbo.requests(realm)
+        assert len(writes) == 3
+        lost = next(e for e in posted if e["attempts"] > 1)
+        assert lost["external_id"] in {p["Id"] for p in state["entities"]["Payment"]}
+        resolved = (await client.get("/v1/gl/exceptions", headers=headers, params={"status": "resolved"})).json()
+        assert [e["reason"] for e in resolved["items"]] == ["vendor_error"]
+
+
+async def test_revoked_token_stops_posting_and_reconnecting_resumes_with_nothing_lost(infra, qbo, token):
+    t = tenant()
+    headers = token(t, "admin")
+    realm = await setup_company(qbo)
+    async with running_service(infra, SERVICE, consumers=False) as client:
+        await connect(client, qbo, headers, realm)
+        await map_accounts(client, qbo, headers, realm)
+        events = month_of_activity(t)
+        await apply(client, *events[:7])  # invoices and p1
+        await wait_for(lambda: all_posted(client, headers, 1))
+
+        await qbo.faults(realm, revoke=True)
+        await apply(client, *events[7:9])  # p2, p3 while QuickBooks no longer accepts us
+        failure = await wait_for(lambda: exception_for(client, headers, "token_revoked"))
+        assert "invalid_grant" in failure["detail"]
+        assert (await client.get("/v1/gl/connection", headers=headers)).json()["status"] == "revoked"
+        pending = await entries(client, headers, purpose="payment")
+        assert [e["state"] for e in pending].count("posted") == 1
+
+        await connect(client, qbo, headers, realm)
+        await wait_for(lambda: all_posted(client, headers, 3))
+        state = await qbo.state(realm)
+        assert len(state["entities"]["Payment"]) == 3
+        assert (await client.get("/v1/gl/exceptions", headers=headers)).json()["items"] == []
+        async with client.app.state.session_factory() as session:
+            failed = await session.scalar(text("SELECT count(*) FROM outbox WHERE topic = 'gl.post_failed'"))
+        assert failed == 1
+
+
+async def test_exceptions_are_recorded_visible_and_retried_through_the_api(infra, qbo, token):
+    t = tenant()
+    headers = token(t, "admin")
+    realm = (await qbo.company())["realm_id"]
+    async with running_service(infra, SERVICE, consumers=False) as client:
+        await connect(client, qbo, headers, realm)
+        await map_accounts(client, qbo, headers, realm)
+
+        # Invoice missing in QuickBooks: recorded, then posted once the invoice exists and we retry.
+        await apply(client, invoice_event(t, "inv-9", "2009", 10_000), settled(t, "p9", 10_000, 320, [("inv-9", 10_000)]))
+        missing = await wait_for(lambda: exception_for(client, headers, "invoice_not_found"))
+        assert missing["retryable"] and "2009" in missing["detail"]
+        await qbo.invoice(realm, "2009", "Delta Dental", "100.00")
+        retried = await client.post("/v1/gl/retries", headers=headers, json={"entry_ids": [missing["entry_id"]]})
+        assert retried.json() == {"requeued": 1}
+        await wait_for(lambda: all_posted(client, headers, 1))
+
+        # Closed books: parked until an operator retries after reopening the period.
+        await qbo.invoice(realm, "2010", "Delta Dental", "50.00")
+        await qbo.faults(realm, closing_date=DAY.isoformat())
+        await apply(client, invoice_event(t, "inv-10", "2010", 5_000), settled(t, "p10", 5_000, 175, [("inv-10", 5_000)]))
+        closed = await wait_for(lambda: exception_for(client, headers, "closed_period"))
+        assert not closed["retryable"]
+        assert [e["state"] for e in await entries(client, headers, state="failed")] == ["failed"]
+        await qbo.faults(realm, closing_date=None)
+        assert (await client.post("/v1/gl/retries", headers=headers, json={})).json() == {"requeued": 1}
+        await wait_for(lambda: all_posted(client, headers, 2))
+
+        # Throttled (429): recorded as rate_limited and retried.
+        await qbo.invoice(realm, "2011", "Delta Dental", "25.00")
+        await qbo.faults(realm, throttle=1)
+        await apply(client, invoice_event(t, "inv-11", "2011", 2_500), settled(t, "p11", 2_500, 100, [("inv-11", 2_500)]))
+        throttled = await wait_for(lambda: exception_for(client, headers, "rate_limited"))
+        assert throttled["retryable"]
+        await client.post("/v1/gl/retries", headers=headers, json={})
+        await wait_for(lambda: all_posted(client, headers, 3))
+
+        async with client.app.state.session_factory() as session:
+            reasons = (await session.execute(text(
+                "SELECT payload FROM outbox WHERE topic = 'gl.post_failed' ORDER BY seq"))).scalars().all()
+        import json
+        assert [json.loads(p)["data"]["reason"] for p in reasons] == ["invoice_not_found", "closed_period", "rate_limited"]
+        assert len((await qbo.state(realm))["entities"]["Payment"]) == 3
+
+
+async def test_account_mapping_is_checked_against_the_chart_of_accounts(infra, qbo, token):
+    t = tenant()
+    headers = token(t, "admin")
+    realm = (await qbo.company())["realm_id"]
+    async with running_service(infra, SERVICE, consumers=False) as client:
+        await connect(client, qbo, headers, realm)
+        accounts = await map_accounts(client, qbo, headers, realm)
+        wrong = {"clearing_account_id": accounts["Undeposited Funds"], "bank_account_id": accounts["Checking"],
+                 "fee_account_id": accounts["Sales of Product Income"], "refunds_account_id": "999"}
+        answer = await client.put("/v1/gl/account-mapping", headers=headers, json=wrong)
+        assert answer.status_code == 422
+        assert {tuple(e["loc"]) for e in answer.json()["errors"]} == {("fee_account_id",), ("refunds_account_id",)}
+        kept = (await client.get("/v1/gl/account-mapping", headers=headers)).json()
+        assert kept["mapping"]["fee_account_id"] == accounts["Merchant Processing Fees"]
+        # Another tenant sees none of it.
+        other = token(tenant(), "admin")
+        assert (await client.get("/v1/gl/account-mapping", headers=other)).json() == {"configured": False, "mapping": None}
+        assert (await client.get("/v1/gl/connection", headers=other)).json()["status"] == "not_connected"
