@@ -14,8 +14,8 @@ from payloop.problems import PROBLEM_RESPONSES, NotFound
 from payloop_payments import charging, methods, refunds, repository
 from payloop_payments.charging import PaymentRequest
 from payloop_payments.schemas import (
-    AttemptOut, AutopayOut, AutopayWrite, InvoiceOut, PaymentCreate, PaymentMethodCreate, PaymentMethodOut,
-    PaymentOut, PaymentPage, RefundCreate, RefundOut, SetupIntentCreate, SetupIntentOut, AllocationOut,
+    AllocationOut, AttemptOut, AutopayOut, AutopayWrite, InvoiceOut, PaymentCreate, PaymentMethodCreate, PaymentMethodOut,
+    PaymentOut, PaymentPage, RefundCreate, RefundOut, SetupIntentCreate, SetupIntentOut,
 )
 from payloop_payments.settings import payments_settings
 from payloop_payments.stripe_gateway import StripeGateway
@@ -33,6 +33,12 @@ def gateway_of(app: FastAPI) -> StripeGateway:
     return app.state.gateway
 
 
+async def _known_client(session: AsyncSession, tenant_id: str, client_id: str) -> None:
+    """Client-scoped routes answer 404 for a client this tenant does not have (or another tenant's)."""
+    if await repository.client(session, tenant_id, client_id) is None:
+        raise NotFound("client")
+
+
 def _key(given: str | None) -> str:
     # Without a key the request is not deduplicated, but the processor call still carries our ids.
     return f"api:{given}" if given else f"api-unkeyed:{uuid.uuid4()}"
@@ -41,6 +47,7 @@ def _key(given: str | None) -> str:
 @router.get("/clients/{client_id}/invoices", response_model=list[InvoiceOut], summary="A client's invoices and what is open")
 async def list_invoices(client_id: str, principal: Principal = require("ar:read"),
                         session: AsyncSession = Depends(db_session)) -> list[InvoiceOut]:
+    await _known_client(session, principal.tenant_id, client_id)
     return [InvoiceOut(**{c: getattr(i, c) for c in InvoiceOut.model_fields if c != "open_minor"},
                        open_minor=repository.invoice_open_minor(i))
             for i in await repository.invoices_of(session, principal.tenant_id, client_id)]
@@ -68,6 +75,7 @@ async def save_payment_method(client_id: str, body: PaymentMethodCreate, request
 @router.get("/clients/{client_id}/payment-methods", response_model=list[PaymentMethodOut], summary="A client's saved methods")
 async def list_payment_methods(client_id: str, principal: Principal = require("ar:read"),
                                session: AsyncSession = Depends(db_session)) -> list[PaymentMethodOut]:
+    await _known_client(session, principal.tenant_id, client_id)
     return [PaymentMethodOut.model_validate(m)
             for m in await repository.methods_of(session, principal.tenant_id, client_id)]
 
@@ -91,6 +99,7 @@ async def get_autopay(client_id: str, principal: Principal = require("ar:read"),
 @router.delete("/clients/{client_id}/autopay", status_code=204, summary="Stop auto-pay for a client")
 async def delete_autopay(client_id: str, principal: Principal = require("payments:write"),
                          session: AsyncSession = Depends(db_session)) -> None:
+    await _known_client(session, principal.tenant_id, client_id)
     await methods.unenroll(session, principal.tenant_id, client_id, "cancelled by user")
 
 

@@ -92,8 +92,8 @@ async def test_other_tenant_sees_nothing(payments, token, kit):
     assert paid.status_code == 201, paid.text
     stranger = token("t-stranger", "admin")
     assert (await payments.get(f"/v1/payments/{paid.json()['id']}", headers=stranger)).status_code == 404
-    assert (await payments.get("/v1/clients/zed/invoices", headers=stranger)).json() == []
-    assert (await payments.get("/v1/clients/zed/payment-methods", headers=stranger)).json() == []
+    assert (await payments.get("/v1/clients/zed/invoices", headers=stranger)).status_code == 404
+    assert (await payments.get("/v1/clients/zed/payment-methods", headers=stranger)).status_code == 404
     assert (await payments.get("/v1/payments", headers=stranger)).json()["items"] == []
     assert (await payments.post(f"/v1/payments/{paid.json()['id']}/refunds", json={},
                                 headers=stranger)).status_code == 404
