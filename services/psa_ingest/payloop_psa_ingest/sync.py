@@ -122,7 +122,10 @@ async def _finish(session: AsyncSession, connection: Connection, run: SyncRun, c
     if error is None:
         db_run.status = "succeeded"
         stored.status, stored.last_error = "active", None
-        stored.next_sync_at = now + timedelta(seconds=stored.poll_interval_s)
+        # A callback that arrived during this run asked for another pass: keep its request.
+        requested_during_run = stored.next_sync_at is not None and stored.next_sync_at > db_run.started_at
+        if not requested_during_run:
+            stored.next_sync_at = now + timedelta(seconds=stored.poll_interval_s)
     else:
         db_run.status, db_run.error = "failed", str(error)
         stored.last_error = str(error)
