@@ -45,6 +45,12 @@ _CLAIM = text(
     "ON CONFLICT DO NOTHING RETURNING 1"
 )
 
+_CLAIM_MANY = text(
+    "INSERT INTO inbox (consumer_group, event_id, event_type) "
+    "SELECT :group, id, type FROM unnest(CAST(:ids AS uuid[]), CAST(:types AS text[])) AS t(id, type) "
+    "ON CONFLICT DO NOTHING RETURNING event_id"
+)
+
 
 class PoisonEvent(Exception):
     """An event no retry can apply (unparseable, unknown type, invalid data): dead-letter at once."""
@@ -148,21 +154,59 @@ class ConsumerRuntime:
                 CONSUMER_LAG.labels(self.group, tp.topic, tp.partition).set(max(high - position, 0))
 
     async def _apply_partition_batch(self, records: list[ConsumerRecord]) -> None:
-        async with self.session_factory() as session:
-            async with session.begin():
-                for record in records:
-                    await self._apply_record(session, record)
-
-    async def _apply_record(self, session: AsyncSession, record: ConsumerRecord) -> None:
+        """Fast path first: claim the whole batch in one statement and run the handlers without
+        savepoints. If any handler fails, roll that back and redo the batch record by record, each in
+        a savepoint with retries, so one bad event cannot take its neighbours down with it."""
+        decoded: list[tuple[ConsumerRecord, Envelope, EventData, Handler]] = []
+        poison: list[tuple[ConsumerRecord, PoisonEvent]] = []
+        for record in records:
+            try:
+                decoded.append((record, *self._decode(record)))
+            except PoisonEvent as exc:
+                poison.append((record, exc))
         try:
-            envelope, data, handler = self._decode(record)
-        except PoisonEvent as exc:
+            async with self.session_factory() as session, session.begin():
+                claimed = await self._claim_all(session, [e for _, e, _, _ in decoded])
+                for _, envelope, data, handler in decoded:
+                    if envelope.id in claimed:
+                        await self._run_handler(session, envelope, data, handler)
+                        claimed.discard(envelope.id)  # a duplicate within the batch runs once
+                    else:
+                        EVENTS_DUPLICATE.labels(self.group).inc()
+        except Exception as exc:
+            if _is_infrastructure_error(exc):
+                raise
+            log.info("consumer.batch.slow_path", group=self.group, error=repr(exc))
+            async with self.session_factory() as session, session.begin():
+                for record, envelope, data, handler in decoded:
+                    await self._apply_record(session, record, envelope, data, handler)
+        for record, exc in poison:
             await self._dead_letter(record, exc, attempts=1)
-            return
+
+    async def _claim_all(self, session: AsyncSession, envelopes: list[Envelope]) -> set:
+        if not envelopes:
+            return set()
+        rows = await session.execute(_CLAIM_MANY, {
+            "group": self.group, "ids": [e.id for e in envelopes], "types": [e.type for e in envelopes],
+        })
+        return {row[0] for row in rows}
+
+    async def _run_handler(self, session: AsyncSession, envelope: Envelope, data: EventData,
+                           handler: Handler) -> None:
+        started = time.perf_counter()
+        with structlog.contextvars.bound_contextvars(
+            tenant_id=envelope.tenant_id, event_id=str(envelope.id),
+            event_type=envelope.type, correlation_id=envelope.correlation_id,
+        ):
+            await handler(session, envelope, data)
+        HANDLER_LATENCY.labels(self.group, envelope.type).observe(time.perf_counter() - started)
+        EVENTS_APPLIED.labels(self.group, envelope.type).inc()
+
+    async def _apply_record(self, session: AsyncSession, record: ConsumerRecord, envelope: Envelope,
+                            data: EventData, handler: Handler) -> None:
         attempt = 0
         while True:
             attempt += 1
-            started = time.perf_counter()
             try:
                 async with session.begin_nested():
                     claimed = await session.scalar(
@@ -171,13 +215,7 @@ class ConsumerRuntime:
                     if not claimed:
                         EVENTS_DUPLICATE.labels(self.group).inc()
                         return
-                    with structlog.contextvars.bound_contextvars(
-                        tenant_id=envelope.tenant_id, event_id=str(envelope.id),
-                        event_type=envelope.type, correlation_id=envelope.correlation_id,
-                    ):
-                        await handler(session, envelope, data)
-                HANDLER_LATENCY.labels(self.group, envelope.type).observe(time.perf_counter() - started)
-                EVENTS_APPLIED.labels(self.group, envelope.type).inc()
+                    await self._run_handler(session, envelope, data, handler)
                 return
             except Exception as exc:
                 if _is_infrastructure_error(exc):

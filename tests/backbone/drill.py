@@ -41,7 +41,7 @@ class Drill:
 
     @property
     def dlq(self) -> str:
-        return f"{self.topic}.dlq.drill_sink"
+        return f"{self.topic}.dlq.drill_sink_{self.run}"
 
     async def setup(self) -> None:
         drill_service.register(self.run)

@@ -74,6 +74,8 @@ def definition(role: str, run: str) -> ServiceDefinition:
         metadata=MetaData(),
         migrations_dir=MIGRATIONS,
         handlers={topic: apply_step} if role == "sink" else {},
+        # A group per run: a group whose subscription changes under it stalls on Tansu.
+        consumer_group=f"drill_{role}_{run}",
     )
 
 

@@ -81,7 +81,7 @@ class Infra:
 
 
 @pytest.fixture(scope="session")
-def infra() -> Infra:
+def infra(request) -> Infra:
     root = Path(tempfile.mkdtemp(prefix="payloop-test-"))
     postgres = EmbeddedPostgres(root / "postgres", free_port(), durable=False)
     broker = EmbeddedBroker(root / "broker", free_port())
@@ -102,7 +102,10 @@ def infra() -> Infra:
             else:
                 os.environ[key] = value
         platform_settings.cache_clear()
-        shutil.rmtree(root, ignore_errors=True)
+        if request.session.testsfailed:
+            print(f"\nkept the test session's state (logs, databases) in {root}")
+        else:
+            shutil.rmtree(root, ignore_errors=True)
 
 
 @pytest.fixture
