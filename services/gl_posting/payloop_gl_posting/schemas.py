@@ -11,7 +11,7 @@ from pydantic import BaseModel, Field
 class ConnectionCreate(BaseModel):
     """The result of the vendor's OAuth consent: the code and the company it was granted for."""
 
-    system: Literal["quickbooks"]
+    system: Literal["quickbooks"] = Field("quickbooks", description="Xero is not supported yet")
     company_id: str = Field(min_length=1, description="QuickBooks realmId from the consent redirect")
     authorization_code: str = Field(min_length=1)
     redirect_uri: str = Field(min_length=1, description="The redirect URI used for the consent")
