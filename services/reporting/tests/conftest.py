@@ -194,21 +194,21 @@ def shifted(book: Book, days: int) -> Book:
     return moved
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def as_of() -> date:
     return AS_OF
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def apply_events():
     return apply
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def make_book():
     return build_book
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def shift_book():
     return shifted
