@@ -4,7 +4,7 @@ from zoneinfo import available_timezones
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-Colour = Field(None, pattern=r"^#[0-9A-Fa-f]{6}$", description="CSS hex colour, e.g. #0A7CFF")
+Color = Field(None, pattern=r"^#[0-9A-Fa-f]{6}$", description="CSS hex colour, e.g. #0A7CFF")
 Email = Field(None, max_length=254, pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 
 
@@ -16,8 +16,8 @@ class Branding(Strict):
     """How the tenant's emails, checkout page and statements look to its clients."""
 
     logo_url: str | None = Field(None, max_length=2048, pattern=r"^https://\S+$")
-    primary_colour: str | None = Colour
-    accent_colour: str | None = Colour
+    primary_color: str | None = Color
+    accent_color: str | None = Color
     sender_name: str | None = Field(None, min_length=1, max_length=100,
                                     description="Display name on reminder emails")
     sender_email: str | None = Email

@@ -10,7 +10,7 @@ from payloop_tenants.audit.handlers import store_audit_entry
 TENANT = "tenant-profile-a"
 PROFILE = {
     "name": "Acme MSP", "timezone": "America/Chicago", "currency": "USD",
-    "branding": {"logo_url": "https://cdn.acme.example/logo.png", "primary_colour": "#0A7CFF",
+    "branding": {"logo_url": "https://cdn.acme.example/logo.png", "primary_color": "#0A7CFF",
                  "sender_name": "Acme Billing", "sender_email": "billing@acme.example",
                  "support_email": "help@acme.example", "support_phone": "+1 (555) 010-0100"},
     "settings": {"convenience_fee": {"card_basis_points": 300, "ach_fixed_minor": 0},
@@ -32,18 +32,18 @@ async def test_put_tenant_publishes_tenant_updated_and_audits_only_real_changes(
         assert put.json()["settings"]["convenience_fee"]["card_basis_points"] == 300
         again = await client.put(f"/v1/tenants/{TENANT}", json=PROFILE, headers=token(TENANT, "tenants:write"))
         assert again.status_code == 200
-        changed = {**PROFILE, "branding": {**PROFILE["branding"], "accent_colour": "#112233"}}
+        changed = {**PROFILE, "branding": {**PROFILE["branding"], "accent_color": "#112233"}}
         await client.put(f"/v1/tenants/{TENANT}", json=changed, headers=token(TENANT, "tenants:write"))
 
         updates = await outbox_events(client, "tenant.updated")
         assert len(updates) == 2  # the identical PUT published nothing
-        assert updates[1]["data"]["branding"]["accent_colour"] == "#112233"
+        assert updates[1]["data"]["branding"]["accent_color"] == "#112233"
         assert updates[0]["data"]["settings"]["payment_retry"]["retry_after_days"] == [2, 4, 7]
         audits = await outbox_events(client, "audit.recorded")
         assert [a["data"]["action"] for a in audits] == ["tenant.updated", "tenant.updated"]
         assert audits[1]["data"]["details"] == {"fields": ["branding"]}
         got = await client.get(f"/v1/tenants/{TENANT}", headers=token(TENANT, "ar:read"))
-        assert got.json()["branding"]["accent_colour"] == "#112233"
+        assert got.json()["branding"]["accent_color"] == "#112233"
 
 
 async def test_unknown_or_invalid_profile_fields_are_refused(infra, token, h):
@@ -51,7 +51,7 @@ async def test_unknown_or_invalid_profile_fields_are_refused(infra, token, h):
         auth = token(TENANT, "tenants:write")
         for bad in ({**PROFILE, "colour": "red"},
                     {**PROFILE, "branding": {"logo": "https://x.example/l.png"}},
-                    {**PROFILE, "branding": {"primary_colour": "blue"}},
+                    {**PROFILE, "branding": {"primary_color": "blue"}},
                     {**PROFILE, "branding": {"logo_url": "javascript:alert(1)"}},
                     {**PROFILE, "settings": {"convenience_fee": {"card_basis_points": 2.5}}},
                     {**PROFILE, "settings": {"convenience_fee": {"card_basis_points": 5000}}},
@@ -60,6 +60,10 @@ async def test_unknown_or_invalid_profile_fields_are_refused(infra, token, h):
             response = await client.put(f"/v1/tenants/{TENANT}", json=bad, headers=auth)
             assert response.status_code == 422, (bad, response.text)
         assert await outbox_events(client, "tenant.updated") == []
+        # What `payloop dev` seeds is a valid profile.
+        demo = {"name": "Demo MSP", "timezone": "America/Chicago", "currency": "USD",
+                "branding": {"primary_color": "#0f766e", "sender_name": "Demo MSP Billing"}}
+        assert (await client.put(f"/v1/tenants/{TENANT}", json=demo, headers=auth)).status_code == 200
 
 
 async def test_audit_entries_from_any_service_are_kept_and_served_per_tenant(infra, token, h):
