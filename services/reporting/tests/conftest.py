@@ -25,6 +25,8 @@ def at(day: str, hour: int = 15) -> datetime:
 
 
 class Book:
+    at = staticmethod(at)
+
     def __init__(self, tenant: str):
         self.tenant = tenant
         self.events: list[Envelope] = []
@@ -59,11 +61,16 @@ class Book:
         return self.add(type_, occurred_at, data, client)
 
 
-def build_book(tenant: str) -> Book:
+def blank(tenant: str) -> Book:
     b = Book(tenant)
     b.add("tenant.updated", at("2025-09-01"), {"tenant_id": tenant, "name": "Book MSP",
                                                "timezone": "America/New_York", "currency": "USD",
                                                "branding": {"primary_color": "#0b5394"}})
+    return b
+
+
+def build_book(tenant: str) -> Book:
+    b = blank(tenant)
     for client, name in (("A", "Acme Dental"), ("B", "Bright Law"), ("C", "Cobalt Freight")):
         b.add("client.upserted", at("2025-09-02"), {"client_id": client, "name": name, "terms": "Net 30",
                                                     "psa": {"source": "connectwise", "external_id": client},
@@ -212,3 +219,9 @@ def make_book():
 @pytest.fixture(scope="session")
 def shift_book():
     return shifted
+
+
+@pytest.fixture(scope="session")
+def blank_book():
+    """`blank_book(tenant)`: a Book holding only the tenant's profile, to tell a story of one's own."""
+    return blank

@@ -112,3 +112,38 @@ async def test_another_tenant_sees_none_of_it(infra, token, book, tenant, as_of,
         assert (await client.get("/v1/clients/A", headers=headers)).json()["seen"] is False
         invoices = (await client.get("/v1/aging/invoices", headers=headers)).json()
         assert invoices["items"] == []
+
+
+async def test_metric_series_by_month_follow_the_book(infra, token, book, tenant, apply_events):
+    async with running_service(infra, SERVICE, consumers=False, relay=False) as client:
+        await apply_events(client.app.state.session_factory, book.events)
+        series = (await client.get("/v1/metrics/series", params={"start": "2026-01-01", "end": "2026-03-31",
+                                                                 "interval": "month"},
+                                   headers=token(tenant, "ar:read"))).json()
+    # Jan 31: I2 50,000 + I5 40,000 (I6 paid, not yet refunded); Feb 28: I2 30,000 + I4 15,000 + I5 + I6 10,000.
+    assert [(p["as_of"], p["receivables_minor"]) for p in series["points"]] == [
+        ("2026-01-31", 90_000), ("2026-02-28", 95_000), ("2026-03-31", 125_000)]
+    assert series["points"][-1]["cei"] == 33.1
+
+
+async def test_drift_alert_names_the_client_and_both_averages(infra, token, tenant, as_of, apply_events, blank_book):
+    b = blank_book(tenant)
+    b.add("client.upserted", b.at("2025-09-02"), {"client_id": "D", "name": "Delta Dental",
+                                                "psa": {"source": "connectwise", "external_id": "D"}}, "D")
+    # 18 days to pay in the quarter before, 34 in the last one.
+    for invoice, issued, due, paid in (("D1", "2025-10-01", "2025-10-31", "2025-10-19"),
+                                       ("D2", "2025-11-01", "2025-12-01", "2025-11-19"),
+                                       ("D3", "2026-01-01", "2026-01-31", "2026-02-04"),
+                                       ("D4", "2026-02-01", "2026-03-03", "2026-03-07")):
+        b.invoice(invoice, "D", 10_000, issued, due)
+        b.payment("payment.settled", f"P{invoice}", "D", [(invoice, 10_000)], b.at(paid))
+    async with running_service(infra, SERVICE, consumers=False, relay=False) as client:
+        await apply_events(client.app.state.session_factory, b.events)
+        report = (await client.get("/v1/drift", params={"as_of": as_of.isoformat()},
+                                   headers=token(tenant, "ar:read"))).json()
+        calmer = (await client.get("/v1/drift", params={"as_of": as_of.isoformat(), "threshold_days": 17},
+                                   headers=token(tenant, "ar:read"))).json()
+    assert [(a["client_id"], a["previous_days"], a["current_days"], a["change_days"]) for a in report["alerts"]] == [
+        ("D", 18.0, 34.0, 16.0)]
+    assert report["alerts"][0]["message"] == "Delta Dental: average days-to-pay from 18 to 34 over the last 90 days"
+    assert calmer["alerts"] == []
