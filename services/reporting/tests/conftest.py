@@ -6,16 +6,19 @@ already Feb 26 in UTC).
 """
 from __future__ import annotations
 
+import json
 import uuid
 from datetime import UTC, date, datetime, timedelta
 
 import pytest
+from sqlalchemy import text
 
 from payloop.events import new_event
 from payloop.events.catalogue import CATALOGUE
 from payloop.events.envelope import Envelope
 
 from payloop_reporting.handlers import HANDLERS
+from payloop_reporting.read_models import READ_MODEL_TABLES
 
 AS_OF = date(2026, 3, 31)
 
@@ -225,3 +228,18 @@ def shift_book():
 def blank_book():
     """`blank_book(tenant)`: a Book holding only the tenant's profile, to tell a story of one's own."""
     return blank
+
+
+async def dump(session_factory, tenant: str) -> dict[str, list[str]]:
+    """Every read-model row of a tenant, as sorted JSON per table: equal dumps, equal read models."""
+    tables = {}
+    async with session_factory() as session:
+        for table in READ_MODEL_TABLES:
+            rows = await session.execute(text(f"SELECT to_jsonb(t) FROM {table} t WHERE tenant_id = :t"), {"t": tenant})
+            tables[table] = sorted(json.dumps(row[0], sort_keys=True) for row in rows)
+    return tables
+
+
+@pytest.fixture(scope="session")
+def dump_read_models():
+    return dump
