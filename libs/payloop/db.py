@@ -9,13 +9,25 @@ from collections.abc import AsyncIterator
 
 from fastapi import Request
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
-from sqlalchemy.orm import DeclarativeBase
+from sqlalchemy import MetaData
+from sqlalchemy.orm import DeclarativeBase, registry
 
 
 class Base(DeclarativeBase):
-    """Base of each service's ORM models (each service keeps its own `MetaData` via a subclass)."""
+    """Base of each service's ORM models.
+
+    A service declares one abstract subclass (`class PaymentsBase(Base): __abstract__ = True`) and
+    gets a registry and `MetaData` of its own, so two services may both have a `clients` table when
+    one process (a test) loads them together.
+    """
 
     __abstract__ = True
+
+    def __init_subclass__(cls, **kwargs) -> None:
+        if cls.__dict__.get("__abstract__") and Base in cls.__bases__ and "registry" not in cls.__dict__:
+            cls.registry = registry(metadata=MetaData())
+            cls.metadata = cls.registry.metadata
+        super().__init_subclass__(**kwargs)
 
 
 def make_engine(url: str, *, pool_size: int = 10) -> AsyncEngine:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import ctypes
 import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -92,12 +93,25 @@ class DevPlatform:
         port = self.port(LOCALSTRIPE_PORT)
         self._spawn("localstripe", [str(Path(sys.executable).parent / "localstripe"), "--port", str(port)])
         wait_for_port("127.0.0.1", port, 30, self.children["localstripe"], "localstripe")
+        self.env.setdefault("PAYLOOP_STRIPE_API_BASE", f"http://127.0.0.1:{port}")
+        self.env.setdefault("PAYLOOP_STRIPE_WEBHOOK_SECRET", "whsec_" + secrets.token_hex(16))
+
+    def register_stripe_webhook(self) -> None:
+        """localstripe posts its events, signed with our secret, to the payments service."""
+        payments = next(s for s in SERVICES if s.name == "payments")
+        response = httpx.post(
+            f"{self.env['PAYLOOP_STRIPE_API_BASE']}/_config/webhooks/payloop",
+            data={"url": f"http://127.0.0.1:{self.service_port(payments)}/webhooks/stripe",
+                  "secret": self.env["PAYLOOP_STRIPE_WEBHOOK_SECRET"]}, timeout=10)
+        if response.status_code != 200:
+            raise CliError(f"registering the Stripe webhook with localstripe failed: {response.status_code}")
 
     def start_simulators(self) -> None:
         for sim in SIMULATORS:
             port = self.port(sim.port)
-            self._spawn(sim.name, [sys.executable, "-m", f"payloop.simulators.{sim.module}", "--port", str(port)],
-                        log=self.root / "logs" / f"sim-{sim.name}.log")
+            extra = [arg for option, base in sim.extra_ports for arg in (option, str(self.port(base)))]
+            self._spawn(sim.name, [sys.executable, "-m", f"payloop.simulators.{sim.module}", "--port", str(port),
+                                   *extra], log=self.root / "logs" / f"sim-{sim.name}.log")
             wait_for_port("127.0.0.1", port, 30, self.children[sim.name], sim.name)
 
     def prepare(self) -> None:
@@ -230,6 +244,7 @@ def run_dev(args) -> int:
         platform.prepare()
         platform.start_services()
         platform.wait_ready()
+        platform.register_stripe_webhook()
         if not args.no_seed:
             platform.seed()
         print(platform.summary(), flush=True)

@@ -15,7 +15,14 @@ class SimulatorSpec:
     module: str
     port: int
     description: str
+    # Further listening ports as (option, base port); `payloop dev` offsets them like `port`.
+    extra_ports: tuple[tuple[str, int], ...] = ()
 
 
 # Ports from 8200 (DESIGN.md section 5). Add an entry when a simulator module lands.
-SIMULATORS: tuple[SimulatorSpec, ...] = ()
+SIMULATORS: tuple[SimulatorSpec, ...] = (
+    SimulatorSpec("connectwise", "connectwise", 8200, "ConnectWise PSA (Manage REST API 3.0) at /v4_6_release/apis/3.0"),
+    SimulatorSpec("smtp-sink", "smtp_sink", 8220, "SMTP sink on :1025; sent email at /messages",
+                  extra_ports=(("--smtp-port", 1025),)),
+    SimulatorSpec("quickbooks", "quickbooks", 8210, "QuickBooks Online (Accounting API v3, OAuth 2.0); demo realm 9130350000000001"),
+)
