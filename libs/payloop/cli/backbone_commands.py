@@ -267,3 +267,34 @@ def _render(record) -> dict:
     except (ValueError, TypeError):
         return {"raw": (record.value or b"")[:200].decode(errors="replace"), "offset": record.offset}
     return body if isinstance(body, dict) else {"raw": body}
+
+
+def sync(args) -> int:
+    """Run a PSA sync now, through the psa_ingest API (`POST /v1/psa/connections/{id}/sync`)."""
+    import httpx
+
+    base = args.url or f"http://127.0.0.1:{service('psa_ingest').port}"
+    headers = {"Authorization": f"Bearer {mint_token(args.tenant, ['psa:write', 'ar:read'])}"}
+    with httpx.Client(base_url=base, headers=headers, timeout=600) as client:
+        try:
+            connections = client.get("/v1/psa/connections")
+        except httpx.HTTPError as exc:
+            raise CliError(f"cannot reach psa_ingest at {base}: {exc}") from None
+        if connections.status_code != 200:
+            raise CliError(f"listing connections failed: {connections.status_code} {connections.text[:300]}")
+        ids = [c["id"] for c in connections.json().get("items", [])
+               if not args.connection or c["id"] in args.connection]
+        if not ids:
+            raise CliError(f"tenant {args.tenant!r} has no PSA connection" +
+                           (f" among {', '.join(args.connection)}" if args.connection else ""))
+        failed = 0
+        for connection_id in ids:
+            print(f"syncing {connection_id} ...", flush=True)
+            response = client.post(f"/v1/psa/connections/{connection_id}/sync", json={"full": args.full})
+            if response.status_code != 200:
+                raise CliError(f"sync of {connection_id} refused: {response.status_code} {response.text[:300]}")
+            run = response.json()
+            counts = ", ".join(f"{k} {v}" for k, v in sorted(run.get("counts", {}).items())) or "nothing new"
+            print(f"  {run['status']}: {counts}" + (f"; error: {run['error']}" if run.get("error") else ""))
+            failed += run["status"] != "succeeded"
+    return 1 if failed else 0

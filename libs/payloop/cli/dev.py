@@ -22,6 +22,7 @@ from pathlib import Path
 import httpx
 
 from payloop.auth import mint_token
+from payloop.cli.demo import DEMO_TENANT
 from payloop.cli.errors import CliError
 from payloop.embedded import EmbeddedBroker, EmbeddedPostgres, port_open, stop_process, wait_for_port
 from payloop.kafka import ensure_topics
@@ -33,7 +34,6 @@ from payloop.settings import platform_settings
 BROKER_PORT = 9092
 POSTGRES_PORT = 54329
 LOCALSTRIPE_PORT = 8420
-DEMO_TENANT = "demo-msp"
 
 
 def _die_with_parent() -> None:
@@ -166,14 +166,9 @@ class DevPlatform:
                            f"(logs in {self.root / 'logs'})")
 
     def seed(self) -> None:
-        token = mint_token(DEMO_TENANT, ["admin"])
-        url = f"http://127.0.0.1:{self.service_port(SERVICES[0])}/v1/tenants/{DEMO_TENANT}"
-        body = {"name": "Demo MSP", "timezone": "America/Chicago", "currency": "USD",
-                "branding": {"primary_color": "#0f766e", "sender_name": "Demo MSP Billing"}}
-        response = httpx.put(url, json=body, headers={"Authorization": f"Bearer {token}"}, timeout=10)
-        if response.status_code != 200:
-            raise CliError(f"seeding the demo tenant failed: {response.status_code} {response.text}")
-        self.say(f"seeded tenant {DEMO_TENANT!r}")
+        from payloop.cli.demo import seed_demo
+
+        seed_demo(self)
 
     def _spawn(self, name: str, command: list[str], log: Path | None = None) -> None:
         out = open(log, "ab") if log else subprocess.DEVNULL

@@ -63,6 +63,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--event-id", action="append", default=[], help="only these events (repeatable)")
     p.set_defaults(func=backbone_commands.dlq_replay)
 
+    p = sub.add_parser("sync", help="run a PSA sync now for a tenant's connections (through psa_ingest)")
+    p.add_argument("--tenant", required=True)
+    p.add_argument("--connection", action="append", default=[], help="only these connection ids")
+    p.add_argument("--full", action="store_true", help="re-read everything, not only what changed")
+    p.add_argument("--url", help="psa_ingest base URL (default http://127.0.0.1:8101)")
+    p.set_defaults(func=backbone_commands.sync)
+
     consumers = sub.add_parser("consumers", help="consumer groups")
     consumers_sub = consumers.add_subparsers(dest="consumers_command", required=True)
     p = consumers_sub.add_parser("lag", help="per group and partition: committed offset, high watermark, lag")
