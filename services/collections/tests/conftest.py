@@ -99,12 +99,13 @@ class Harness:
 
 
 @asynccontextmanager
-async def harness(infra, sink: SmtpSink, start: datetime, *, scheduler: bool = False, **settings: Any):
+async def harness(infra, sink: SmtpSink, start: datetime, *, scheduler: bool = False, consumers: bool = False,
+                  relay: bool = False, **settings: Any):
     clock = FixedClock(start.astimezone(UTC))
     config = CollectionsSettings(smtp_port=sink.smtp_port, checkout_base_url="http://pay.test/checkout",
                                  tick_seconds=0.05, **settings)
     service = build_service(clock=clock, settings=config, scheduler=scheduler)
-    async with running_service(infra, service, consumers=False, relay=False) as client:
+    async with running_service(infra, service, consumers=consumers, relay=relay) as client:
         yield Harness(client=client, clock=clock, settings=config, tenant=f"msp-{next(_ids)}",
                       handlers=service.handlers)
 
