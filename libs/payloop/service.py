@@ -20,6 +20,7 @@ from fastapi import APIRouter, FastAPI, Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import MetaData, text
 
+from payloop.body_limit import BodyLimitMiddleware
 from payloop.consumer import ConsumerRuntime, Handler
 from payloop.db import asyncpg_dsn, make_engine, make_session_factory
 from payloop.kafka import broker_reachable, make_producer
@@ -103,10 +104,6 @@ def create_app(service: ServiceDefinition, *, database_url: str | None = None) -
     @app.middleware("http")
     async def _context(request: Request, call_next):
         correlation = request.headers.get("x-correlation-id") or request.headers.get("traceparent", "")
-        length = request.headers.get("content-length")
-        if length and length.isdigit() and int(length) > MAX_BODY_BYTES:
-            return problem_response(request, Problem(413, "Content Too Large",
-                                                     f"request bodies are limited to {MAX_BODY_BYTES} bytes"))
         started = time.perf_counter()
         with structlog.contextvars.bound_contextvars(correlation_id=correlation or None):
             response = await call_next(request)
@@ -114,10 +111,9 @@ def create_app(service: ServiceDefinition, *, database_url: str | None = None) -
                   ms=round((time.perf_counter() - started) * 1000, 1))
         return response
 
+    app.add_middleware(BodyLimitMiddleware)
     return app
 
-
-MAX_BODY_BYTES = 1024 * 1024
 
 
 async def _start_producer(producer) -> None:
