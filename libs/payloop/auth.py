@@ -12,6 +12,7 @@ from datetime import UTC, datetime, timedelta
 from functools import lru_cache
 
 import jwt
+import structlog
 from fastapi import Depends, Security
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
@@ -102,7 +103,10 @@ def require(scope: str):
     if scope not in KNOWN_SCOPES:
         raise ValueError(f"unknown scope {scope!r}")
 
-    def _check(principal: Principal = Depends(authenticated)) -> Principal:
+    async def _check(principal: Principal = Depends(authenticated)) -> Principal:
+        # Bound in the request's own task (not the threadpool), so every log line of the request
+        # names its tenant.
+        structlog.contextvars.bind_contextvars(tenant_id=principal.tenant_id)
         if not principal.has(scope):
             raise Problem(403, "Forbidden", f"this route needs the {scope!r} scope")
         return principal
