@@ -257,10 +257,10 @@ async def exception_page(session: AsyncSession, tenant_id: str, *, kind: str | N
 
 async def client_detail(session: AsyncSession, tenant_id: str, client_id: str, *, window_days: int,
                         as_of: date | None) -> ClientDetail | None:
-    """None when neither the client nor its tenant has been heard of (the caller answers 404)."""
+    """None until an event about the client has arrived (the caller answers 404)."""
     ctx = await repo.tenant_context(session, tenant_id)
     info = await repo.client(session, tenant_id, client_id)
-    if info is None and not ctx.known:
+    if info is None:
         return None
     day = as_of or ctx.today()
     facts = await repo.invoice_facts(session, ctx, ctx.currency, client_id)
@@ -272,13 +272,12 @@ async def client_detail(session: AsyncSession, tenant_id: str, client_id: str, *
                                 average_days_to_pay=_days(m.average_days_to_pay(facts, point, window_days)),
                                 on_time_ratio=_ratio(m.on_time_ratio(facts, point, window_days)),
                                 receivables_minor=m.receivables(facts, point)))
-    info = info or {}
     return ClientDetail(
-        client_id=client_id, seen=bool(info), name=info.get("name"), psa_source=info.get("psa_source"),
+        client_id=client_id, name=info.get("name"), psa_source=info.get("psa_source"),
         terms=info.get("terms"), billing_emails=info.get("billing_emails") or [],
         contract_kinds=sorted({a["kind"] for a in agreements}), agreements=agreements,
-        autopay_enrolled=info.get("autopay_enrolled", False), autopay_method_id=info.get("autopay_method_id"),
-        collection_state=info.get("collection_state", "none"), collection_level=info.get("collection_level"),
+        autopay_enrolled=info["autopay_enrolled"], autopay_method_id=info.get("autopay_method_id"),
+        collection_state=info["collection_state"], collection_level=info.get("collection_level"),
         collection_step=info.get("collection_step"), paused_reason=info.get("paused_reason"),
         paused_until=info.get("paused_until"), promised_on=info.get("promised_on"),
         promised_minor=info.get("promised_minor"),

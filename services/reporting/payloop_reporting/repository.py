@@ -19,7 +19,6 @@ class TenantContext:
     tenant_id: str
     timezone: ZoneInfo
     currency: str
-    known: bool
 
     def today(self) -> date:
         return datetime.now(self.timezone).date()
@@ -32,8 +31,8 @@ async def tenant_context(session: AsyncSession, tenant_id: str) -> TenantContext
     """The tenant's timezone and currency from the profile replica (UTC/USD until it arrives)."""
     profile = await load_profile(session, tenant_id)
     if profile is None:
-        return TenantContext(tenant_id, ZoneInfo("UTC"), "USD", known=False)
-    return TenantContext(tenant_id, ZoneInfo(profile.timezone), profile.currency, known=True)
+        return TenantContext(tenant_id, ZoneInfo("UTC"), "USD")
+    return TenantContext(tenant_id, ZoneInfo(profile.timezone), profile.currency)
 
 
 # --- aging --------------------------------------------------------------------------------------

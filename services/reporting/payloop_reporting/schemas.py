@@ -213,7 +213,6 @@ class TrendPoint(BaseModel):
 
 class ClientDetail(BaseModel):
     client_id: str
-    seen: bool = Field(description="False while no event about this client has arrived yet")
     name: str | None
     psa_source: str | None
     terms: str | None

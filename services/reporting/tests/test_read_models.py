@@ -99,7 +99,7 @@ async def test_another_tenant_sees_none_of_it(infra, token, book, tenant, as_of,
         aging = (await client.get("/v1/aging", params={"as_of": as_of.isoformat()}, headers=headers)).json()
         assert aging["clients"] == [] and aging["totals"]["total"] == 0
         assert (await client.get("/v1/exceptions", headers=headers)).json()["items"] == []
-        assert (await client.get("/v1/clients/A", headers=headers)).json()["seen"] is False
+        assert (await client.get("/v1/clients/A", headers=headers)).status_code == 404
         invoices = (await client.get("/v1/aging/invoices", headers=headers)).json()
         assert invoices["items"] == []
 
