@@ -1,19 +1,5 @@
-"""Event backbone: outbox, inbox and the tenant-profile replica.
-
-Revision ID: 0001
-Revises:
-"""
-from payloop.migrations import create_backbone_tables, drop_backbone_tables
+"""Event backbone: outbox, inbox and the tenant-profile replica (the same in every service)."""
+from payloop.migrations import create_backbone_tables as upgrade, drop_backbone_tables as downgrade  # noqa: F401
 
 revision = "0001"
 down_revision = None
-branch_labels = None
-depends_on = None
-
-
-def upgrade() -> None:
-    create_backbone_tables()
-
-
-def downgrade() -> None:
-    drop_backbone_tables()
