@@ -70,6 +70,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--url", help="psa_ingest base URL (default http://127.0.0.1:8101)")
     p.set_defaults(func=backbone_commands.sync)
 
+    p = sub.add_parser("bench", help="run the benchmarks in bench/ (backbone throughput and latency, aging at 1M)")
+    p.add_argument("names", nargs="*", help="only these, e.g. backbone aging")
+    p.add_argument("--root", default=".", help="repository root")
+    p.set_defaults(func=backbone_commands.bench)
+
     consumers = sub.add_parser("consumers", help="consumer groups")
     consumers_sub = consumers.add_subparsers(dest="consumers_command", required=True)
     p = consumers_sub.add_parser("lag", help="per group and partition: committed offset, high watermark, lag")
