@@ -21,7 +21,7 @@ from payloop_collections import cases, mailer, repository, sequences
 from payloop_collections.policy import Policy
 from payloop_collections.schemas import (
     BehaviourOut, ClientOut, ClientPolicyWrite, ClockOut, ClockWrite, MessageOut, OpenInvoiceOut, PauseWrite,
-    PolicyOut, PolicyWrite, PreviewItemOut, PromiseOut, PromiseWrite, SendNowOut, StepModel, TaskOut,
+    PolicyOut, PolicyWrite, PreviewItemOut, PromiseOut, PromiseWrite, SendNowOut, StepModel, TaskDoneWrite, TaskOut,
     TimelineEntryOut, TimelinePage,
 )
 from payloop_collections.wiring import Collections
@@ -37,7 +37,7 @@ async def known_tenant(session: AsyncSession, principal: Principal) -> None:
 
 def _policy_out(policy: Policy, built_in: bool = False) -> PolicyOut:
     return PolicyOut(
-        id=policy.id, name=policy.name, built_in=built_in, is_default=True if built_in else False,
+        id=policy.id, name=policy.name, built_in=built_in, is_default=built_in,
         steps=[StepModel(**vars(s)) for s in policy.steps], business_days=policy.business_days,
         send_hour=policy.send_hour, quiet_start_hour=policy.quiet_start_hour,
         quiet_end_hour=policy.quiet_end_hour, drift_shift_days=policy.drift_shift_days,
@@ -188,6 +188,18 @@ def build_router(collections: Collections) -> APIRouter:
                          session: AsyncSession = Depends(db_session)) -> list[TaskOut]:
         await known_tenant(session, principal)
         return [TaskOut.model_validate(t) for t in await repository.tasks(session, principal.tenant_id, status, limit)]
+
+    @router.post("/tasks/{task_id}/done", response_model=TaskOut, summary="Close an escalation task")
+    async def close_task(body: TaskDoneWrite, task_id: str = Path(max_length=64),
+                         principal: Principal = require("collections:write"),
+                         session: AsyncSession = Depends(db_session)) -> TaskOut:
+        await known_tenant(session, principal)
+        task = await repository.get_task(session, principal.tenant_id, task_id)
+        if task is None:
+            raise NotFound("task")
+        if task.status != "done":
+            await cases.close_task(session, task, collections.clock.now(), principal.subject, body.note)
+        return TaskOut.model_validate(task)
 
     @router.put("/opt-outs/{email}", status_code=204, summary="Stop emailing this address (unsubscribe)")
     async def opt_out(email: str = Path(max_length=320), principal: Principal = require("collections:write"),

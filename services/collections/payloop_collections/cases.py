@@ -112,3 +112,29 @@ async def refresh_behaviour(session: AsyncSession, tenant_id: str, client_id: st
     await publish(session, "client.behaviour_changed", tenant_id, client_id,
                   {**values, "window_days": result.window_days}, now, causation)
     return result
+
+
+async def settle_promises(session: AsyncSession, tenant_id: str, now: datetime, today: date) -> None:
+    """A promise is kept once its invoices are paid, and broken when its date passes first.
+
+    A broken promise simply stops holding reminders back: the sequence resumes with its newest due step.
+    """
+    for promise in await repository.unsettled_promises(session, tenant_id):
+        open_ids = {i.invoice_id for i, _ in await repository.open_invoices(session, tenant_id, promise.client_id)}
+        unpaid = open_ids & set(promise.invoice_ids) if promise.invoice_ids else open_ids
+        if not unpaid:
+            promise.status = "kept"
+        elif promise.promised_on < today:
+            promise.status = "broken"
+        else:
+            continue
+        await repository.add_timeline(session, tenant_id, promise.client_id, f"promise_{promise.status}", now,
+                                      promise_id=str(promise.id), promised_on=promise.promised_on.isoformat(),
+                                      unpaid_invoice_ids=sorted(unpaid))
+
+
+async def close_task(session: AsyncSession, task: m.EscalationTask, now: datetime, actor: str,
+                     note: str | None) -> None:
+    task.status, task.done_at, task.done_by, task.note = "done", now, actor, note
+    await repository.add_timeline(session, task.tenant_id, task.client_id, "task_done", now, task_id=str(task.id),
+                                  by=actor, note=note)

@@ -74,7 +74,8 @@ async def _deliver(session: AsyncSession, mailer: SmtpMailer, message: m.Message
                                       reason="opted_out", message_id=str(message.id))
         return
     profile = await repository.tenant_profile(session, message.tenant_id)
-    sender = (profile.branding.get("display_name") or profile.name) if profile else "Billing"
+    branding = profile.branding if profile else {}
+    sender = branding.get("sender_name") or branding.get("display_name") or (profile.name if profile else "Billing")
     message.attempts += 1
     try:
         refused = await mailer.send(mailer.build(message, to, sender, now))

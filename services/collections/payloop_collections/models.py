@@ -11,7 +11,7 @@ from datetime import date, datetime
 from typing import Any
 
 from sqlalchemy import (
-    BigInteger, Boolean, Date, DateTime, Float, ForeignKey, Integer, MetaData, String, Text, UniqueConstraint,
+    BigInteger, Boolean, Date, DateTime, Float, ForeignKey, Integer, String, Text, UniqueConstraint,
     func,
 )
 from sqlalchemy.dialects.postgresql import JSONB, UUID
@@ -21,9 +21,7 @@ from payloop.db import Base
 
 
 class CollectionsBase(Base):
-    # Its own MetaData: services share the declarative base, not table names (payments has `clients` too).
-    __abstract__ = True
-    metadata = MetaData()
+    __abstract__ = True  # gets a registry and MetaData of its own (payloop.db.Base)
 
 
 def _now_column() -> Mapped[datetime]:
@@ -159,6 +157,7 @@ class Promise(CollectionsBase):
     promised_on: Mapped[date] = mapped_column(Date)
     amount_minor: Mapped[int] = mapped_column(BigInteger)
     currency: Mapped[str] = mapped_column(String(3))
+    status: Mapped[str] = mapped_column(String(20), default="pending")  # pending | kept | broken
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
 
 
@@ -174,6 +173,9 @@ class EscalationTask(CollectionsBase):
     status: Mapped[str] = mapped_column(String(20), default="open")
     context: Mapped[dict[str, Any]] = mapped_column(JSONB)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    done_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    done_by: Mapped[str | None] = mapped_column(Text)
+    note: Mapped[str | None] = mapped_column(Text)
 
 
 class TimelineEntry(CollectionsBase):

@@ -242,8 +242,29 @@ async def tasks(session: AsyncSession, tenant_id: str, status: str | None, limit
 # --- promises, opt-outs, behaviour ----------------------------------------------------------------
 
 async def pending_promises(session: AsyncSession, tenant_id: str, today: date) -> list[m.Promise]:
+    """Promises that still hold reminders back: not yet kept, and their date not passed."""
     return list((await session.execute(select(m.Promise).where(
-        m.Promise.tenant_id == tenant_id, m.Promise.promised_on >= today))).scalars())
+        m.Promise.tenant_id == tenant_id, m.Promise.status == "pending",
+        m.Promise.promised_on >= today))).scalars())
+
+
+async def unsettled_promises(session: AsyncSession, tenant_id: str) -> list[m.Promise]:
+    return list((await session.execute(select(m.Promise).where(
+        m.Promise.tenant_id == tenant_id, m.Promise.status == "pending").with_for_update(skip_locked=True))).scalars())
+
+
+async def tenants_with_pending_promises(session: AsyncSession) -> list[str]:
+    return list((await session.execute(select(m.Promise.tenant_id).distinct()
+                                       .where(m.Promise.status == "pending"))).scalars())
+
+
+async def get_task(session: AsyncSession, tenant_id: str, task_id: str) -> m.EscalationTask | None:
+    try:
+        key = uuid.UUID(task_id)
+    except ValueError:
+        return None
+    return (await session.execute(select(m.EscalationTask).where(
+        m.EscalationTask.tenant_id == tenant_id, m.EscalationTask.id == key).with_for_update())).scalar_one_or_none()
 
 
 async def opted_out(session: AsyncSession, tenant_id: str) -> set[str]:

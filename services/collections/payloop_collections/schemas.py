@@ -201,11 +201,20 @@ class TaskOut(BaseModel):
     status: str
     context: dict[str, Any]
     created_at: datetime
+    done_at: datetime | None
+    done_by: str | None
+    note: str | None
 
     @field_validator("id", "case_id", mode="before")
     @classmethod
     def _str(cls, value: Any) -> str:
         return str(value)
+
+
+class TaskDoneWrite(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    note: str | None = Field(None, max_length=2000, description="What the person did")
 
 
 class ClockOut(BaseModel):

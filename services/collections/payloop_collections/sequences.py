@@ -25,9 +25,9 @@ from payloop_collections import cases, repository
 from payloop_collections import models as m
 from payloop_collections.email_content import EmailItem, render
 from payloop_collections.planner import (
-    ClientContext, ClientPlan, Decision, OpenInvoice, message_level, plan_client,
+    ClientContext, ClientPlan, Decision, OpenInvoice, message_level, pause_reason, plan_client, plan_invoice,
 )
-from payloop_collections.policy import Policy
+from payloop_collections.policy import Policy, step_send_at, steps_for
 from payloop_collections.settings import CollectionsSettings
 
 log = structlog.get_logger(__name__)
@@ -139,6 +139,15 @@ async def schedule(session_factory: async_sessionmaker[AsyncSession], settings: 
     return outcomes
 
 
+async def settle_promises(session_factory: async_sessionmaker[AsyncSession], now: datetime) -> None:
+    async with session_factory() as session:
+        tenants = await repository.tenants_with_pending_promises(session)
+    for tenant in tenants:
+        async with session_factory() as session, session.begin():
+            today = now.astimezone(_zone(await repository.tenant_profile(session, tenant))).date()
+            await cases.settle_promises(session, tenant, now, today)
+
+
 async def record(session: AsyncSession, settings: CollectionsSettings, snap: TenantSnapshot, client_id: str,
                  plan: ClientPlan, now: datetime) -> ClientOutcome:
     client = snap.clients[client_id]
@@ -246,9 +255,6 @@ class PreviewItem:
 
 async def preview(session: AsyncSession, tenant_id: str, client_id: str, now: datetime) -> list[PreviewItem]:
     """For each open invoice of the client: the next step, when it is due, and what it will do."""
-    from payloop_collections.planner import pause_reason, plan_invoice
-    from payloop_collections.policy import step_send_at, steps_for
-
     snap = await snapshot(session, tenant_id, now, client_id)
     if client_id not in snap.clients:
         return []

@@ -16,11 +16,12 @@ from payloop.events.catalogue import CATALOGUE
 from payloop.simulators.smtp_sink import SmtpSink
 from payloop.testing.plugin import running_service
 
-from payloop_collections import mailer, sequences
+from payloop_collections import scheduler
 from payloop_collections.clock import FixedClock
 from payloop_collections.mailer import SmtpMailer
 from payloop_collections.service import build_service
 from payloop_collections.settings import CollectionsSettings
+from payloop_collections.wiring import Collections
 
 _ids = itertools.count(1)
 
@@ -93,9 +94,7 @@ class Harness:
 
     async def tick(self) -> None:
         """One pass of the scheduler loop at the clock's current time."""
-        now = self.clock.now()
-        await sequences.schedule(self.factory, self.settings, now)
-        await mailer.deliver_due(self.factory, SmtpMailer(self.settings), now, self.settings.send_max_attempts)
+        await scheduler.tick(self.client.app, Collections(self.clock, self.settings, SmtpMailer(self.settings)))
 
 
 @asynccontextmanager

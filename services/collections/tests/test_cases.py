@@ -184,6 +184,7 @@ async def test_promise_and_dispute_pause_with_events(make_harness, sink, token):
         async with h.factory() as session:
             events = (await session.execute(text(
                 "SELECT topic, convert_from(payload, 'UTF8')::jsonb -> 'data' FROM outbox ORDER BY seq"))).all()
+        assert "promise_broken" in await timeline_kinds(h, token, "c1")
         paused = [d["reason"] for t, d in events if t == "collection.paused"]
         assert paused == ["promise", "dispute"]
         assert [t for t, _ in events].count("promise.recorded") == 1
@@ -208,3 +209,41 @@ async def test_per_client_policy_override(make_harness, sink, token):
         assert (preview[0]["offset_days"], preview[0]["at"][:10]) == (5, "2026-03-10")
         policies = (await h.client.get("/v1/collections/policies", headers=write)).json()
         assert [p["id"] for p in policies] == ["default", "gentle"] and policies[0]["built_in"]
+
+
+async def test_handoff_creates_a_task_a_person_closes(make_harness, sink, token):
+    async with make_harness(at(33)) as h:  # +30 is a Saturday: the hand-off moves to Monday
+        headers = token(h.tenant, "collections:write", "ar:read")
+        await h.tenant_profile()
+        await h.add_client("c1")
+        await h.add_invoice("c1", DUE, 99_999)
+        await h.tick()
+        assert sink.messages == []  # a hand-off goes to a person, not to the client
+        tasks = (await h.client.get("/v1/collections/tasks?status=open", headers=headers)).json()
+        assert len(tasks) == 1 and tasks[0]["invoice_ids"] == [next(iter(h.invoices))]
+        assert tasks[0]["context"]["open_invoices"][0]["balance_minor"] == 99_999
+        done = await h.client.post(f"/v1/collections/tasks/{tasks[0]['id']}/done", json={"note": "called"},
+                                   headers=headers)
+        assert done.status_code == 200 and done.json()["status"] == "done"
+        assert (await h.client.get("/v1/collections/tasks?status=open", headers=headers)).json() == []
+        stranger = await h.client.post(f"/v1/collections/tasks/{tasks[0]['id']}/done", json={},
+                                       headers=token("someone-else", "admin"))
+        assert stranger.status_code == 404
+        async with h.factory() as session:
+            escalated = (await session.execute(text(
+                "SELECT convert_from(payload, 'UTF8')::jsonb -> 'data' FROM outbox "
+                "WHERE topic = 'collection.escalated'"))).scalars().all()
+        assert [e["task_id"] for e in escalated] == [tasks[0]["id"]]
+
+
+async def test_a_promise_paid_on_time_is_kept(make_harness, sink, token):
+    async with make_harness(at(1)) as h:
+        await h.tenant_profile()
+        await h.add_client("c1")
+        inv = await h.add_invoice("c1", DUE, 10_000)
+        await h.client.post("/v1/collections/clients/c1/promises", headers=token(h.tenant, "collections:write"),
+                            json={"promised_on": "2026-03-12", "amount_minor": 10_000, "invoice_ids": [inv]})
+        await h.settle("c1", inv, 10_000)
+        await h.tick()
+        kinds = await timeline_kinds(h, token, "c1")
+        assert kinds[-1] == "promise_kept" and "promise_broken" not in kinds
