@@ -95,6 +95,11 @@ async def start(factory: async_sessionmaker[AsyncSession], gateway: StripeGatewa
     now = now or datetime.now(UTC)
     try:
         async with factory() as session, session.begin():
+            # The client's row lock serialises its reservations: a concurrent duplicate (a double
+            # click, a second scheduler) waits here and then finds the first one's payment, instead
+            # of finding the invoices already pending and failing to allocate.
+            if await repository.client(session, request.tenant_id, request.client_id, lock=True) is None:
+                raise NotFound("client")
             existing = await repository.payment_by_key(session, request.tenant_id, request.idempotency_key)
             if existing is not None:
                 _same_request(existing, request)

@@ -4,6 +4,7 @@ from __future__ import annotations
 import uuid
 from typing import Literal
 
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from payloop import outbox
@@ -13,7 +14,7 @@ from payloop.problems import NotFound, Problem
 from payloop_payments import repository
 from payloop_payments.charging import PRODUCER, autopay_event, method_summary, tenant_account
 from payloop_payments.models import AutopayEnrollment, PaymentMethod
-from payloop_payments.stripe_gateway import StripeGateway
+from payloop_payments.stripe_gateway import MethodDetails, StripeGateway
 
 
 async def ensure_customer(factory: async_sessionmaker[AsyncSession], gateway: StripeGateway, tenant_id: str,
@@ -36,11 +37,15 @@ async def ensure_customer(factory: async_sessionmaker[AsyncSession], gateway: St
 
 
 async def start_setup(factory: async_sessionmaker[AsyncSession], gateway: StripeGateway, tenant_id: str,
-                      client_id: str, method_type: Literal["card", "ach"]) -> tuple[str, str, str]:
-    """A SetupIntent the browser confirms with Stripe.js: (setup intent id, client secret, customer id)."""
+                      client_id: str, method_type: Literal["card", "ach"], *,
+                      keep: bool = True) -> tuple[str, str, str]:
+    """A SetupIntent the browser confirms with Stripe.js: (setup intent id, client secret, customer id).
+
+    `keep=False` (a checkout payer who does not save the card) asks only for on-session use."""
     customer_id, account = await ensure_customer(factory, gateway, tenant_id, client_id)
     intent_id, secret = await gateway.create_setup_intent(customer_id=customer_id, method_type=method_type,
-                                                          account=account)
+                                                          account=account,
+                                                          usage="off_session" if keep else "on_session")
     return intent_id, secret, customer_id
 
 
@@ -52,6 +57,15 @@ async def save_method(factory: async_sessionmaker[AsyncSession], gateway: Stripe
         details = await gateway.saved_method(setup_intent_id, customer_id=customer_id, account=account)
     except ValueError as exc:
         raise Problem(422, "Setup not completed", str(exc)) from None
+    try:
+        return await _store_method(factory, tenant_id, client_id, details)
+    except IntegrityError:
+        # A concurrent request (a double-clicked checkout) stored the same token first.
+        return await _store_method(factory, tenant_id, client_id, details)
+
+
+async def _store_method(factory: async_sessionmaker[AsyncSession], tenant_id: str, client_id: str,
+                        details: MethodDetails) -> PaymentMethod:
     async with factory() as session, session.begin():
         for existing in await repository.methods_of(session, tenant_id, client_id):
             if existing.stripe_payment_method_id == details.stripe_payment_method_id:

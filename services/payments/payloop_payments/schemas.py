@@ -148,3 +148,27 @@ class RefundOut(BaseModel):
     status: str
     reason: str | None
     stripe_refund_id: str | None
+
+
+class CheckoutSetup(BaseModel):
+    save_method: bool = Field(False, description="Keep the card for later payments")
+    autopay: bool = Field(False, description="Also pay future invoices automatically with it")
+
+
+class CheckoutSetupOut(BaseModel):
+    setup_intent_id: str
+    client_secret: str
+
+
+class CheckoutPay(CheckoutSetup):
+    setup_intent_id: str = Field(max_length=100, description="The SetupIntent the page confirmed with Stripe.js")
+    allocations: list[AllocationIn] = Field(min_length=1, max_length=100)
+
+
+class CheckoutPaid(BaseModel):
+    payment_id: uuid.UUID
+    status: str
+    amount_minor: int
+    currency: str
+    receipt_url: str
+    message: str | None = Field(None, description="What to tell the payer when the card was declined")

@@ -4,7 +4,7 @@ from pathlib import Path
 from payloop import tenant_replica
 from payloop.service import ServiceDefinition
 
-from payloop_payments import api, webhooks
+from payloop_payments import api, checkout_pages, webhooks
 from payloop_payments.handlers import HANDLERS
 from payloop_payments.models import metadata
 from payloop_payments.scheduler import scheduler_loop
@@ -14,7 +14,7 @@ SERVICE = ServiceDefinition(
     description="Payments: processor customers, payment methods, auto-pay, attempts, installment plans, checkout, payouts",
     metadata=metadata,
     migrations_dir=Path(__file__).parent / "migrations",
-    routers=[tenant_replica.router, api.router, webhooks.router],
+    routers=[tenant_replica.router, api.router, checkout_pages.router, webhooks.router],
     handlers=HANDLERS,
     background=[scheduler_loop],
 )

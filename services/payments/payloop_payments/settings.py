@@ -8,6 +8,9 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 # localstripe accepts any `sk_test_...` key; dev and tests use this one.
 DEV_STRIPE_KEY = "sk_test_payloop_dev"
 DEV_WEBHOOK_SECRET = "whsec_payloop_dev_0123456789abcdef"
+# localstripe's Stripe.js stand-in accepts any `pk_...` key.
+DEV_PUBLISHABLE_KEY = "pk_test_payloop_dev"
+STRIPE_JS_URL = "https://js.stripe.com/v3/"
 
 
 class PaymentsSettings(BaseSettings):
@@ -24,6 +27,10 @@ class PaymentsSettings(BaseSettings):
     payments_run_scheduler: bool = True
     # Public URL prefix of hosted checkout pages (what links in emails point at).
     payments_public_url: str = "http://127.0.0.1:8102"
+    # What the checkout page loads as Stripe.js: js.stripe.com in production; unset with a
+    # `stripe_api_base` means localstripe's stand-in at `{stripe_api_base}/js.stripe.com/v3/`.
+    stripe_js_url: str | None = None
+    stripe_publishable_key: str | None = None
 
     def api_key(self) -> str:
         if self.stripe_api_key:
@@ -31,6 +38,20 @@ class PaymentsSettings(BaseSettings):
         if self.env == "prod":
             raise RuntimeError("PAYLOOP_STRIPE_API_KEY must be set in production")
         return DEV_STRIPE_KEY
+
+    def js_url(self) -> str:
+        if self.stripe_js_url:
+            return self.stripe_js_url
+        if self.stripe_api_base:
+            return f"{self.stripe_api_base.rstrip('/')}/js.stripe.com/v3/"
+        return STRIPE_JS_URL
+
+    def publishable_key(self) -> str:
+        if self.stripe_publishable_key:
+            return self.stripe_publishable_key
+        if self.env == "prod":
+            raise RuntimeError("PAYLOOP_STRIPE_PUBLISHABLE_KEY must be set in production")
+        return DEV_PUBLISHABLE_KEY
 
     def webhook_secret(self) -> str:
         if self.stripe_webhook_secret:

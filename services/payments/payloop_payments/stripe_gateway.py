@@ -68,11 +68,12 @@ class StripeGateway:
         return customer.id
 
     async def create_setup_intent(self, *, customer_id: str, method_type: Literal["card", "ach"],
-                                  account: str | None) -> tuple[str, str]:
+                                  account: str | None, usage: Literal["off_session", "on_session"] = "off_session",
+                                  ) -> tuple[str, str]:
         types = ["card"] if method_type == "card" else ["us_bank_account"]
         intent = await self._call(self._client.v1.setup_intents.create_async,
                                   params={"customer": customer_id, "payment_method_types": types,
-                                          "usage": "off_session"},
+                                          "usage": usage},
                                   options=self._options(account=account))
         return intent.id, intent.client_secret
 
@@ -147,6 +148,11 @@ class StripeGateway:
 
     async def fee_of_charge(self, charge_id: str, account: str | None) -> int:
         return await self._fee(charge_id, account)
+
+    async def detach_method(self, payment_method_id: str, account: str | None) -> None:
+        """Forget a method at Stripe (a card used once at checkout and not to be kept)."""
+        await self._call(self._client.v1.payment_methods.detach_async, payment_method_id,
+                         options=self._options(account=account))
 
     async def refund(self, *, payment_intent_id: str, amount_minor: int, idempotency_key: str,
                      account: str | None) -> str:

@@ -78,10 +78,10 @@ async def deliver(client, type: str, tenant: str, data: dict, *, client_id: str 
     return event
 
 
-async def seed_tenant(client, tenant: str, **settings):
+async def seed_tenant(client, tenant: str, *, branding: dict | None = None, **settings):
     await deliver(client, "tenant.updated", tenant, {"tenant_id": tenant, "name": f"{tenant} MSP",
                                                      "timezone": "America/New_York", "currency": "USD",
-                                                     "branding": {"primary_color": "#123456"},
+                                                     "branding": branding or {"primary_color": "#123456"},
                                                      "settings": settings})
 
 

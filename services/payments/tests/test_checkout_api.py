@@ -1,0 +1,100 @@
+"""The checkout's JSON calls without a browser: one payment per Idempotency-Key under concurrent
+double submits, a declined card is not retried (client-initiated), links are checked on every call,
+and a flood of calls on one link is rate-limited."""
+import asyncio
+from datetime import date, timedelta
+
+from payloop.checkout_links import mint_checkout_token
+
+from payloop_payments.api import gateway_of
+
+
+async def confirmed_setup(client, link: str, card: str = "pm_card_visa", **options) -> str:
+    """What Stripe.js does on the page: create the SetupIntent through the link, confirm it."""
+    setup = await client.post(f"/checkout/{link}/setup-intents", json=options)
+    assert setup.status_code == 201, setup.text
+    await gateway_of(client.app).confirm_setup_intent(setup.json()["setup_intent_id"], card, None)
+    return setup.json()["setup_intent_id"]
+
+
+async def test_double_submit_pays_once_and_autopay_enrolment(payments, token, kit):
+    headers = token("t-dbl", "admin")
+    await kit.seed_tenant(payments, "t-dbl")
+    await kit.seed_client(payments, "t-dbl", "acme")
+    await kit.seed_invoice(payments, "t-dbl", "acme", "d-1", 30_000, due=date.today())
+    link = mint_checkout_token("t-dbl", "acme", ["d-1"])
+    intent = await confirmed_setup(payments, link, autopay=True)
+    body = {"setup_intent_id": intent, "autopay": True, "allocations": [{"invoice_id": "d-1", "amount_minor": 30_000}]}
+    submit = {"json": body, "headers": {"Idempotency-Key": "page-nonce-0001"}}
+
+    first, second = await asyncio.gather(payments.post(f"/checkout/{link}/payments", **submit),
+                                         payments.post(f"/checkout/{link}/payments", **submit))
+    assert first.status_code == second.status_code == 201, second.text[:300]
+    assert first.json()["payment_id"] == second.json()["payment_id"]
+    assert first.json()["status"] == "succeeded"
+    assert len(await kit.outbox_events(payments, "payment.initiated", "t-dbl")) == 1
+    assert len(await kit.outbox_events(payments, "payment.settled", "t-dbl")) == 1
+    # The payer chose auto-pay: the saved card now pays future invoices on their due date.
+    autopay = (await payments.get("/v1/clients/acme/autopay", headers=headers)).json()
+    assert autopay["active"] is True and autopay["rule"] == "on_due"
+    methods = (await payments.get("/v1/clients/acme/payment-methods", headers=headers)).json()
+    assert [(m["id"], m["status"]) for m in methods] == [(autopay["payment_method_id"], "active")]
+
+
+async def test_declined_card_is_reported_and_not_retried(payments, token, kit):
+    headers = token("t-dcl", "admin")
+    await kit.seed_tenant(payments, "t-dcl")
+    await kit.seed_client(payments, "t-dcl", "dud")
+    await kit.seed_invoice(payments, "t-dcl", "dud", "x-1", 4_000, due=date.today())
+    link = mint_checkout_token("t-dcl", "dud", [])
+    intent = await confirmed_setup(payments, link, card="pm_card_chargeCustomerFail")
+    paid = await payments.post(f"/checkout/{link}/payments", headers={"Idempotency-Key": "nonce-declined-1"},
+                               json={"setup_intent_id": intent, "allocations": [{"invoice_id": "x-1", "amount_minor": 4_000}]})
+    assert paid.status_code == 201, paid.text
+    assert paid.json()["status"] == "failed" and "declined" in paid.json()["message"]
+    failed = await kit.outbox_events(payments, "payment.failed", "t-dcl")
+    assert len(failed) == 1 and failed[0]["data"]["retryable"] is False  # the payer retries, not the scheduler
+    invoices = (await payments.get("/v1/clients/dud/invoices", headers=headers)).json()
+    assert invoices[0]["open_minor"] == 4_000
+
+
+async def test_links_are_checked_on_every_call(payments, token, kit):
+    await kit.seed_tenant(payments, "t-lnk")
+    await kit.seed_client(payments, "t-lnk", "ivy")
+    await kit.seed_client(payments, "t-lnk", "oak")
+    await kit.seed_invoice(payments, "t-lnk", "ivy", "i-1", 1_000, due=date.today())
+    await kit.seed_invoice(payments, "t-lnk", "ivy", "i-2", 2_000, due=date.today())
+    await kit.seed_invoice(payments, "t-lnk", "oak", "o-1", 3_000, due=date.today())
+    only_i1 = mint_checkout_token("t-lnk", "ivy", ["i-1"])
+    expired = mint_checkout_token("t-lnk", "ivy", [], ttl=timedelta(seconds=-1))
+    body, signature = only_i1.split(".")
+    forged = f"{body}.{signature[::-1]}"
+
+    assert (await payments.post(f"/checkout/{forged}/setup-intents", json={})).status_code == 401
+    assert (await payments.post(f"/checkout/{expired}/setup-intents", json={})).status_code == 410
+    page = await payments.get(f"/checkout/{only_i1}")
+    assert page.status_code == 200 and 'data-invoice="i-1"' in page.text and "i-2" not in page.text
+    assert "frame-ancestors 'none'" in page.headers["content-security-policy"]
+    assert page.headers["referrer-policy"] == "no-referrer"
+
+    intent = await confirmed_setup(payments, only_i1)
+    for invoice_id in ("i-2", "o-1"):  # not in the link; another client's
+        refused = await payments.post(f"/checkout/{only_i1}/payments", headers={"Idempotency-Key": f"nonce-{invoice_id}-x"},
+                                      json={"setup_intent_id": intent,
+                                            "allocations": [{"invoice_id": invoice_id, "amount_minor": 500}]})
+        assert refused.status_code == 422, refused.text
+    paid = await payments.post(f"/checkout/{only_i1}/payments", headers={"Idempotency-Key": "nonce-i1-ok"},
+                               json={"setup_intent_id": intent, "allocations": [{"invoice_id": "i-1", "amount_minor": 1_000}]})
+    assert paid.status_code == 201, paid.text
+    receipt = paid.json()["receipt_url"]
+    assert (await payments.get(receipt)).status_code == 200
+    # Another client's link cannot open this receipt.
+    oak_link = mint_checkout_token("t-lnk", "oak", [])
+    assert (await payments.get(receipt.replace(only_i1, oak_link))).status_code == 404
+
+
+async def test_a_flood_on_one_link_is_rate_limited(payments, kit):
+    link = mint_checkout_token("t-flood", "nobody", [])
+    answers = [(await payments.post(f"/checkout/{link}/payments", json={})).status_code for _ in range(12)]
+    assert answers[:10] == [422] * 10  # invalid requests still spend the link's budget
+    assert answers[10:] == [429, 429]
