@@ -25,4 +25,5 @@ SIMULATORS: tuple[SimulatorSpec, ...] = (
     SimulatorSpec("smtp-sink", "smtp_sink", 8220, "SMTP sink on :1025; sent email at /messages",
                   extra_ports=(("--smtp-port", 1025),)),
     SimulatorSpec("quickbooks", "quickbooks", 8210, "QuickBooks Online (Accounting API v3, OAuth 2.0); demo realm 9130350000000001"),
+    SimulatorSpec("xero", "xero", 8211, "Xero (Accounting API 2.0 at /api.xro/2.0, OAuth 2.0); demo tenant 5b3c2e7a-0d8f-4c1e-9a6b-3f2d1c0b9a87"),
 )

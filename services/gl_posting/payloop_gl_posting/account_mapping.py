@@ -7,21 +7,32 @@ from __future__ import annotations
 
 from payloop_gl_posting.connectors.base import LedgerAccount, LedgerItem
 
-# QuickBooks AccountType values each role may use.
+# The vendor's account types each role may use (QuickBooks AccountType, Xero Account Type).
 ALLOWED_TYPES = {
-    "clearing_account_id": {"Other Current Asset", "Bank"},
-    "bank_account_id": {"Bank"},
-    "fee_account_id": {"Expense", "Other Expense", "Cost of Goods Sold"},
-    "refunds_account_id": {"Income", "Other Income", "Expense", "Other Expense"},
-    "receivable_account_id": {"Accounts Receivable"},
+    "quickbooks": {
+        "clearing_account_id": {"Other Current Asset", "Bank"},
+        "bank_account_id": {"Bank"},
+        "fee_account_id": {"Expense", "Other Expense", "Cost of Goods Sold"},
+        "refunds_account_id": {"Income", "Other Income", "Expense", "Other Expense"},
+        "receivable_account_id": {"Accounts Receivable"},
+    },
+    "xero": {
+        # Xero takes payments into, and transfers between, BANK accounts only: clearing is one.
+        "clearing_account_id": {"BANK"},
+        "bank_account_id": {"BANK"},
+        "fee_account_id": {"EXPENSE", "OVERHEADS", "DIRECTCOSTS"},
+        "refunds_account_id": {"REVENUE", "SALES", "OTHERINCOME", "EXPENSE", "OVERHEADS", "DIRECTCOSTS"},
+        "receivable_account_id": {"CURRENT"},
+    },
 }
 
 
-def problems(mapping: dict[str, str | None], accounts: list[LedgerAccount], items: list[LedgerItem]) -> list[dict]:
+def problems(mapping: dict[str, str | None], accounts: list[LedgerAccount], items: list[LedgerItem],
+             system: str = "quickbooks") -> list[dict]:
     """What is wrong with the mapping, one problem per field (empty when it is valid)."""
     by_id = {account.id: account for account in accounts}
     found: list[dict] = []
-    for field_name, allowed in ALLOWED_TYPES.items():
+    for field_name, allowed in ALLOWED_TYPES[system].items():
         account_id = mapping.get(field_name)
         if account_id is None:
             continue
@@ -36,6 +47,6 @@ def problems(mapping: dict[str, str | None], accounts: list[LedgerAccount], item
         found.append({"loc": ["clearing_account_id"], "msg": "clearing and bank must be different accounts",
                       "type": "same_account"})
     item_id = mapping.get("refund_item_id")
-    if item_id is not None and item_id not in {item.id for item in items}:
+    if system == "quickbooks" and item_id is not None and item_id not in {item.id for item in items}:
         found.append({"loc": ["refund_item_id"], "msg": f"no item {item_id}", "type": "item_not_found"})
     return found

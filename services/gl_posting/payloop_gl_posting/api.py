@@ -81,7 +81,7 @@ async def put_mapping(body: AccountMappingIn, request: Request, principal: Princ
             except (PostingError, httpx.HTTPError) as exc:
                 raise Problem(502, "Accounting System Unavailable",
                               f"could not read the chart of accounts: {exc}") from None
-        errors = account_mapping.problems(body.model_dump(), accounts, items)
+        errors = account_mapping.problems(body.model_dump(), accounts, items, connection.system)
         if errors:
             raise Problem(422, "Invalid account mapping", "the mapping does not fit the chart of accounts",
                           errors=errors)

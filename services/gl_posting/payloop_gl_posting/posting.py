@@ -28,8 +28,9 @@ from payloop.ids import uuid7
 from payloop.metrics import EXTERNAL_API_ERRORS
 from payloop.secrets import secret_box
 from payloop_gl_posting import repository
-from payloop_gl_posting.connectors.base import PostingError, TokenRevoked
+from payloop_gl_posting.connectors.base import Ledger, PostingError, TokenRevoked
 from payloop_gl_posting.connectors.quickbooks import QuickBooks
+from payloop_gl_posting.connectors.xero import Xero, connected_tenants
 from payloop_gl_posting.journal import JournalEntry
 from payloop_gl_posting.models import AccountMapping, Connection, Entry, PostingException
 from payloop_gl_posting.oauth import TokenEndpoint, TokenStore, request_tokens, store_tokens
@@ -40,15 +41,19 @@ PRODUCER = "gl_posting"
 
 
 def token_endpoint(system: str, settings: GlSettings) -> TokenEndpoint:
-    if system != "quickbooks":
-        raise PostingError(f"accounting system {system!r} is not supported yet")
-    return TokenEndpoint(settings.quickbooks_token_url, settings.quickbooks_client_id,
-                         settings.quickbooks_client_secret)
+    if system == "quickbooks":
+        return TokenEndpoint(settings.quickbooks_token_url, settings.quickbooks_client_id,
+                             settings.quickbooks_client_secret)
+    if system == "xero":
+        return TokenEndpoint(settings.xero_token_url, settings.xero_client_id, settings.xero_client_secret)
+    raise PostingError(f"accounting system {system!r} is not supported")
 
 
 def ledger_for(connection: Connection, http: httpx.AsyncClient, settings: GlSettings,
-               session_factory: async_sessionmaker[AsyncSession]) -> QuickBooks:
+               session_factory: async_sessionmaker[AsyncSession]) -> Ledger:
     tokens = TokenStore(session_factory, connection.tenant_id, http, token_endpoint(connection.system, settings))
+    if connection.system == "xero":
+        return Xero(http, settings, connection.company_id, tokens)
     return QuickBooks(http, settings, connection.company_id, tokens)
 
 
@@ -94,6 +99,9 @@ async def complete_authorizations(session_factory: async_sessionmaker[AsyncSessi
                 tokens = await request_tokens(http, token_endpoint(connection.system, settings), {
                     "grant_type": "authorization_code", "redirect_uri": connection.redirect_uri,
                     "code": secret_box().decrypt(connection.authorization_code_enc)})
+                if connection.system == "xero" and connection.company_id not in \
+                        await connected_tenants(http, settings, tokens["access_token"]):
+                    raise PostingError(f"the consent does not reach Xero organisation {connection.company_id}")
             except (PostingError, httpx.HTTPError) as exc:
                 connection.status, connection.last_error = "failed", f"authorization failed: {exc}"
                 log.warning("gl.connection.authorization_failed", tenant_id=tenant_id, error=str(exc))
@@ -138,7 +146,7 @@ async def post_entry(session_factory: async_sessionmaker[AsyncSession], http: ht
     ledger = ledger_for(connection, http, settings, session_factory)
     context = DatabaseContext(session_factory, entry.tenant_id, connection.system)
     try:
-        external_id = await ledger.find_posted(entry) if may_have_applied else None
+        external_id = await ledger.find_posted(entry, context) if may_have_applied else None
         if external_id is None:
             await _set(session_factory, entry_id, may_have_applied=True)
             external_id = await ledger.post(entry, mapping, context)

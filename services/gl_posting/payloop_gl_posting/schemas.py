@@ -11,8 +11,9 @@ from pydantic import BaseModel, Field
 class ConnectionCreate(BaseModel):
     """The result of the vendor's OAuth consent: the code and the company it was granted for."""
 
-    system: Literal["quickbooks"] = Field("quickbooks", description="Xero is not supported yet")
-    company_id: str = Field(min_length=1, description="QuickBooks realmId from the consent redirect")
+    system: Literal["quickbooks", "xero"] = "quickbooks"
+    company_id: str = Field(min_length=1, description="QuickBooks realmId from the consent redirect, or the "
+                            "Xero tenant id (an organisation listed by Xero's /connections for the grant)")
     authorization_code: str = Field(min_length=1)
     redirect_uri: str = Field(min_length=1, description="The redirect URI used for the consent")
 
@@ -33,7 +34,7 @@ class AccountMappingIn(BaseModel):
     fee_account_id: str = Field(min_length=1, description="Processing fee expense")
     refunds_account_id: str = Field(min_length=1, description="Where refunds and chargebacks are booked")
     receivable_account_id: str | None = None
-    refund_item_id: str | None = Field(None, description="QuickBooks item used on refund receipts")
+    refund_item_id: str | None = Field(None, description="QuickBooks item used on refund receipts (unused for Xero)")
     customer_rule: Literal["invoice_customer"] = "invoice_customer"
 
 

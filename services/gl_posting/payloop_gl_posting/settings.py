@@ -19,6 +19,15 @@ class GlSettings(BaseSettings):
     # Intuit retired minor versions below 75 in 2025; every call names the one we were written for.
     quickbooks_minorversion: int = 75
 
+    xero_api_base: str = "http://127.0.0.1:8211/api.xro/2.0"
+    xero_auth_url: str = "http://127.0.0.1:8211/identity/connect/authorize"
+    xero_token_url: str = "http://127.0.0.1:8211/connect/token"
+    xero_connections_url: str = "http://127.0.0.1:8211/connections"
+    xero_client_id: str = "payloop-dev"
+    xero_client_secret: str = "payloop-dev-secret"
+    # The contact Xero records processor fees against (a bank transaction must name one).
+    xero_fee_contact: str = "Stripe"
+
     http_timeout_s: float = 20.0
     poll_interval_s: float = 0.5
     batch_size: int = 50

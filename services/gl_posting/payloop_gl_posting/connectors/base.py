@@ -1,11 +1,17 @@
 """What every accounting connector offers, and the failures posting understands."""
 from __future__ import annotations
 
+import json
+import re
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from payloop_gl_posting.journal import exponent
+
+if TYPE_CHECKING:
+    from payloop_gl_posting.journal import JournalEntry
+    from payloop_gl_posting.models import AccountMapping
 
 
 class PostingError(Exception):
@@ -70,16 +76,36 @@ class LedgerItem:
 
 
 class Ledger(Protocol):
+    """An accounting system as posting sees it; QuickBooks and Xero each implement it."""
+
     system: str
 
     async def chart_of_accounts(self) -> list[LedgerAccount]: ...
 
     async def items(self) -> list[LedgerItem]: ...
 
+    async def find_posted(self, entry: JournalEntry, context: PostingContext) -> str | None:
+        """The vendor id of what an earlier, unanswered call created for this entry, if it did."""
+
+    async def post(self, entry: JournalEntry, mapping: AccountMapping, context: PostingContext) -> str:
+        """Write the entry; returns the vendor id of its main record."""
+
 
 def to_decimal(amount_minor: int, currency: str) -> Decimal:
     """Minor units to the vendor's decimal amount: exact, never through float."""
     return Decimal(amount_minor).scaleb(-exponent(currency))
+
+
+_DECIMAL_MARK = re.compile(r'"__decimal__(-?[0-9.]+)"')
+
+
+def dumps(body: Any) -> str:
+    """JSON with Decimal amounts as exact JSON numbers (stdlib json would go through float)."""
+    def encode(value: Any) -> Any:
+        if isinstance(value, Decimal):
+            return f"__decimal__{value:f}"
+        raise TypeError(type(value))
+    return _DECIMAL_MARK.sub(r"\1", json.dumps(body, default=encode))
 
 
 class PostingContext(Protocol):

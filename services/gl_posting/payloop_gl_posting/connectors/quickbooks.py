@@ -15,7 +15,6 @@ Vendor facts we rely on are in docs/vendors/quickbooks.md.
 from __future__ import annotations
 
 import json
-import re
 from decimal import Decimal
 from typing import Any
 
@@ -23,7 +22,7 @@ import httpx
 
 from payloop_gl_posting.connectors.base import (
     CustomerNotFound, InvoiceNotFound, LedgerAccount, LedgerItem, PeriodClosed, PostingContext, PostingError,
-    RateLimited, Rejected, TokenRevoked, WaitingForPayment, to_decimal,
+    RateLimited, Rejected, TokenRevoked, WaitingForPayment, dumps, to_decimal,
 )
 from payloop_gl_posting.journal import JournalEntry
 from payloop_gl_posting.models import AccountMapping
@@ -31,18 +30,6 @@ from payloop_gl_posting.oauth import TokenStore
 from payloop_gl_posting.settings import GlSettings
 
 ENTITY = {"payment": "Payment", "deposit": "Deposit", "refund": "RefundReceipt", "dispute": "RefundReceipt"}
-_DECIMAL_MARK = re.compile(r'"__decimal__(-?[0-9.]+)"')
-
-
-def dumps(body: Any) -> str:
-    """JSON with Decimal amounts as exact JSON numbers (stdlib json would go through float)."""
-    def encode(value: Any) -> Any:
-        if isinstance(value, Decimal):
-            return f"__decimal__{value:f}"
-        raise TypeError(type(value))
-    return _DECIMAL_MARK.sub(r"\1", json.dumps(body, default=encode))
-
-
 class QuickBooks:
     system = "quickbooks"
 
@@ -117,7 +104,7 @@ class QuickBooks:
 
     # --- posting ----------------------------------------------------------------------------------
 
-    async def find_posted(self, entry: JournalEntry) -> str | None:
+    async def find_posted(self, entry: JournalEntry, context: PostingContext) -> str | None:
         """The id of the record an earlier, unanswered call created for this entry, if it did."""
         found = await self.query(f"select * from {ENTITY[entry.purpose]} where DocNumber = '{entry.reference}'")
         return found[0]["Id"] if found else None
