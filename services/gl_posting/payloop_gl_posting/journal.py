@@ -15,6 +15,9 @@ from typing import Any, Literal
 Purpose = Literal["payment", "deposit", "refund", "dispute"]
 AccountRole = Literal["clearing", "bank", "fee_expense", "receivable", "client_credit", "refunds"]
 
+# Payout items that are the processor's own charges or credits, not money a payment put into clearing.
+PROCESSOR_ITEMS = frozenset({"adjustment", "fee"})
+
 # A fixed namespace so an entry's id is derived from our own ids and never from chance: the same
 # (event, purpose) always yields the same entry id, and so the same vendor idempotency key.
 _ENTRY_NAMESPACE = uuid.UUID("7d0f4f1e-3c1a-4a51-9a1e-6c9b1f0e2a10")
@@ -93,21 +96,26 @@ def payment_settled(*, tenant_id: str, source_event_id: uuid.UUID, payment_id: s
 
 def payout_paid(*, tenant_id: str, source_event_id: uuid.UUID, payout_id: str, amount_minor: int,
                 currency: str, items: list[dict[str, Any]], arrival_date: date) -> JournalEntry:
-    """The bank gets the net; clearing gives up the gross of every item; fees go to expense.
+    """The bank gets the net; clearing gives up the gross of every payment item; fees go to expense.
 
     Per item net = gross - fee, so bank + fees = sum of gross and the entry balances to the cent.
+    Processor adjustments and fees billed on their own (`PROCESSOR_ITEMS`) never went through
+    clearing: their gross is the processor's charge or credit, booked to fee expense with the fees,
+    or clearing would not return to zero.
     """
     for item in items:
         if item["gross_minor"] - item["fee_minor"] != item["net_minor"]:
             raise UnbalancedEntry(f"payout {payout_id} item {item.get('payment_id')} nets wrongly")
-    gross = sum(item["gross_minor"] for item in items)
+    cleared = sum(item["gross_minor"] for item in items if item["type"] not in PROCESSOR_ITEMS)
+    adjustments = -sum(item["gross_minor"] for item in items if item["type"] in PROCESSOR_ITEMS)
     fees = sum(item["fee_minor"] for item in items)
     lines = [JournalLine("bank", amount_minor, f"payout {payout_id}"),
-             JournalLine("fee_expense", fees, "processing fees"),
-             JournalLine("clearing", -gross, "cleared by payout")]
+             JournalLine("fee_expense", fees + adjustments, "processing fees and adjustments"),
+             JournalLine("clearing", -cleared, "cleared by payout")]
     return _entry("deposit", tenant_id=tenant_id, source_event_id=source_event_id, subject_id=payout_id,
                   currency=currency, occurred_on=arrival_date, lines=lines, client_id=None,
-                  details={"amount_minor": amount_minor, "fee_minor": fees, "items": items})
+                  details={"amount_minor": amount_minor, "fee_minor": fees, "adjustment_minor": adjustments,
+                           "items": items})
 
 
 def payment_reversed(purpose: Literal["refund", "dispute"], *, tenant_id: str, source_event_id: uuid.UUID,

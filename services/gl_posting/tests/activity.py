@@ -62,7 +62,7 @@ def disputed(t: str, payment_id: str, amount: int, fee: int, allocations, client
                            "dispute_id": f"dp_{payment_id}", "disputed_minor": amount})
 
 
-def payout(t: str, payout_id: str, items: list[tuple[str, str, int, int]]):
+def payout(t: str, payout_id: str, items: list[tuple[str, str | None, int, int]]):
     rows = [{"type": kind, "payment_id": pid, "gross_minor": gross, "fee_minor": fee, "net_minor": gross - fee}
             for kind, pid, gross, fee in items]
     return new_event("payout.paid", tenant_id=t, producer="payments", data={
@@ -97,7 +97,8 @@ INVOICES = [("inv-1", "1001", "Acme Dental", 100_000), ("inv-2", "1002", "Acme D
 
 
 def month_of_activity(t: str) -> list:
-    """Payments (one partial, one overpaying), a partial refund, a dispute and three payouts with fees."""
+    """Payments (one partial, one overpaying), a partial refund, a dispute and three payouts with fees
+    (the last one with a processor adjustment that no payment put into clearing)."""
     p = {
         "p1": settled(t, "p1", 100_000, 2_930, [("inv-1", 100_000)]),
         "p2": settled(t, "p2", 50_000, 1_480, [("inv-2", 50_000)]),
@@ -114,4 +115,11 @@ def month_of_activity(t: str) -> list:
             refunded(t, "p5", 80_000, 2_350, [("inv-4", 80_000)], 20_000),
             disputed(t, "p6", 45_000, 1_335, [("inv-5", 45_000)]),
             payout(t, "po_3", [("charge", "p6", 45_000, 1_335), ("charge", "p7", 60_000, 1_770),
-                               ("refund", "p5", -20_000, 0), ("dispute", "p6", -45_000, 1_500)])]
+                               ("refund", "p5", -20_000, 0), ("dispute", "p6", -45_000, 1_500),
+                               ("adjustment", None, -500, 0)])]  # the processor's own charge: 5.00
+
+
+def processor_expense(payouts) -> int:
+    """What the fee expense account should hold: fees plus the processor's own adjustments."""
+    return sum(i["fee_minor"] - (i["gross_minor"] if i["type"] == "adjustment" else 0)
+               for e in payouts for i in e.data["items"])

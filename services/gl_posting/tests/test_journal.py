@@ -41,6 +41,16 @@ def test_payout_clears_gross_puts_net_in_bank_and_fees_in_expense():
     assert sum(line.amount_minor for line in entry.lines) == 0
 
 
+def test_processor_adjustments_go_to_fee_expense_not_clearing():
+    items = [{"type": "charge", "payment_id": "p1", "gross_minor": 10_000, "fee_minor": 320, "net_minor": 9_680},
+             {"type": "adjustment", "payment_id": None, "gross_minor": -500, "fee_minor": 0, "net_minor": -500}]
+    entry = journal.payout_paid(tenant_id="t", source_event_id=EVENT, payout_id="po_2", amount_minor=9_180,
+                                currency="USD", items=items, arrival_date=date(2026, 3, 5))
+    assert entry.amount("clearing") == -10_000  # exactly what payment p1 put in
+    assert entry.amount("fee_expense") == 820
+    assert entry.details["fee_minor"] == 320 and entry.details["adjustment_minor"] == 500
+
+
 def test_unbalanced_or_overallocated_events_are_refused():
     with pytest.raises(journal.UnbalancedEntry):
         journal.payment_settled(tenant_id="t", source_event_id=EVENT, payment_id="p", amount_minor=100,

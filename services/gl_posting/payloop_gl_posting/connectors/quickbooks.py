@@ -24,7 +24,7 @@ from payloop_gl_posting.connectors.base import (
     CustomerNotFound, InvoiceNotFound, LedgerAccount, LedgerItem, PeriodClosed, PostingContext, PostingError,
     RateLimited, Rejected, TokenRevoked, WaitingForPayment, dumps, to_decimal,
 )
-from payloop_gl_posting.journal import JournalEntry
+from payloop_gl_posting.journal import PROCESSOR_ITEMS, JournalEntry
 from payloop_gl_posting.models import AccountMapping
 from payloop_gl_posting.oauth import TokenStore
 from payloop_gl_posting.settings import GlSettings
@@ -157,9 +157,11 @@ class QuickBooks:
                     raise WaitingForPayment(f"payment {item['payment_id']} of this payout is not posted yet")
                 lines.append({"Amount": gross, "LinkedTxn": [{"TxnId": payment, "TxnType": "Payment"}]})
             elif item["gross_minor"]:
+                # Refunds and disputes left clearing already; processor adjustments belong with the fees.
+                account = mapping.fee_account_id if item["type"] in PROCESSOR_ITEMS else mapping.clearing_account_id
                 lines.append({"Amount": gross, "DetailType": "DepositLineDetail",
                               "Description": f"{item['type']} {item.get('payment_id') or ''}".strip(),
-                              "DepositLineDetail": {"AccountRef": {"value": mapping.clearing_account_id}}})
+                              "DepositLineDetail": {"AccountRef": {"value": account}}})
         if entry.details["fee_minor"]:
             lines.append({"Amount": -to_decimal(entry.details["fee_minor"], entry.currency),
                           "DetailType": "DepositLineDetail", "Description": "Processing fees",

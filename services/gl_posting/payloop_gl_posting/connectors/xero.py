@@ -10,7 +10,8 @@
 - A payment is one Xero Payment per invoice it pays, into the clearing account (a bank account in
   Xero); what exceeds the invoices becomes a RECEIVE-OVERPAYMENT bank transaction (client credit).
 - A payout is a bank transfer of its amount from clearing to the bank, plus a SPEND bank transaction
-  of its fees from clearing to the fee expense account: clearing gives up exactly the gross.
+  of its fees and processor adjustments from clearing to the fee expense account: clearing gives up
+  exactly the gross of the payout's payment items.
 - A refund or dispute is a SPEND bank transaction out of clearing to the refunds account.
 Vendor facts we rely on are in docs/vendors/xero.md.
 """
@@ -59,8 +60,13 @@ def plan(entry: JournalEntry) -> list[Step]:
         return steps + ([Step("overpayment", *TRANSACTION)] if details["unapplied_minor"] else [])
     if entry.purpose == "deposit":
         return ([Step("transfer", *TRANSFER)] if details["amount_minor"] else []) + \
-               ([Step("fees", *TRANSACTION)] if details["fee_minor"] else [])
+               ([Step("fees", *TRANSACTION)] if processor_charges(entry) else [])
     return [Step("reversal", *TRANSACTION)]
+
+
+def processor_charges(entry: JournalEntry) -> int:
+    """What a payout's processor kept beyond the payments: fees plus adjustments (older entries have none)."""
+    return entry.details["fee_minor"] + entry.details.get("adjustment_minor", 0)
 
 
 async def connected_tenants(http: httpx.AsyncClient, settings: GlSettings, access_token: str) -> list[str]:
@@ -195,10 +201,10 @@ class Xero:
                     "Amount": to_decimal(abs(details["amount_minor"]), entry.currency)}
         if step.name == "fees":
             await self._payments_posted(entry, context)
-            fee = details["fee_minor"]
+            fee = processor_charges(entry)
             return self._transaction(entry, common, "SPEND" if fee > 0 else "RECEIVE",
                                      {"Name": self.settings.xero_fee_contact}, mapping.clearing_account_id, abs(fee),
-                                     f"Processing fees of payout {entry.subject_id}",
+                                     f"Processing fees and adjustments of payout {entry.subject_id}",
                                      account_code=await self._account_code(mapping.fee_account_id, context))
         # reversal: a refund or a dispute
         if await context.posted_payment(entry.subject_id) is None:
