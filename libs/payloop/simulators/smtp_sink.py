@@ -3,7 +3,8 @@
 `python -m payloop.simulators.smtp_sink --port 8220 [--smtp-port 1025]` serves SMTP on `--smtp-port`
 and, on `--port`, a page (`/`) and a JSON API (`GET /messages`, `GET /messages/{n}`,
 `DELETE /messages`) showing what was sent. Tests run it in-process with `SmtpSink(...).start()`.
-Recipients listed in `reject` get SMTP 550, so tests can exercise bounces and retries.
+Recipients listed in `reject` get SMTP 550 and those in `defer` 451, so tests can exercise bounces
+and retries.
 """
 from __future__ import annotations
 
@@ -54,6 +55,8 @@ class _Handler:
                           rcpt_options: list[str]) -> str:
         if address.lower() in self.sink.reject:
             return "550 5.1.1 mailbox unavailable"
+        if address.lower() in self.sink.defer:
+            return "451 4.3.0 try again later"
         envelope.rcpt_tos.append(address)
         return "250 OK"
 
@@ -67,7 +70,8 @@ class SmtpSink:
     def __init__(self, host: str = "127.0.0.1", smtp_port: int = 1025, http_port: int | None = None):
         self.host, self.smtp_port, self.http_port = host, smtp_port, http_port
         self.messages: list[SentMessage] = []
-        self.reject: set[str] = set()
+        self.reject: set[str] = set()  # answered 550 (a bounce)
+        self.defer: set[str] = set()  # answered 451 (try again later)
         self._server: asyncio.AbstractServer | None = None
         self._runner: web.AppRunner | None = None
 

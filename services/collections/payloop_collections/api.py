@@ -7,9 +7,11 @@ empty view rather than 404, so a client id says nothing about whether it exists.
 """
 from __future__ import annotations
 
+import html
 from datetime import timedelta
 
 from fastapi import APIRouter, Depends, Path, Query, Request
+from fastapi.responses import HTMLResponse
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from payloop.auth import Principal, require
@@ -17,7 +19,7 @@ from payloop.db import db_session
 from payloop.problems import PROBLEM_RESPONSES, NotFound, Problem
 from payloop.settings import platform_settings
 
-from payloop_collections import cases, mailer, repository, sequences
+from payloop_collections import cases, mailer, repository, sequences, unsubscribe
 from payloop_collections.policy import Policy
 from payloop_collections.schemas import (
     BehaviourOut, ClientOut, ClientPolicyWrite, ClockOut, ClockWrite, MessageOut, OpenInvoiceOut, PauseWrite,
@@ -230,6 +232,38 @@ def build_router(collections: Collections) -> APIRouter:
         if body.advance_seconds:
             clock.advance(timedelta(seconds=body.advance_seconds))
         return _clock_out(collections)
+
+    return router
+
+
+def build_public_router(collections: Collections) -> APIRouter:
+    """The one-click unsubscribe links of the emails: no bearer token, the signed link is the grant.
+
+    GET only shows a button (mail scanners follow links); POST, from the button or a mail client's
+    RFC 8058 one-click request, opts the address out.
+    """
+    router = APIRouter(prefix="/unsubscribe", tags=["unsubscribe"])
+
+    def grant(token: str) -> unsubscribe.Unsubscribe:
+        try:
+            return unsubscribe.verify(collections.settings, token)
+        except unsubscribe.InvalidUnsubscribeLink as exc:
+            raise Problem(400, "Invalid unsubscribe link", str(exc)) from None
+
+    @router.get("/{token}", response_class=HTMLResponse, summary="Confirm unsubscribing (a page with a button)")
+    async def confirm(token: str = Path(max_length=1000)) -> HTMLResponse:
+        email = grant(token).email
+        return HTMLResponse(
+            f"<!doctype html><title>Unsubscribe</title><p>Stop payment reminders to <b>{html.escape(email)}</b>?</p>"
+            f"<form method='post'><button type='submit'>Unsubscribe</button></form>")
+
+    @router.post("/{token}", response_class=HTMLResponse, summary="Unsubscribe (one click, RFC 8058)")
+    async def unsubscribe_now(token: str = Path(max_length=1000),
+                              session: AsyncSession = Depends(db_session)) -> HTMLResponse:
+        granted = grant(token)
+        await repository.add_opt_out(session, granted.tenant_id, granted.email)
+        return HTMLResponse(f"<!doctype html><title>Unsubscribed</title>"
+                            f"<p>{html.escape(granted.email)} will get no more payment reminders.</p>")
 
     return router
 

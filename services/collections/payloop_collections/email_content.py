@@ -7,6 +7,8 @@ from typing import Any
 
 from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
 
+from payloop_collections import unsubscribe
+
 # ISO 4217 currencies without minor units; everything else we bill in has two.
 _ZERO_DECIMAL = {"JPY", "KRW", "VND", "CLP", "ISK", "UGX", "XAF", "XOF"}
 
@@ -81,6 +83,7 @@ def render(*, tenant_name: str, branding: dict[str, Any], client_name: str, leve
         "totals": [money(v, c) for c, v in sorted(by_currency.items())],
         "checkout_url": checkout_url,
         "timezone": tenant_timezone,
+        "unsubscribe_url": unsubscribe.PLACEHOLDER,
     }
     return RenderedEmail(subject=subject_for(level, items),
                          html=_env.get_template("reminder.html.j2").render(context),

@@ -123,6 +123,8 @@ class Message(CollectionsBase):
     template: Mapped[str] = mapped_column(String(64))
     invoice_ids: Mapped[list[str]] = mapped_column(JSONB)
     status: Mapped[str] = mapped_column(String(20), default="pending")
+    delivered_to: Mapped[list[str]] = mapped_column(JSONB, default=list)
+    bounced: Mapped[dict[str, str]] = mapped_column(JSONB, default=dict)  # address -> SMTP reply
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     next_attempt_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     last_error: Mapped[str | None] = mapped_column(Text)

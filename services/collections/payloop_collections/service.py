@@ -5,7 +5,7 @@ from pathlib import Path
 from payloop import tenant_replica
 from payloop.service import ServiceDefinition
 
-from payloop_collections.api import build_router
+from payloop_collections.api import build_public_router, build_router
 from payloop_collections.clock import Clock
 from payloop_collections.handlers import build_handlers
 from payloop_collections.mailer import SmtpMailer
@@ -27,7 +27,7 @@ def build_service(*, clock: Clock | None = None, settings: CollectionsSettings |
         description="Collections: policies, reminder sequences, cases, promises and outgoing email",
         metadata=metadata,
         migrations_dir=Path(__file__).parent / "migrations",
-        routers=[tenant_replica.router, build_router(collections)],
+        routers=[tenant_replica.router, build_router(collections), build_public_router(collections)],
         handlers=build_handlers(collections.clock),
         background=[scheduler_loop(collections)] if scheduler else [],
     )

@@ -21,6 +21,11 @@ class CollectionsSettings(BaseSettings):
     smtp_timeout_s: float = 10.0
     mail_from: str = "billing@payloop.local"
 
+    # Where this service is reachable from a mail client: the one-click unsubscribe links point here.
+    public_base_url: str = "http://127.0.0.1:8103"
+    # HMAC key of the unsubscribe links; required in production.
+    unsubscribe_key: str | None = None
+
     # How often the scheduler and the mail sender wake up (real seconds).
     tick_seconds: float = 5.0
     send_max_attempts: int = 5

@@ -86,14 +86,14 @@ async def test_failed_autopay_with_retry_gets_a_notice_then_dunning_after_the_fi
         assert sink.messages[-1].parsed["Subject"].startswith("Overdue")  # +3, firm: dunning took over
 
 
-async def test_failed_sends_are_recorded_and_retried_and_bounces_recorded(make_harness, sink, token):
+async def test_failed_sends_are_retried_and_bounces_recorded(make_harness, sink, token):
     async with make_harness(at(0)) as h:
         await h.tenant_profile()
         await h.add_client("down", ["ap@down.example"])
         await h.add_client("half", ["ok@half.example", "gone@half.example"])
         for cid in ("down", "half"):
             await h.add_invoice(cid, DUE, 10_000)
-        sink.reject = {"ap@down.example", "gone@half.example"}
+        sink.defer, sink.reject = {"ap@down.example"}, {"gone@half.example"}
         await h.tick()
         assert [m.rcpt_tos for m in sink.messages] == [["ok@half.example"]]
         # Step -3 was due before the clock started: superseded by the day-0 step, which is sent.
@@ -103,13 +103,33 @@ async def test_failed_sends_are_recorded_and_retried_and_bounces_recorded(make_h
                                        headers=token(h.tenant, "ar:read"))).json()
         assert messages[0]["status"] == "pending" and messages[0]["attempts"] == 1
 
-        sink.reject = set()
+        sink.defer = set()
         await h.tick()  # not yet: the retry waits its backoff
         assert len(sink.messages) == 1
         h.clock.advance(timedelta(minutes=6))
         await h.tick()
-        assert sink.messages[-1].rcpt_tos == ["ap@down.example"]
+        assert [m.rcpt_tos for m in sink.messages] == [["ok@half.example"], ["ap@down.example"]]  # no resend
         assert await timeline_kinds(h, token, "down") == ["skipped", "send_failed", "sent"]
+
+
+async def test_one_click_unsubscribe_from_the_email(make_harness, sink, token):
+    async with make_harness(at(-3)) as h:
+        await h.tenant_profile()
+        await h.add_client("c1", ["a@c1.example", "b@c1.example"])
+        await h.add_invoice("c1", DUE, 10_000)
+        await h.tick()
+        first = next(m for m in sink.messages if m.rcpt_tos == ["a@c1.example"])
+        link = first.parsed["List-Unsubscribe"].strip("<>")
+        assert first.parsed["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
+        assert link in first.body("plain") and link in first.body("html")
+        path = link.removeprefix(h.settings.public_base_url)
+        assert (await h.client.get(path)).status_code == 200  # a scanner following the link changes nothing
+        assert (await h.client.post(path[:-3] + "abc")).status_code == 400
+        assert (await h.client.post(path, data={"List-Unsubscribe": "One-Click"})).status_code == 200
+
+        h.clock.set(at(0))
+        await h.tick()
+        assert [m.rcpt_tos for m in sink.messages[2:]] == [["b@c1.example"]]
 
 
 async def test_opted_out_contacts_get_nothing(make_harness, sink, token):
