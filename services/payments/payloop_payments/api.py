@@ -1,5 +1,5 @@
 """The payments API for frontend teams: invoices as payments sees them, methods, auto-pay,
-payments with allocations and attempts, refunds. POSTs that move money honour `Idempotency-Key`."""
+payments with allocations and attempts, refunds, installment plans. POSTs that move money honour `Idempotency-Key`."""
 from __future__ import annotations
 
 import uuid
@@ -11,11 +11,13 @@ from payloop.auth import Principal, require
 from payloop.db import db_session
 from payloop.problems import PROBLEM_RESPONSES, NotFound
 
-from payloop_payments import charging, methods, refunds, repository
+from payloop_payments import charging, installments, methods, refunds, repository
 from payloop_payments.charging import PaymentRequest
+from payloop_payments.models import InstallmentPlan
 from payloop_payments.schemas import (
-    AllocationOut, AttemptOut, AutopayOut, AutopayWrite, InvoiceOut, PaymentCreate, PaymentMethodCreate, PaymentMethodOut,
-    PaymentOut, PaymentPage, RefundCreate, RefundOut, SetupIntentCreate, SetupIntentOut,
+    AllocationOut, AttemptOut, AutopayOut, AutopayWrite, InstallmentPartOut, InstallmentPlanCreate, InstallmentPlanOut,
+    InvoiceOut, PaymentCreate, PaymentMethodCreate, PaymentMethodOut, PaymentOut, PaymentPage, RefundCreate, RefundOut,
+    SetupIntentCreate, SetupIntentOut,
 )
 from payloop_payments.settings import payments_settings
 from payloop_payments.stripe_gateway import StripeGateway
@@ -151,3 +153,41 @@ async def payment_out(session: AsyncSession, tenant_id: str, payment_id: uuid.UU
     out.allocations = [AllocationOut.model_validate(a) for a in await repository.allocations_of(session, payment.id)]
     out.attempts = [AttemptOut.model_validate(a) for a in await repository.attempts_of(session, payment.id)]
     return out
+
+
+@router.post("/clients/{client_id}/installment-plans", response_model=InstallmentPlanOut, status_code=201,
+             summary="Split an invoice's open balance into scheduled parts on a stored method")
+async def create_installment_plan(client_id: str, body: InstallmentPlanCreate,
+                                  idempotency_key: str | None = IdempotencyKey,
+                                  principal: Principal = require("payments:write"),
+                                  session: AsyncSession = Depends(db_session)) -> InstallmentPlanOut:
+    plan = await installments.create_plan(session, principal.tenant_id, client_id, idempotency_key=_key(idempotency_key),
+                                          **body.model_dump())
+    return await plan_out(session, plan)
+
+
+@router.get("/clients/{client_id}/installment-plans", response_model=list[InstallmentPlanOut],
+            summary="A client's installment plans with each part's schedule and status")
+async def list_installment_plans(client_id: str, principal: Principal = require("ar:read"),
+                                 session: AsyncSession = Depends(db_session)) -> list[InstallmentPlanOut]:
+    await _known_client(session, principal.tenant_id, client_id)
+    return [await plan_out(session, p) for p in await installments.plans_of(session, principal.tenant_id, client_id)]
+
+
+@router.get("/installment-plans/{plan_id}", response_model=InstallmentPlanOut, summary="One installment plan")
+async def get_installment_plan(plan_id: uuid.UUID, principal: Principal = require("ar:read"),
+                               session: AsyncSession = Depends(db_session)) -> InstallmentPlanOut:
+    plan = await installments.plan(session, principal.tenant_id, plan_id)
+    if plan is None:
+        raise NotFound("installment plan")
+    return await plan_out(session, plan)
+
+
+async def plan_out(session: AsyncSession, plan: InstallmentPlan) -> InstallmentPlanOut:
+    parts = [InstallmentPartOut(seq=s.part.seq, due_on=s.part.due_on, amount_minor=s.part.amount_minor,
+                                status=s.status, payment_id=s.payment.id if s.payment else None)
+             for s in await installments.plan_parts(session, plan)]
+    return InstallmentPlanOut(id=plan.id, client_id=plan.client_id, invoice_id=plan.invoice_id,
+                              payment_method_id=plan.payment_method_id, currency=plan.currency,
+                              total_minor=plan.total_minor, status=plan.status, created_at=plan.created_at,
+                              parts=parts)

@@ -203,4 +203,36 @@ class StripeEvent(PaymentsBase):
     outcome: Mapped[str | None] = mapped_column(String(200))
 
 
+class InstallmentPlan(PaymentsBase):
+    """An invoice balance split into scheduled parts, charged to a stored method by the scheduler."""
+
+    __tablename__ = "installment_plans"
+    __table_args__ = (UniqueConstraint("tenant_id", "idempotency_key"),)
+
+    id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True, default=uuid7)
+    tenant_id: Mapped[str] = mapped_column(String(64), index=True)
+    client_id: Mapped[str] = mapped_column(String(128))
+    invoice_id: Mapped[str] = mapped_column(String(128))
+    payment_method_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("payment_methods.id"))
+    idempotency_key: Mapped[str] = mapped_column(String(200))
+    currency: Mapped[str] = mapped_column(String(3))
+    total_minor: Mapped[int] = mapped_column(BigInteger)
+    status: Mapped[str] = mapped_column(String(16), default="active")  # active | cancelled
+    created_at: Mapped[datetime] = _now_column()
+
+
+class InstallmentPart(PaymentsBase):
+    """One scheduled part; its payment (idempotency key `installment:<part id>`) tells how it went."""
+
+    __tablename__ = "installment_parts"
+    __table_args__ = (UniqueConstraint("plan_id", "seq"),)
+
+    id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True, default=uuid7)
+    plan_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("installment_plans.id"))
+    tenant_id: Mapped[str] = mapped_column(String(64))
+    seq: Mapped[int] = mapped_column(Integer)
+    due_on: Mapped[date] = mapped_column(Date)
+    amount_minor: Mapped[int] = mapped_column(BigInteger)
+
+
 metadata = PaymentsBase.metadata

@@ -1,7 +1,7 @@
 """The auto-pay scheduler: charges what is due, exactly once per scheduled attempt.
 
 Two scheduler processes may run at once. A first charge is a payment whose idempotency key is
-`autopay:<invoice id>` (unique per tenant), so only one process can create it; a retry is claimed
+`autopay:<invoice id>` or `installment:<part id>` (unique per tenant), so only one process can create it; a retry is claimed
 with `SELECT ... FOR UPDATE SKIP LOCKED` and numbered by a unique (payment, attempt number). Time is
 a parameter (`now`), so tests advance a clock instead of waiting.
 """
@@ -18,9 +18,11 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from payloop.tenant_replica import load_profile
 
-from payloop_payments import charging, repository
+from payloop_payments import charging, installments, repository
 from payloop_payments.charging import PaymentRequest
-from payloop_payments.models import AutopayEnrollment, Invoice, Payment, PaymentAttempt, PaymentMethod
+from payloop_payments.models import (
+    AutopayEnrollment, InstallmentPlan, Invoice, Payment, PaymentAttempt, PaymentMethod,
+)
 from payloop_payments.settings import payments_settings
 from payloop_payments.stripe_gateway import StripeGateway
 
@@ -65,6 +67,10 @@ async def due_first_charges(session: AsyncSession, now: datetime) -> list[Paymen
         .join(PaymentMethod, PaymentMethod.id == AutopayEnrollment.payment_method_id)
         .where(AutopayEnrollment.active, PaymentMethod.status == "active",
                Invoice.status.in_(repository.CHARGEABLE_STATUSES),
+               # An invoice on an installment plan is charged part by part, never in full.
+               ~select(InstallmentPlan.id).where(InstallmentPlan.tenant_id == Invoice.tenant_id,
+                                                 InstallmentPlan.invoice_id == Invoice.invoice_id,
+                                                 InstallmentPlan.status == "active").exists(),
                ~select(Payment.id).where(Payment.tenant_id == Invoice.tenant_id,
                                          Payment.idempotency_key == "autopay:" + Invoice.invoice_id).exists())
         .order_by(Invoice.due_on).limit(BATCH)
@@ -81,10 +87,15 @@ async def due_first_charges(session: AsyncSession, now: datetime) -> list[Paymen
 
 
 async def run_once(factory: async_sessionmaker[AsyncSession], gateway: StripeGateway, *, now: datetime) -> int:
-    """One pass: first charges, due retries, interrupted attempts. Returns how many were presented."""
+    """One pass: first charges (auto-pay, installment parts), due retries, interrupted attempts.
+
+    Returns how many were presented."""
     presented = 0
     async with factory() as session:
         due = await due_first_charges(session, now)
+        today_by_tenant: dict[str, date] = {}
+        due += await installments.due_parts(
+            session, now, lambda tenant_id: _today(session, tenant_id, now, today_by_tenant))
     for request in due:
         _, created = await charging.start(factory, gateway, request, now=now)
         presented += created

@@ -172,3 +172,31 @@ class CheckoutPaid(BaseModel):
     currency: str
     receipt_url: str
     message: str | None = Field(None, description="What to tell the payer when the card was declined")
+
+
+class InstallmentPlanCreate(BaseModel):
+    invoice_id: str
+    payment_method_id: uuid.UUID
+    parts: int = Field(ge=2, le=24, description="How many parts the open balance is split into")
+    first_due_on: date | None = Field(None, description="Day of the first part (default: today, tenant's timezone)")
+    every_days: int = Field(30, ge=7, le=92, description="Days between parts")
+
+
+class InstallmentPartOut(BaseModel):
+    seq: int
+    due_on: date
+    amount_minor: int
+    status: str = Field(description="scheduled, or the status of the part's payment")
+    payment_id: uuid.UUID | None
+
+
+class InstallmentPlanOut(BaseModel):
+    id: uuid.UUID
+    client_id: str
+    invoice_id: str
+    payment_method_id: uuid.UUID
+    currency: str
+    total_minor: int
+    status: str
+    created_at: datetime
+    parts: list[InstallmentPartOut]
