@@ -23,7 +23,7 @@ from payloop_reporting import reports
 from payloop_reporting import repository as repo
 from payloop_reporting.metrics import BUCKETS
 from payloop_reporting.schemas import (
-    AgingReport, Bucket, ClientDetail, CollectionState, DriftReport, ExceptionPage, InvoiceAgingPage, Metrics,
+    AgingReport, Bucket, ClientDetail, CollectionState, DriftReport, ExceptionKind, ExceptionPage, InvoiceAgingPage, Metrics,
     MetricsSeries,
 )
 
@@ -208,11 +208,10 @@ async def get_drift(as_of: date | None = None, window_days: int = Query(90, ge=7
 
 
 @router.get("/exceptions", response_model=ExceptionPage, summary="What needs attention, and what to do",
-            description="Failed payments with their next retry, disputes, PSA sync failures, GL posting failures "
-                        "and payouts with charges we cannot match; newest first.")
+            description="Failed payments with their next retry, disputes, PSA sync failures, GL posting failures, "
+                        "payouts with charges we cannot match and dead letters of every consumer group; newest first.")
 async def get_exceptions(
-    kind: Literal["payment_failed", "payment_disputed", "psa_sync_failed", "gl_post_failed", "unmatched_payout"]
-    | None = None,
+    kind: ExceptionKind | None = None,
     include_resolved: bool = False, cursor: str | None = None, limit: int = Query(50, ge=1, le=500),
     principal: Principal = require("ar:read"), session: AsyncSession = Depends(db_session),
 ) -> ExceptionPage:

@@ -9,6 +9,8 @@ from pydantic import BaseModel, Field
 
 Bucket = Literal["current", "d1_30", "d31_60", "d61_90", "d90_plus"]
 CollectionState = Literal["none", "active", "escalated", "paused", "promised"]
+ExceptionKind = Literal["payment_failed", "payment_disputed", "psa_sync_failed", "gl_post_failed", "unmatched_payout",
+                        "dead_letter"]
 
 
 class Buckets(BaseModel):
@@ -129,7 +131,7 @@ class DriftReport(BaseModel):
 
 class ExceptionItem(BaseModel):
     exception_id: str
-    kind: Literal["payment_failed", "payment_disputed", "psa_sync_failed", "gl_post_failed", "unmatched_payout"]
+    kind: ExceptionKind
     client_id: str | None
     subject_id: str
     title: str

@@ -6,6 +6,7 @@ from payloop.service import ServiceDefinition
 
 from payloop_reporting.api import router
 from payloop_reporting.dashboard import router as dashboard_router
+from payloop_reporting.dead_letters import watch_dead_letters
 from payloop_reporting.handlers import HANDLERS
 from payloop_reporting.models import metadata
 
@@ -16,4 +17,5 @@ SERVICE = ServiceDefinition(
     migrations_dir=Path(__file__).parent / "migrations",
     routers=[tenant_replica.router, router, dashboard_router],
     handlers=HANDLERS,
+    background=[watch_dead_letters],
 )
