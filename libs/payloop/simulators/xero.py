@@ -52,7 +52,7 @@ DEBIT_NORMAL = {"BANK", "CURRENT", "FIXED", "INVENTORY", "NONCURRENT", "PREPAYME
 # The request schema of each write, as the OpenAPI document names them.
 REQUEST_SCHEMAS = {("PUT", "Payments"): "Payments", ("POST", "Payments"): "Payment",
                    ("PUT", "BankTransactions"): "BankTransactions", ("POST", "BankTransactions"): "BankTransactions",
-                   ("PUT", "BankTransfers"): "BankTransfers", ("POST", "Payment"): "PaymentDelete"}
+                   ("PUT", "BankTransfers"): "BankTransfers"}
 
 
 class XeroError(Exception):
@@ -322,22 +322,6 @@ def create_payment(org: Organisation, record: dict[str, Any]) -> dict[str, Any]:
                            "Type": invoice["Type"], "Contact": invoice["Contact"]}}
     invoice["Payments"].append({"PaymentID": payment["PaymentID"], "Amount": amount, "Date": payment["Date"]})
     org.payments[payment["PaymentID"]] = payment
-    return payment
-
-
-def delete_payment(org: Organisation, payment: dict[str, Any]) -> dict[str, Any]:
-    """Deleting a payment puts the money back on the invoice and takes it out of the bank account."""
-    if payment["Status"] == "DELETED":
-        raise validation_error("This payment has already been deleted")
-    invoice = org.invoices[payment["Invoice"]["InvoiceID"]]
-    amount = payment["Amount"]
-    invoice["AmountDue"] += amount
-    invoice["AmountPaid"] -= amount
-    invoice["Status"] = "AUTHORISED"
-    invoice["Payments"] = [p for p in invoice["Payments"] if p["PaymentID"] != payment["PaymentID"]]
-    org.post(org.account(payment["Account"], "Account"), -amount)
-    org.post(org.receivable(), amount)
-    payment["Status"], payment["UpdatedDateUTC"] = "DELETED", _now_ms()
     return payment
 
 
@@ -611,7 +595,7 @@ def create_app(sim: Simulator | None = None) -> FastAPI:
             return Response("The resource you're looking for cannot be found", status_code=404, headers=headers)
         return _json(200, {"Id": str(uuid.uuid4()), "Status": "OK", collection: [record]}, headers)
 
-    async def _write(request: Request, method: str, collection: str, record_id: str | None = None) -> Response:
+    async def _write(request: Request, method: str, collection: str) -> Response:
         org, headers = _organisation(request)
         key = request.headers.get("idempotency-key")
         raw = await request.body()
@@ -624,7 +608,7 @@ def create_app(sim: Simulator | None = None) -> FastAPI:
             status, body = org.responses[key]
         else:
             try:
-                status, body = 200, _apply(org, method, collection, record_id, raw)
+                status, body = 200, _apply(org, method, collection, raw)
             except XeroError as error:
                 status, body = error.status, error.body
             if key and status < 400:
@@ -635,23 +619,18 @@ def create_app(sim: Simulator | None = None) -> FastAPI:
             await asyncio.sleep(org.lose_delay_s)
         return _json(status, body, headers)
 
-    def _apply(org: Organisation, method: str, collection: str, record_id: str | None, raw: bytes) -> dict[str, Any]:
+    def _apply(org: Organisation, method: str, collection: str, raw: bytes) -> dict[str, Any]:
         try:
             payload = json.loads(raw or b"null", parse_float=Decimal)
         except ValueError:
             raise validation_error("The request body is not valid JSON") from None
-        schema = REQUEST_SCHEMAS.get((method, "Payment" if record_id else collection))
-        if schema is None or collection not in WRITERS:
+        schema = REQUEST_SCHEMAS.get((method, collection))
+        if schema is None:
             raise XeroError(405, {"Title": "Method Not Allowed", "Status": 405, "Detail": f"{method} {collection}"})
         if sim.validator is not None:
             problems = sim.validator.errors(schema, json.loads(raw or b"null"))
             if problems:
                 raise validation_error(f"The request does not match the {schema} schema: {problems[0]}")
-        if record_id is not None:  # POST /Payments/{PaymentID} {"Status": "DELETED"}
-            payment = org.payments.get(record_id)
-            if payment is None:
-                raise XeroError(404, {"Title": "Not Found", "Status": 404, "Detail": f"Payment {record_id}"})
-            return {"Payments": [delete_payment(org, payment)]}
         writer = WRITERS[collection][0]
         records = payload.get(collection, []) if schema != "Payment" else [payload]
         # All or nothing, as with summarizeErrors=true: a refused record undoes the ones before it.
@@ -673,10 +652,6 @@ def create_app(sim: Simulator | None = None) -> FastAPI:
     @app.post("/api.xro/2.0/{collection}")
     async def post(request: Request, collection: str) -> Response:
         return await _write(request, "POST", collection)
-
-    @app.post("/api.xro/2.0/{collection}/{record_id}")
-    async def post_one(request: Request, collection: str, record_id: str) -> Response:
-        return await _write(request, "POST", collection, record_id)
 
     # --- control plane for tests and the demo (not part of Xero's API) ---------------------------
 
