@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import date, datetime
-from typing import Literal
+from typing import Any, Literal
 from zoneinfo import ZoneInfo
 
 from payloop_collections.policy import Level, Policy, may_send_at, step_send_at, steps_for
@@ -40,6 +40,7 @@ class OpenInvoice:
     retry_at: datetime | None = None
     retry_attempt: int | None = None
     autopay_failed: bool = False  # the last auto-pay attempt failed with no retry left
+    autopay_eligible: bool = True  # within the enrolment's cap and without excluded line kinds
 
 
 @dataclass(frozen=True)
@@ -76,6 +77,18 @@ class ClientPlan:
     @property
     def escalations(self) -> list[Decision]:
         return [d for d in self.decisions if d.outcome == "escalate"]
+
+
+def autopay_eligible(rule: dict[str, Any] | None, line_kinds: set[str], balance_minor: int) -> bool:
+    """Whether auto-pay will charge this invoice (`autopay.changed` rule: `cap_minor`, `excluded_kinds`).
+
+    Above the cap, or with an excluded kind of line, the client pays by hand and is chased as usual.
+    """
+    rule = rule or {}
+    if line_kinds & set(rule.get("excluded_kinds") or []):
+        return False
+    cap = rule.get("cap_minor")
+    return cap is None or balance_minor <= cap
 
 
 def _step_index(key: str) -> int | None:
@@ -126,7 +139,7 @@ def plan_invoice(invoice: OpenInvoice, context: ClientContext, policy: Policy, d
     decisions = [Decision(invoice.invoice_id, f"step{i}", "superseded", steps[i].offset_days, steps[i].level,
                           reason=f"step{newest} is due") for i in due[:-1]]
     key = f"step{newest}"
-    autopay_covers = context.autopay_enrolled and not invoice.autopay_failed
+    autopay_covers = context.autopay_enrolled and invoice.autopay_eligible and not invoice.autopay_failed
     if autopay_covers or (invoice.installment_plan and not invoice.autopay_failed):
         why = "autopay_scheduled" if autopay_covers else "installment_plan"
         # One courtesy notice, before the charge: the first step decided, if it is not past due.

@@ -28,11 +28,8 @@ async def ensure_client(session: AsyncSession, tenant_id: str, client_id: str) -
     ).on_conflict_do_nothing())
 
 
-async def get_client(session: AsyncSession, tenant_id: str, client_id: str, *,
-                     for_update: bool = False) -> m.Client | None:
+async def get_client(session: AsyncSession, tenant_id: str, client_id: str) -> m.Client | None:
     query = select(m.Client).where(m.Client.tenant_id == tenant_id, m.Client.client_id == client_id)
-    if for_update:
-        query = query.with_for_update()
     return (await session.execute(query)).scalar_one_or_none()
 
 
@@ -187,12 +184,6 @@ async def decided_steps(session: AsyncSession, tenant_id: str, invoice_ids: list
         for invoice_id, key in rows.all():
             decided[invoice_id].add(key)
     return decided
-
-
-async def message_on(session: AsyncSession, tenant_id: str, client_id: str, local_date: date) -> m.Message | None:
-    return (await session.execute(select(m.Message).where(
-        m.Message.tenant_id == tenant_id, m.Message.client_id == client_id,
-        m.Message.local_date == local_date))).scalar_one_or_none()
 
 
 async def insert_message(session: AsyncSession, **values: Any) -> uuid.UUID | None:

@@ -25,7 +25,8 @@ from payloop_collections import cases, repository
 from payloop_collections import models as m
 from payloop_collections.email_content import EmailItem, render
 from payloop_collections.planner import (
-    ClientContext, ClientPlan, Decision, OpenInvoice, message_level, pause_reason, plan_client, plan_invoice,
+    ClientContext, ClientPlan, Decision, OpenInvoice, autopay_eligible, message_level, pause_reason, plan_client,
+    plan_invoice,
 )
 from payloop_collections.policy import Policy, step_send_at, steps_for
 from payloop_collections.settings import CollectionsSettings
@@ -94,13 +95,14 @@ def client_context(client: m.Client, promises: list[m.Promise]) -> ClientContext
     )
 
 
-def open_invoice(invoice: m.Invoice, balance: int) -> OpenInvoice:
+def open_invoice(invoice: m.Invoice, balance: int, client: m.Client) -> OpenInvoice:
     return OpenInvoice(
         invoice_id=invoice.invoice_id, number=invoice.number, due_on=invoice.due_on, balance_minor=balance,
         currency=invoice.currency, disputed=invoice.dispute_ticket_id is not None,
         installment_plan=invoice.installment_plan_id is not None,
         payment_in_flight=invoice.payment_in_flight_id is not None, retry_at=invoice.retry_at,
         retry_attempt=invoice.retry_attempt, autopay_failed=invoice.autopay_failed,
+        autopay_eligible=autopay_eligible(client.autopay_rule, {line.get("kind") for line in invoice.lines}, balance),
     )
 
 
@@ -108,7 +110,7 @@ def plan_for(snap: TenantSnapshot, client_id: str, now: datetime, *, force: bool
              ) -> tuple[Policy, ClientPlan]:
     client = snap.clients[client_id]
     policy = repository.policy_for(client, snap.policies)
-    invoices = [open_invoice(i, b) for i, b in snap.invoices.get(client_id, [])]
+    invoices = [open_invoice(i, b, client) for i, b in snap.invoices.get(client_id, [])]
     plan = plan_client(invoices, client_context(client, snap.promises), policy, snap.decided, now, snap.zone,
                        force=force, holidays=snap.holidays)
     return policy, plan
@@ -264,7 +266,7 @@ async def preview(session: AsyncSession, tenant_id: str, client_id: str, now: da
     steps = steps_for(policy, drifting=context.drifting)
     items: list[PreviewItem] = []
     for invoice, balance in snap.invoices.get(client_id, []):
-        state = open_invoice(invoice, balance)
+        state = open_invoice(invoice, balance, client)
         decided = snap.decided.get(invoice.invoice_id, set())
         base = dict(invoice_id=invoice.invoice_id, number=invoice.number, balance_minor=balance,
                     currency=invoice.currency, due_on=invoice.due_on)

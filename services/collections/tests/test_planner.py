@@ -2,7 +2,7 @@
 from datetime import UTC, date, datetime, timedelta
 from zoneinfo import ZoneInfo
 
-from payloop_collections.planner import ClientContext, OpenInvoice, plan_client, plan_invoice
+from payloop_collections.planner import ClientContext, OpenInvoice, autopay_eligible, plan_client, plan_invoice
 from payloop_collections.policy import Policy
 
 ZONE = ZoneInfo("UTC")
@@ -94,3 +94,14 @@ def test_force_sends_the_next_step_early_and_the_client_waits_outside_sending_ho
     assert [(d.key, d.outcome) for d in decisions] == [("step0", "send")]
     plan = plan_client([invoice()], ClientContext(), Policy(), {}, at(3, hour=21), ZONE)
     assert plan.decisions == [] and plan.waiting == {"i1": "outside_sending_hours"}
+
+
+def test_autopay_covers_only_invoices_within_its_rule():
+    rule = {"rule": "on_due", "cap_minor": 50_000, "excluded_kinds": ["product"]}
+    assert autopay_eligible(rule, {"recurring"}, 50_000)
+    assert not autopay_eligible(rule, {"recurring"}, 50_001)
+    assert not autopay_eligible(rule, {"recurring", "product"}, 100)
+    assert autopay_eligible(None, {"product"}, 10**9)
+    # Outside the rule, an enrolled client's invoice is chased like any other.
+    decisions, _ = decide(invoice(autopay_eligible=False), context=ClientContext(autopay_enrolled=True), now=at(0))
+    assert decisions[-1].outcome == "send"

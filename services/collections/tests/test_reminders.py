@@ -1,6 +1,6 @@
 """A client's reminders through the running service: due steps, local time, the email itself."""
 import re
-from datetime import date, datetime, timedelta
+from datetime import date, datetime
 from zoneinfo import ZoneInfo
 
 from payloop.checkout_links import verify_checkout_token
