@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import calendar
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import date, timedelta
 from fractions import Fraction
 
@@ -265,7 +265,7 @@ class Snapshot:
     drift: Drift
     autopay_adoption: Fraction | None
     cei: Fraction | None
-    open_invoices: int = field(default=0)
+    open_invoices: int
 
 
 def snapshot(invoices: Sequence[InvoiceFacts], changes: Sequence[AutopayChange], as_of: date,

@@ -307,19 +307,6 @@ async def refresh_invoices(session: AsyncSession, tenant_id: str, invoice_ids: S
         await session.execute(_REFRESH, {"t": tenant_id, "ids": list(dict.fromkeys(invoice_ids))})
 
 
-async def invoices_of_source(session: AsyncSession, tenant_id: str, source_id: str) -> list[str]:
-    rows = await session.execute(text(
-        "SELECT DISTINCT invoice_id FROM invoice_reductions WHERE tenant_id = :t AND source_id = :s"),
-        {"t": tenant_id, "s": source_id})
-    return [row[0] for row in rows]
-
-
-async def payment_allocations(session: AsyncSession, tenant_id: str, payment_id: str) -> list[dict[str, Any]]:
-    value = await session.scalar(text(
-        "SELECT allocations FROM payments WHERE tenant_id = :t AND payment_id = :p"), {"t": tenant_id, "p": payment_id})
-    return value or []
-
-
 async def store_payout(session: AsyncSession, tenant_id: str, data: dict[str, Any], occurred_at: datetime) -> None:
     await session.execute(text("""
         INSERT INTO payouts (tenant_id, payout_id, arrival_date, amount_minor, currency, items, occurred_at)

@@ -65,9 +65,6 @@ class ClientFilter:
     search: str | None = None
 
 
-CLIENT_SORTS = ("total", "name", "oldest_days_past_due", *m.BUCKETS)
-
-
 def _client_sort_key(row: ClientAging, sort: str) -> tuple:
     if sort == "name":
         value: Any = (row.name or row.client_id).lower()
