@@ -161,14 +161,14 @@ class StripeGateway:
                                   options=self._options(idempotency_key, account))
         return refund.id
 
-    async def payout_transactions(self, payout_id: str, account: str | None) -> list[Any]:
-        """Every balance transaction a payout settled (charges, refunds, disputes, fees)."""
-        items: list[Any] = []
+    async def payout_transactions(self, payout_id: str, account: str | None) -> list[dict[str, Any]]:
+        """Every balance transaction a payout settled (charges, refunds, disputes, fees), as plain dicts."""
+        items: list[dict[str, Any]] = []
         params: dict[str, Any] = {"payout": payout_id, "limit": 100}
         while True:
             page = await self._call(self._client.v1.balance_transactions.list_async, params=params,
                                     options=self._options(account=account))
-            items.extend(page.data)
+            items.extend(txn.to_dict() for txn in page.data)
             if not page.has_more or not page.data:
                 return items
             params["starting_after"] = page.data[-1].id

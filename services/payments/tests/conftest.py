@@ -4,8 +4,11 @@ events applied through the service's own handlers, and what the outbox holds."""
 from __future__ import annotations
 
 
+import hashlib
+import hmac
 import json
 import os
+import time
 import subprocess
 import sys
 from datetime import UTC, date, datetime, timedelta
@@ -38,7 +41,6 @@ def localstripe(tmp_path_factory):
                 break
             if process.poll() is not None:
                 raise RuntimeError("localstripe exited")
-            import time
             time.sleep(0.05)
         yield f"http://127.0.0.1:{port}"
     finally:
@@ -130,6 +132,15 @@ async def save_card(client, headers, client_id: str, card: str = "pm_card_visa")
     return saved.json()
 
 
+def signed(event: dict, *, secret: str | None = None, at: int | None = None) -> tuple[bytes, dict]:
+    """A Stripe webhook delivery of `event`: body and a `Stripe-Signature` header as Stripe signs them."""
+    body = json.dumps(event).encode()
+    stamp = at if at is not None else int(time.time())
+    key = (secret or payments_settings().webhook_secret()).encode()
+    signature = hmac.new(key, f"{stamp}.".encode() + body, hashlib.sha256).hexdigest()
+    return body, {"Stripe-Signature": f"t={stamp},v1={signature}", "Content-Type": "application/json"}
+
+
 def utc(y, m, d, h=15) -> datetime:
     return datetime(y, m, d, h, tzinfo=UTC)
 
@@ -141,4 +152,4 @@ def kit():
 
     return SimpleNamespace(deliver=deliver, seed_tenant=seed_tenant, seed_client=seed_client,
                            seed_invoice=seed_invoice, invoice_data=invoice_data, outbox_events=outbox_events,
-                           save_card=save_card, utc=utc)
+                           save_card=save_card, utc=utc, signed=signed)
