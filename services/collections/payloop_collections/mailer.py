@@ -19,8 +19,11 @@ import aiosmtplib
 import structlog
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from payloop.metrics import EXTERNAL_API_ERRORS
+
 from payloop_collections import cases, repository, unsubscribe
 from payloop_collections import models as m
+from payloop_collections.metrics import EMAILS
 from payloop_collections.settings import CollectionsSettings
 
 log = structlog.get_logger(__name__)
@@ -32,7 +35,8 @@ RETRY_BASE = timedelta(minutes=5)
 class SmtpMailer:
     settings: CollectionsSettings
 
-    def build(self, message: m.Message, to: str, sender_name: str, now: datetime) -> EmailMessage:
+    def build(self, message: m.Message, to: str, sender_name: str, now: datetime,
+              reply_to: str | None = None) -> EmailMessage:
         unsubscribe_url = unsubscribe.url(self.settings, message.tenant_id, to)
         email = EmailMessage()
         email["From"] = formataddr((sender_name, self.settings.mail_from))
@@ -43,6 +47,8 @@ class SmtpMailer:
         email["Message-ID"] = f"<{message.id}.{recipient}@payloop.collections>"
         email["List-Unsubscribe"] = f"<{unsubscribe_url}>"
         email["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
+        if reply_to:
+            email["Reply-To"] = reply_to
         email["X-Payloop-Tenant"] = message.tenant_id
         email["X-Payloop-Client"] = message.client_id
         email.set_content(message.text.replace(unsubscribe.PLACEHOLDER, unsubscribe_url))
@@ -89,13 +95,18 @@ async def _deliver(session: AsyncSession, mailer: SmtpMailer, message: m.Message
     delivered, bounced, errors = [], {}, []
     for to in waiting:
         try:
-            await mailer.send(mailer.build(message, to, sender, now))
+            await mailer.send(mailer.build(message, to, sender, now, branding.get("support_email")))
             delivered.append(to)
         except (aiosmtplib.SMTPException, OSError) as exc:
             if (reply := _permanent(exc)) is not None:
                 bounced[to] = reply
             else:
                 errors.append(f"{to}: {exc}")
+    EMAILS.labels("delivered").inc(len(delivered))
+    EMAILS.labels("bounced").inc(len(bounced))
+    EMAILS.labels("deferred").inc(len(errors))
+    if errors:
+        EXTERNAL_API_ERRORS.labels("collections", "smtp", "send").inc(len(errors))
     # JSONB columns are replaced, not mutated, so the ORM sees the change.
     message.delivered_to = [*message.delivered_to, *delivered]
     message.bounced = {**message.bounced, **bounced}

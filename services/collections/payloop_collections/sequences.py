@@ -24,6 +24,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from payloop_collections import cases, repository
 from payloop_collections import models as m
 from payloop_collections.email_content import EmailItem, render
+from payloop_collections.metrics import STEPS_DECIDED
 from payloop_collections.planner import (
     ClientContext, ClientPlan, Decision, OpenInvoice, autopay_eligible, message_level, pause_reason, plan_client,
     plan_invoice,
@@ -134,10 +135,14 @@ async def schedule(session_factory: async_sessionmaker[AsyncSession], settings: 
                 async with session_factory() as session, session.begin():
                     if not await repository.try_client_lock(session, tenant, client):
                         continue
-                    outcomes.append(await record(session, settings, snap, client, plan, now))
+                    outcome = await record(session, settings, snap, client, plan, now)
             except IntegrityError:
                 # Another worker recorded these steps first: nothing to do, by design.
                 log.info("collections.schedule.already_decided", tenant_id=tenant, client_id=client)
+                continue
+            outcomes.append(outcome)
+            for decision in outcome.decisions:
+                STEPS_DECIDED.labels(decision.outcome).inc()
     return outcomes
 
 

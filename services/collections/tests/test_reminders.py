@@ -11,7 +11,7 @@ NY = ZoneInfo("America/New_York")
 async def test_due_step_is_emailed_once_at_local_send_hour(make_harness, sink, token):
     due = date(2026, 3, 4)  # a Wednesday; step -3 falls on Sunday 1 March and moves to Monday 2 March
     async with make_harness(datetime(2026, 3, 2, 8, 30, tzinfo=NY)) as h:
-        await h.tenant_profile(display_name="Acme IT", primary_color="#aa0000")
+        await h.tenant_profile(display_name="Acme IT", primary_color="#aa0000", support_email="ar@acme.example")
         await h.add_client("c1", ["ap@c1.example"], name="Contoso")
         invoice = await h.add_invoice("c1", due, 125_050)
 
@@ -28,6 +28,8 @@ async def test_due_step_is_emailed_once_at_local_send_hour(make_harness, sink, t
         assert "1,250.50 USD" in text and "1,250.50 USD" in html
         assert "Managed Services Gold" in text and "Workstation management" in text
         assert "Acme IT" in html and "#aa0000" in html
+        assert sent.parsed["From"] == "Acme IT <billing@payloop.local>"
+        assert sent.parsed["Reply-To"] == "ar@acme.example"
         link = re.search(r"http://pay\.test/checkout/(\S+)", text).group(1)
         grant = verify_checkout_token(link, now=h.clock.now())
         assert (grant.tenant_id, grant.client_id, grant.invoice_ids) == (h.tenant, "c1", (invoice,))
@@ -35,6 +37,9 @@ async def test_due_step_is_emailed_once_at_local_send_hour(make_harness, sink, t
         timeline = (await h.client.get("/v1/collections/clients/c1/timeline",
                                        headers=token(h.tenant, "ar:read"))).json()["items"]
         assert [e["kind"] for e in timeline] == ["sent"]
+        metrics = (await h.client.get("/metrics")).text
+        assert 'payloop_collections_emails_total{result="delivered"}' in metrics
+        assert 'payloop_collections_steps_total{outcome="send"}' in metrics
         preview = (await h.client.get("/v1/collections/clients/c1/preview",
                                       headers=token(h.tenant, "ar:read"))).json()
         assert preview[0]["step"] == "step1" and preview[0]["action"] == "send"
