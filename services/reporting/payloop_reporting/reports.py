@@ -102,6 +102,8 @@ async def aging_report(session: AsyncSession, tenant_id: str, *, as_of: date | N
     after = decode_cursor(cursor)
     if after is not None:
         marker = tuple(after)
+        if not isinstance(marker[0], str if sort == "name" else int) or not isinstance(marker[1], str):
+            raise Problem(400, "Bad Request", "the cursor does not match the sort order")
         rows = [r for r in rows if (_client_sort_key(r, sort) < marker if descending
                                     else _client_sort_key(r, sort) > marker)]
     next_cursor = None
@@ -144,16 +146,29 @@ def _invoice_sort_value(row: dict[str, Any], sort: str) -> Any:
             "number": lambda: row["number"]}[sort]()
 
 
+def _typed_cursor_value(value: Any, sort: str) -> Any:
+    """The cursor's sort value as the column's type; a cursor of another sort order is refused."""
+    try:
+        if sort == "due_on":
+            return date.fromisoformat(value)
+        if sort == "balance" and isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if sort == "number" and isinstance(value, str):
+            return value
+    except (TypeError, ValueError):
+        pass
+    raise Problem(400, "Bad Request", "the cursor does not match the sort order")
+
+
 async def invoice_page(session: AsyncSession, tenant_id: str, filters: repo.InvoiceFilter, *, sort: str,
                        descending: bool, cursor: str | None, limit: int) -> InvoiceAgingPage:
     ctx = await repo.tenant_context(session, tenant_id)
     today = ctx.today()
     after = decode_cursor(cursor)
-    if after is not None and sort == "due_on":
-        try:
-            after = [date.fromisoformat(after[0]), after[1]]
-        except (TypeError, ValueError):
-            raise Problem(400, "Bad Request", "the cursor does not match the sort order") from None
+    if after is not None:
+        if not isinstance(after[1], str):
+            raise Problem(400, "Bad Request", "the cursor is not one this API handed out")
+        after = [_typed_cursor_value(after[0], sort), after[1]]
     rows = await repo.open_invoices(session, tenant_id, today, filters, sort=sort, descending=descending,
                                     after=tuple(after) if after else None, limit=limit + 1)
     next_cursor = None
@@ -241,6 +256,8 @@ async def exception_page(session: AsyncSession, tenant_id: str, *, kind: str | N
             after = [datetime.fromisoformat(after[0]), after[1]]
         except (TypeError, ValueError):
             raise Problem(400, "Bad Request", "the cursor is not one this API handed out") from None
+        if not isinstance(after[1], str):
+            raise Problem(400, "Bad Request", "the cursor is not one this API handed out")
     rows = await repo.exceptions(session, tenant_id, kind=kind, include_resolved=include_resolved,
                                  after=tuple(after) if after else None, limit=limit + 1)
     next_cursor = None

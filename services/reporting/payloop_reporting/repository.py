@@ -4,7 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from typing import Any
-from zoneinfo import ZoneInfo
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -32,7 +32,11 @@ async def tenant_context(session: AsyncSession, tenant_id: str) -> TenantContext
     profile = await load_profile(session, tenant_id)
     if profile is None:
         return TenantContext(tenant_id, ZoneInfo("UTC"), "USD")
-    return TenantContext(tenant_id, ZoneInfo(profile.timezone), profile.currency)
+    try:
+        zone = ZoneInfo(profile.timezone)
+    except (ZoneInfoNotFoundError, ValueError):
+        zone = ZoneInfo("UTC")  # a profile with an unknown zone must not take the reports down
+    return TenantContext(tenant_id, zone, profile.currency)
 
 
 # --- aging --------------------------------------------------------------------------------------

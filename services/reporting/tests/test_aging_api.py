@@ -108,7 +108,13 @@ async def test_open_invoices_export_every_row_as_csv(client, token, tenant):
     assert sum(int(r["balance_minor"]) for r in rows) == 125_000
 
 
-async def test_a_forged_cursor_is_a_clean_400(client, token, tenant):
-    response = await client.get("/v1/aging/invoices", params={"cursor": "bm9wZQ"}, headers=token(tenant, "ar:read"))
-    assert response.status_code == 400
+@pytest.mark.parametrize("path, params", [
+    ("/v1/aging/invoices", {"cursor": "bm9wZQ"}),  # not JSON
+    ("/v1/aging/invoices", {"sort": "balance", "cursor": "WyIyMDI2LTAxLTAxIiwgIngiXQ"}),  # a due_on cursor
+    ("/v1/aging", {"sort": "name", "cursor": "WzEyMywgIngiXQ"}),  # a total cursor
+    ("/v1/exceptions", {"cursor": "WzEsIDJd"}),
+])
+async def test_a_forged_cursor_is_a_clean_400(client, token, tenant, path, params):
+    response = await client.get(path, params=params, headers=token(tenant, "ar:read"))
+    assert response.status_code == 400, response.text
     assert response.headers["content-type"].startswith("application/problem+json")
