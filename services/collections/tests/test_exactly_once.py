@@ -60,14 +60,19 @@ async def test_two_worker_processes_send_each_step_once(infra, db_url, sink):
                                         "name": cid, "billing_emails": [f"ap@{cid}.example"]}, cid)
         await apply("invoice.created", {
             "invoice_id": f"inv-{cid}", "psa": {"source": "halopsa", "external_id": cid}, "number": cid,
-            "agreement": None, "currency": "USD", "issued_on": "2026-02-03", "due_on": "2026-03-05", "terms": None,
+            "agreement": None, "currency": "USD", "issued_on": "2026-02-03", "due_on": "2026-03-04", "terms": None,
             "status": "open", "subtotal_minor": 1000, "tax_minor": 0, "total_minor": 1000, "balance_minor": 1000,
             "lines": []}, cid)
     await engine.dispose()
 
-    # Steps -3, 0 and +3 fall on Mon 2, Thu 5 and (Sun 8 ->) Mon 9 March: 3 emails per client.
-    # The workers start on a still clock (Sunday 1 March), then both are set racing through the week.
-    end = datetime(2026, 3, 9, 21, tzinfo=NY)
+    # A policy of three steps on consecutive days, sendable all day long: 2, 3 and 4 March, so a day
+    # lasts about two real seconds even at the racing speed below. The workers start on a still
+    # clock (Sunday 1 March), then both are set racing through those days.
+    policy = {"name": "Daily", "is_default": True, "business_days": False, "send_hour": 0,
+              "quiet_start_hour": 0, "quiet_end_hour": 0,
+              "steps": [{"offset_days": -2, "level": "friendly"}, {"offset_days": -1, "level": "friendly"},
+                        {"offset_days": 0, "level": "firm"}]}
+    end = datetime(2026, 3, 4, 23, tzinfo=NY)
     env = {**infra.env(), "PAYLOOP_COLLECTIONS_DATABASE_URL": url, "PAYLOOP_RUN_CONSUMERS": "false",
            "PAYLOOP_RUN_RELAY": "false", "PAYLOOP_LOG_LEVEL": "WARNING",
            "PAYLOOP_COLLECTIONS_SMTP_PORT": str(sink.smtp_port),
@@ -93,7 +98,10 @@ async def test_two_worker_processes_send_each_step_once(infra, db_url, sink):
                 assert all(w.poll() is None for w in workers), "a worker died; see its log in the test root"
                 assert loop.time() < deadline, "workers did not start"
                 await asyncio.sleep(0.1)
-            race = {"now": datetime(2026, 3, 2, 7, tzinfo=NY).isoformat(), "speed": 80_000}
+            stored = await http.put(f"http://127.0.0.1:{ports[0]}/v1/collections/policies/daily", json=policy,
+                                    headers=headers)
+            assert stored.status_code == 200, stored.text
+            race = {"now": datetime(2026, 3, 1, 23, tzinfo=NY).isoformat(), "speed": 40_000}
             for port in ports:
                 moved = await http.put(f"http://127.0.0.1:{port}/v1/collections/clock", json=race, headers=headers)
                 assert moved.status_code == 200, moved.text
@@ -112,7 +120,7 @@ async def test_two_worker_processes_send_each_step_once(infra, db_url, sink):
 
     sent = Counter((m.parsed["X-Payloop-Client"], parsedate_to_datetime(m.parsed["Date"]).astimezone(NY).date())
                    for m in sink.messages)
-    expected = {(cid, day) for cid in clients for day in (date(2026, 3, 2), date(2026, 3, 5), date(2026, 3, 9))}
+    expected = {(cid, day) for cid in clients for day in (date(2026, 3, 2), date(2026, 3, 3), date(2026, 3, 4))}
     assert set(sent) == expected
     assert all(count == 1 for count in sent.values()), sent
 
