@@ -7,7 +7,7 @@ client or invoice it has not seen yet.
 """
 from __future__ import annotations
 
-from sqlalchemy import func
+from sqlalchemy import func, select
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -15,7 +15,7 @@ from payloop import tenant_replica
 from payloop.events.catalogue import ClientUpsertedV1, CreditMemoCreatedV1, InvoiceV1, InvoiceVoidedV1
 from payloop.events.envelope import Envelope
 
-from payloop_payments.models import Client, CreditMemo, Invoice
+from payloop_payments.models import Client, CreditMemo, CreditMemoApplication, Invoice
 
 
 async def client_upserted(session: AsyncSession, event: Envelope, data: ClientUpsertedV1) -> None:
@@ -39,7 +39,11 @@ async def invoice_upserted(session: AsyncSession, event: Envelope, data: Invoice
         "agreement": data.agreement.model_dump(mode="json") if data.agreement else None,
         "source_occurred_at": event.occurred_at,
     }
-    stmt = insert(Invoice).values(**values)
+    # A new invoice starts with the credit memos that arrived before it (see credit_memo_created).
+    early_credit = select(func.coalesce(func.sum(CreditMemoApplication.amount_minor), 0)).where(
+        CreditMemoApplication.tenant_id == event.tenant_id,
+        CreditMemoApplication.invoice_id == data.invoice_id).scalar_subquery()
+    stmt = insert(Invoice).values(**values, credited_minor=early_credit)
     updatable = {k: stmt.excluded[k] for k in values if k not in ("tenant_id", "invoice_id")}
     await session.execute(stmt.on_conflict_do_update(
         index_elements=[Invoice.tenant_id, Invoice.invoice_id],
@@ -66,6 +70,8 @@ async def credit_memo_created(session: AsyncSession, event: Envelope, data: Cred
         return
     applied = 0
     for part in data.applied_to:
+        session.add(CreditMemoApplication(tenant_id=event.tenant_id, credit_memo_id=data.credit_memo_id,
+                                          invoice_id=part.invoice_id, amount_minor=part.amount_minor))
         invoice = await session.get(Invoice, (event.tenant_id, part.invoice_id), with_for_update=True)
         if invoice is not None:
             invoice.credited_minor += part.amount_minor

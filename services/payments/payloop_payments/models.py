@@ -74,6 +74,18 @@ class CreditMemo(PaymentsBase):
     created_at: Mapped[datetime] = _now_column()
 
 
+class CreditMemoApplication(PaymentsBase):
+    """Part of a credit memo applied to an invoice; kept because topics are not ordered with each
+    other, so the memo may arrive before the invoice it reduces."""
+
+    __tablename__ = "credit_memo_applications"
+
+    tenant_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    credit_memo_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    invoice_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    amount_minor: Mapped[int] = mapped_column(BigInteger)
+
+
 class PaymentMethod(PaymentsBase):
     """A processor token for a card or bank account: never a raw number."""
 
