@@ -2,6 +2,7 @@
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -25,6 +26,13 @@ def test_payloop_dev_is_ready_within_60s_and_ctrl_c_leaves_nothing_behind(tmp_pa
          "--port-offset", str(OFFSET)],
         env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )
+    output: list[str] = []
+    def read() -> None:
+        for line in proc.stdout:
+            output.append(line)
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
     descendants: set[int] = set()
     try:
         pending = {s.name: f"http://127.0.0.1:{s.port + OFFSET}/readyz" for s in SERVICES}
@@ -39,7 +47,7 @@ def test_payloop_dev_is_ready_within_60s_and_ctrl_c_leaves_nothing_behind(tmp_pa
                         pass
                 descendants |= {p.pid for p in psutil.Process(proc.pid).children(recursive=True)}
                 time.sleep(0.2)
-        assert not pending, f"not ready within 60 s: {sorted(pending)}"
+        assert not pending, f"not ready within 60 s: {sorted(pending)}\n{''.join(output)}"
         # The demo tenant was seeded through the tenants API and reached another service by Kafka.
         token = subprocess.run([str(Path(sys.executable).parent / "payloop"), "token", "--tenant", "demo-msp",
                                 "--scopes", "ar:read"], env=env, capture_output=True, text=True,
@@ -56,9 +64,11 @@ def test_payloop_dev_is_ready_within_60s_and_ctrl_c_leaves_nothing_behind(tmp_pa
         assert len(descendants) >= 8  # six services, PostgreSQL, broker, localstripe
     finally:
         proc.send_signal(signal.SIGINT)  # what Ctrl-C delivers
-        output, _ = proc.communicate(timeout=60)
-    assert proc.returncode == 0, output
-    assert "stopped" in output
+        proc.wait(timeout=60)
+        reader.join(timeout=10)
+    text = "".join(output)
+    assert proc.returncode == 0, text
+    assert "stopped" in text
     time.sleep(0.5)
     alive = [pid for pid in descendants if psutil.pid_exists(pid)
              and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE]

@@ -28,6 +28,8 @@ def main(service: ServiceDefinition, argv: list[str] | None = None) -> None:
     serve = sub.add_parser("serve", help="run the API, the outbox relay and the consumers")
     serve.add_argument("--port", type=int, default=_default_port(service.name))
     serve.add_argument("--host", default=None)
+    serve.add_argument("--migrate", action="store_true",
+                       help="upgrade the database first (dev: one process start instead of two)")
     migrate = sub.add_parser("migrate", help="upgrade the service database to the newest schema")
     migrate.add_argument("--create-database", action="store_true", help="create the database if missing")
     sub.add_parser("openapi", help="print the OpenAPI document")
@@ -44,6 +46,8 @@ def main(service: ServiceDefinition, argv: list[str] | None = None) -> None:
         json.dump(create_app(service, database_url="postgresql+asyncpg://unused/unused").openapi(),
                   sys.stdout, indent=2)
     else:
+        if args.migrate:
+            upgrade(service.migrations_dir, service_database_url(service.name))
         app = create_app(service)
         config = uvicorn.Config(app, host=args.host or settings.host, port=args.port, log_config=None,
                                 access_log=False, lifespan="on", timeout_graceful_shutdown=20)

@@ -115,16 +115,9 @@ class DevPlatform:
             wait_for_port("127.0.0.1", port, 30, self.children[sim.name], sim.name)
 
     def prepare(self) -> None:
-        self.say("creating topics and migrating the six databases")
+        self.say("creating topics and databases; each service migrates its own as it starts")
         asyncio.run(ensure_topics())
         asyncio.run(self._ensure_databases())
-        procs = {spec.name: subprocess.Popen([sys.executable, "-m", spec.module, "migrate"], env=self.env,
-                                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-                 for spec in SERVICES}
-        for name, proc in procs.items():
-            out, _ = proc.communicate(timeout=300)
-            if proc.returncode != 0:
-                raise CliError(f"migrating {name} failed:\n{out.decode(errors='replace')[-3000:]}")
 
     async def _ensure_databases(self) -> None:
         for spec in SERVICES:
@@ -141,7 +134,7 @@ class DevPlatform:
             port = self.service_port(spec)
             if port_open("127.0.0.1", port):
                 raise CliError(f"port {port} for {spec.name} is taken (--port-offset N picks other ports)")
-            self._spawn(spec.name, [sys.executable, "-m", spec.module, "serve", "--port", str(port)],
+            self._spawn(spec.name, [sys.executable, "-m", spec.module, "serve", "--migrate", "--port", str(port)],
                         log=logs / f"{spec.name}.log")
 
     def wait_ready(self, timeout_s: float = 60) -> None:
