@@ -8,11 +8,25 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
+from sqlalchemy.exc import DBAPIError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 log = structlog.get_logger(__name__)
 
 PROBLEM_JSON = "application/problem+json"
+
+# SQLSTATEs of text PostgreSQL cannot store: 22021 (NUL in text), 22P05 (\u0000 in jsonb).
+_UNSTORABLE_TEXT = {"22021", "22P05"}
+
+
+def _is_unstorable_text(exc: BaseException) -> bool:
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if getattr(exc, "sqlstate", None) in _UNSTORABLE_TEXT:
+            return True
+        exc = getattr(exc, "orig", None) or exc.__cause__
+    return False
 
 
 class ProblemDetail(BaseModel):
@@ -72,6 +86,14 @@ def install_problem_handlers(app: FastAPI) -> None:
                   for e in exc.errors()]
         return problem_response(request, Problem(422, "Invalid input",
                                                  "The request does not match the schema", errors=errors))
+
+    @app.exception_handler(DBAPIError)
+    async def _database(request: Request, exc: DBAPIError) -> JSONResponse:
+        if _is_unstorable_text(exc):
+            # PostgreSQL text cannot hold NUL characters; that is the input's fault, not ours.
+            return problem_response(request, Problem(
+                422, "Invalid input", "text fields must not contain NUL (\\u0000) characters"))
+        return await _unexpected(request, exc)
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:

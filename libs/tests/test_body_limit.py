@@ -26,3 +26,12 @@ async def test_declared_and_streamed_oversized_bodies_get_413(infra, token):
 
         small = await client.put("/v1/tenants/limit-tenant", json={"name": "Small MSP"}, headers=headers)
         assert small.status_code == 200
+
+
+async def test_text_with_nul_characters_is_refused_with_422_not_500(infra, token):
+    headers = token("nul-tenant", "admin")
+    async with running_service(infra, TENANTS, consumers=False, relay=False) as client:
+        response = await client.put("/v1/tenants/nul-tenant", json={"name": "Bad\u0000Name"}, headers=headers)
+        assert response.status_code == 422, response.text
+        assert "NUL" in response.json()["detail"]
+        assert (await client.get("/v1/tenants/nul-tenant", headers=headers)).status_code == 404
