@@ -133,6 +133,15 @@ async def settle_promises(session: AsyncSession, tenant_id: str, now: datetime, 
                                       unpaid_invoice_ids=sorted(unpaid))
 
 
+async def end_pauses(session: AsyncSession, tenant_id: str, now: datetime, today: date) -> None:
+    """A pause with a date ends the day after it; the timeline says so."""
+    for client in await repository.pauses_ended(session, tenant_id, today):
+        ended = client.paused_until
+        client.paused, client.paused_until = False, None
+        await repository.add_timeline(session, tenant_id, client.client_id, "resumed", now,
+                                      reason="pause_ended", paused_until=ended.isoformat() if ended else None)
+
+
 async def close_task(session: AsyncSession, task: m.EscalationTask, now: datetime, actor: str,
                      note: str | None) -> None:
     task.status, task.done_at, task.done_by, task.note = "done", now, actor, note

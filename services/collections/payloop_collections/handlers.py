@@ -68,7 +68,8 @@ def build_handlers(clock: Clock) -> dict[str, Handler]:
 
     async def payment_initiated(session: AsyncSession, event: Envelope, data: EventData) -> None:
         await repository.set_invoice(session, event.tenant_id, [a.invoice_id for a in data.allocations],
-                                     payment_in_flight_id=data.payment_id)
+                                     payment_in_flight_id=data.payment_id,
+                                     payment_in_flight_since=event.occurred_at)
 
     async def payment_settled(session: AsyncSession, event: Envelope, data: EventData) -> None:
         client_id = client_of(event)
@@ -78,7 +79,7 @@ def build_handlers(clock: Clock) -> dict[str, Handler]:
             await repository.add_payment(session, event.tenant_id, data.payment_id, allocation.invoice_id,
                                          allocation.amount_minor, settled_on)
         await repository.set_invoice(session, event.tenant_id, invoice_ids, payment_in_flight_id=None,
-                                     retry_at=None, autopay_failed=False)
+                                     payment_in_flight_since=None, retry_at=None, autopay_failed=False)
         if client_id is None:
             return
         paid = [inv.invoice_id for inv, balance in
@@ -91,7 +92,7 @@ def build_handlers(clock: Clock) -> dict[str, Handler]:
         invoice_ids = [a.invoice_id for a in data.allocations]
         retrying = data.retryable and data.next_attempt_at is not None
         await repository.set_invoice(
-            session, event.tenant_id, invoice_ids, payment_in_flight_id=None,
+            session, event.tenant_id, invoice_ids, payment_in_flight_id=None, payment_in_flight_since=None,
             retry_at=data.next_attempt_at if retrying else None, retry_attempt=data.attempt,
             autopay_failed=not retrying)
         if client_id:

@@ -68,6 +68,7 @@ class Invoice(CollectionsBase):
     dispute_ticket_id: Mapped[str | None] = mapped_column(String(128))
     installment_plan_id: Mapped[str | None] = mapped_column(String(128))
     payment_in_flight_id: Mapped[str | None] = mapped_column(String(128))
+    payment_in_flight_since: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     retry_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     retry_attempt: Mapped[int | None] = mapped_column(Integer)
     autopay_failed: Mapped[bool] = mapped_column(Boolean, default=False)

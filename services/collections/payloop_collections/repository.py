@@ -244,9 +244,17 @@ async def unsettled_promises(session: AsyncSession, tenant_id: str) -> list[m.Pr
         m.Promise.tenant_id == tenant_id, m.Promise.status == "pending").with_for_update(skip_locked=True))).scalars())
 
 
-async def tenants_with_pending_promises(session: AsyncSession) -> list[str]:
-    return list((await session.execute(select(m.Promise.tenant_id).distinct()
-                                       .where(m.Promise.status == "pending"))).scalars())
+async def pauses_ended(session: AsyncSession, tenant_id: str, today: date) -> list[m.Client]:
+    return list((await session.execute(select(m.Client).where(
+        m.Client.tenant_id == tenant_id, m.Client.paused, m.Client.paused_until < today,
+    ).with_for_update(skip_locked=True))).scalars())
+
+
+async def tenants_with_housekeeping(session: AsyncSession) -> list[str]:
+    """Tenants with a promise to settle or a dated pause to end."""
+    promises = select(m.Promise.tenant_id).where(m.Promise.status == "pending")
+    pauses = select(m.Client.tenant_id).where(m.Client.paused, m.Client.paused_until.is_not(None))
+    return list((await session.execute(promises.union(pauses))).scalars())
 
 
 async def get_task(session: AsyncSession, tenant_id: str, task_id: str) -> m.EscalationTask | None:

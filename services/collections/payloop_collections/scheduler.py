@@ -15,7 +15,7 @@ log = structlog.get_logger(__name__)
 async def tick(app: FastAPI, collections: Collections) -> None:
     now = collections.clock.now()
     factory = app.state.session_factory
-    await sequences.settle_promises(factory, now)
+    await sequences.housekeeping(factory, now)
     await sequences.schedule(factory, collections.settings, now)
     await mailer.deliver_due(factory, collections.mailer, now, collections.settings.send_max_attempts)
 

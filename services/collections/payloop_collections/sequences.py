@@ -96,12 +96,19 @@ def client_context(client: m.Client, promises: list[m.Promise]) -> ClientContext
     )
 
 
-def open_invoice(invoice: m.Invoice, balance: int, client: m.Client) -> OpenInvoice:
+# ACH debits settle within a few business days; a payment silent for longer than this is presumed
+# lost (its events may come yet) and no longer holds the invoice's reminders back.
+IN_FLIGHT_AT_MOST = timedelta(days=10)
+
+
+def open_invoice(invoice: m.Invoice, balance: int, client: m.Client, now: datetime) -> OpenInvoice:
+    in_flight = invoice.payment_in_flight_id is not None and (
+        invoice.payment_in_flight_since is None or now - invoice.payment_in_flight_since < IN_FLIGHT_AT_MOST)
     return OpenInvoice(
         invoice_id=invoice.invoice_id, number=invoice.number, due_on=invoice.due_on, balance_minor=balance,
         currency=invoice.currency, disputed=invoice.dispute_ticket_id is not None,
         installment_plan=invoice.installment_plan_id is not None,
-        payment_in_flight=invoice.payment_in_flight_id is not None, retry_at=invoice.retry_at,
+        payment_in_flight=in_flight, retry_at=invoice.retry_at,
         retry_attempt=invoice.retry_attempt, autopay_failed=invoice.autopay_failed,
         autopay_eligible=autopay_eligible(client.autopay_rule, {line.get("kind") for line in invoice.lines}, balance),
     )
@@ -111,7 +118,7 @@ def plan_for(snap: TenantSnapshot, client_id: str, now: datetime, *, force: bool
              ) -> tuple[Policy, ClientPlan]:
     client = snap.clients[client_id]
     policy = repository.policy_for(client, snap.policies)
-    invoices = [open_invoice(i, b, client) for i, b in snap.invoices.get(client_id, [])]
+    invoices = [open_invoice(i, b, client, now) for i, b in snap.invoices.get(client_id, [])]
     plan = plan_client(invoices, client_context(client, snap.promises), policy, snap.decided, now, snap.zone,
                        force=force, holidays=snap.holidays)
     return policy, plan
@@ -146,13 +153,15 @@ async def schedule(session_factory: async_sessionmaker[AsyncSession], settings: 
     return outcomes
 
 
-async def settle_promises(session_factory: async_sessionmaker[AsyncSession], now: datetime) -> None:
+async def housekeeping(session_factory: async_sessionmaker[AsyncSession], now: datetime) -> None:
+    """Settle promises (kept or broken) and end dated pauses, in each tenant's local day."""
     async with session_factory() as session:
-        tenants = await repository.tenants_with_pending_promises(session)
+        tenants = await repository.tenants_with_housekeeping(session)
     for tenant in tenants:
         async with session_factory() as session, session.begin():
             today = now.astimezone(_zone(await repository.tenant_profile(session, tenant))).date()
             await cases.settle_promises(session, tenant, now, today)
+            await cases.end_pauses(session, tenant, now, today)
 
 
 async def record(session: AsyncSession, settings: CollectionsSettings, snap: TenantSnapshot, client_id: str,
@@ -271,7 +280,7 @@ async def preview(session: AsyncSession, tenant_id: str, client_id: str, now: da
     steps = steps_for(policy, drifting=context.drifting)
     items: list[PreviewItem] = []
     for invoice, balance in snap.invoices.get(client_id, []):
-        state = open_invoice(invoice, balance, client)
+        state = open_invoice(invoice, balance, client, now)
         decided = snap.decided.get(invoice.invoice_id, set())
         base = dict(invoice_id=invoice.invoice_id, number=invoice.number, balance_minor=balance,
                     currency=invoice.currency, due_on=invoice.due_on)

@@ -51,9 +51,9 @@ class Harness:
 
     async def apply(self, type: str, data: dict[str, Any], client_id: str | None = None,
                     tenant: str | None = None, event=None):
-        """Apply one event through the service's handler in a transaction of its own."""
+        """Apply one event, as of the clock's now, through the service's handler in its own transaction."""
         event = event or new_event(type, tenant_id=tenant or self.tenant, client_id=client_id, data=data,
-                                   producer="test")
+                                   producer="test", occurred_at=self.clock.now())
         async with self.factory() as session, session.begin():
             await self.handlers[type](session, event, CATALOGUE.parse(type, event.version, event.data))
         return event

@@ -267,3 +267,32 @@ async def test_a_promise_paid_on_time_is_kept(make_harness, sink, token):
         await h.tick()
         kinds = await timeline_kinds(h, token, "c1")
         assert kinds[-1] == "promise_kept" and "promise_broken" not in kinds
+
+
+async def test_dated_pause_ends_by_itself_and_a_silent_payment_stops_holding_reminders(make_harness, sink, token):
+    async with make_harness(at(-1)) as h:
+        write = token(h.tenant, "collections:write", "ar:read")
+        await h.tenant_profile()
+        for cid in ("paused", "ach"):
+            await h.add_client(cid)
+        await h.add_invoice("paused", DUE, 10_000)
+        ach = await h.add_invoice("ach", DUE, 20_000)
+        await h.client.post("/v1/collections/clients/paused/pause", json={"until": "2026-03-06"}, headers=write)
+        await h.apply("payment.initiated", {
+            "payment_id": "pay-ach", "method": {"type": "ach", "brand": "Bank", "last4": "6789"},
+            "amount_minor": 20_000, "currency": "USD", "allocations": [{"invoice_id": ach, "amount_minor": 20_000}],
+            "processor": {}, "origin": "checkout"}, "ach")
+        for days in (0, 1, 3, 4):
+            h.clock.set(at(days))
+            await h.tick()
+        # The pause ended after 6 March; the ACH debit is still within its settlement time.
+        assert [m.parsed["X-Payloop-Client"] for m in sink.messages] == ["paused"]
+        timeline = (await h.client.get("/v1/collections/clients/paused/timeline", headers=write)).json()["items"]
+        assert [(e["kind"], e["detail"].get("reason")) for e in timeline][1:3] == [
+            ("resumed", "pause_ended"), ("skipped", "step2 is due")]
+        assert not (await h.client.get("/v1/collections/clients/paused", headers=write)).json()["paused"]
+
+        h.clock.set(at(12))  # ten days without a word about the debit: chase the invoice again
+        before = len(sink.messages)
+        await h.tick()
+        assert "ach" in [m.parsed["X-Payloop-Client"] for m in sink.messages[before:]]

@@ -15,11 +15,11 @@ from payloop.settings import platform_settings
 NY = ZoneInfo("America/New_York")
 
 
-async def wait_for(predicate, timeout: float = 60.0):
+async def wait_for(predicate, what: str, timeout: float = 60.0):
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
     while not (result := await predicate()):
-        assert loop.time() < deadline, "condition not met in time"
+        assert loop.time() < deadline, f"not met in time: {what}"
         await asyncio.sleep(0.1)
     return result
 
@@ -41,19 +41,19 @@ async def test_events_from_kafka_lead_to_one_email_and_a_published_reminder(make
                 "balance_minor": 7_700, "lines": []}),
         ]
         # Produce once the runtime has created its topics and joined, so nothing is auto-created.
-        await wait_for(lambda: asyncio.sleep(0, result=h.client.app.state.consumer.running))
+        await wait_for(lambda: asyncio.sleep(0, result=h.client.app.state.consumer.running), "consumer running")
         for event in [*events, events[-1]]:  # the invoice is delivered twice
             await producer.send_and_wait(event.type, event.to_bytes(), key=event.key.encode(),
                                          headers=event.headers())
 
-        await wait_for(lambda: asyncio.sleep(0, result=bool(sink.messages)))
+        await wait_for(lambda: asyncio.sleep(0, result=bool(sink.messages)), "an email")
         assert "77.00 USD" in sink.messages[0].body("plain")
 
         async def published() -> bool:
             async with h.factory() as session:
                 return bool((await session.execute(text(
                     "SELECT sent_at IS NOT NULL FROM outbox WHERE topic = 'reminder.sent'"))).scalar())
-        await wait_for(published)
+        await wait_for(published, "reminder.sent relayed")
 
         # No group: every partition, from the beginning, without a group join.
         consumer = AIOKafkaConsumer("reminder.sent", bootstrap_servers=platform_settings().kafka_bootstrap,
@@ -70,7 +70,7 @@ async def test_events_from_kafka_lead_to_one_email_and_a_published_reminder(make
                         if envelope.tenant_id == h.tenant:
                             found.append(envelope)
                 return bool(found)
-            await wait_for(reminder_seen)
+            await wait_for(reminder_seen, "reminder.sent on its topic")
         finally:
             await consumer.stop()
         assert found[0].data["invoice_ids"] == ["kinv"] and found[0].data["to"] == ["ap@k1.example"]
