@@ -4,7 +4,8 @@
 
 Starts its own embedded PostgreSQL and broker (payloop.embedded) in a temporary directory, migrates
 a reporting database, loads the invoices with COPY (spread over `--tenants` MSPs of 150 clients,
-about 8% of them open, due dates over the past two years), starts `python -m payloop_reporting
+over the past two years: 70% recurring invoices issued on the 1st of a month, 30% on any day; about
+11% open), starts `python -m payloop_reporting
 serve` as a separate process, and measures p50/p95/p99 of
 
 - `GET /v1/aging` (the per-client roll-up the dashboard shows), and
@@ -56,7 +57,11 @@ def invoice_rows(count: int, tenants: int, seed: int = 7):
     for n in range(count):
         tenant = tenant_name(n % tenants)
         client = f"c{rng.randrange(CLIENTS_PER_TENANT):03d}"
-        issued = today - timedelta(days=rng.randrange(730))
+        if rng.random() < 0.7:  # recurring agreements bill on the 1st of the month
+            year, month = divmod(today.year * 12 + today.month - 1 - rng.randrange(24), 12)
+            issued = date(year, month + 1, 1)
+        else:  # time and materials, projects, products: any day
+            issued = today - timedelta(days=rng.randrange(730))
         due = issued + timedelta(days=30)
         total = rng.randrange(5_000, 2_500_000)
         # Most recent invoices are still open; older ones mostly paid.

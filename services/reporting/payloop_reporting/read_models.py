@@ -16,7 +16,7 @@ from typing import Any
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
-READ_MODEL_TABLES = ("exceptions", "gl_postings", "payouts", "tickets", "timeline", "payment_failures",
+READ_MODEL_TABLES = ("open_balances", "exceptions", "gl_postings", "payouts", "tickets", "timeline", "payment_failures",
                      "payments", "invoice_voids", "invoice_reductions", "invoices", "agreements",
                      "autopay_changes", "clients")
 

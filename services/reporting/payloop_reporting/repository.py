@@ -54,6 +54,7 @@ def due_range(bucket: str, today: date) -> tuple[date | None, date | None]:
             today - timedelta(days=low) if low is not None else None)
 
 
+# From the open-balance totals per client and due date (migration 0003), not from every invoice.
 _CLIENT_AGING = text("""
 SELECT c.client_id, c.name, c.autopay_enrolled, c.collection_state, c.collection_level, c.promised_on,
     COALESCE(a.current, 0) AS current, COALESCE(a.d1_30, 0) AS d1_30, COALESCE(a.d31_60, 0) AS d31_60,
@@ -66,8 +67,8 @@ FROM (
         sum(balance_minor) FILTER (WHERE due_on < :less30 AND due_on >= :less60) AS d31_60,
         sum(balance_minor) FILTER (WHERE due_on < :less60 AND due_on >= :less90) AS d61_90,
         sum(balance_minor) FILTER (WHERE due_on < :less90) AS d90_plus,
-        sum(balance_minor) AS total, count(*) AS open_invoices, min(due_on) AS oldest_due_on
-    FROM invoices WHERE tenant_id = :t AND balance_minor > 0 AND currency = :currency
+        sum(balance_minor) AS total, sum(invoices) AS open_invoices, min(due_on) AS oldest_due_on
+    FROM open_balances WHERE tenant_id = :t AND currency = :currency
     GROUP BY client_id
 ) a JOIN clients c ON c.tenant_id = :t AND c.client_id = a.client_id
 """)
