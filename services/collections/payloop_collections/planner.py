@@ -74,10 +74,6 @@ class ClientPlan:
     def sends(self) -> list[Decision]:
         return [d for d in self.decisions if d.outcome in SENDING]
 
-    @property
-    def escalations(self) -> list[Decision]:
-        return [d for d in self.decisions if d.outcome == "escalate"]
-
 
 def autopay_eligible(rule: dict[str, Any] | None, line_kinds: set[str], balance_minor: int) -> bool:
     """Whether auto-pay will charge this invoice (`autopay.changed` rule: `cap_minor`, `excluded_kinds`).

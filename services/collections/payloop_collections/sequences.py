@@ -8,6 +8,7 @@ the same step fails on those keys and changes nothing.
 """
 from __future__ import annotations
 
+import uuid
 from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
@@ -26,7 +27,7 @@ from payloop_collections import models as m
 from payloop_collections.email_content import EmailItem, render
 from payloop_collections.metrics import STEPS_DECIDED
 from payloop_collections.planner import (
-    ClientContext, ClientPlan, Decision, OpenInvoice, autopay_eligible, message_level, pause_reason, plan_client,
+    SENDING, ClientContext, ClientPlan, Decision, OpenInvoice, autopay_eligible, message_level, pause_reason, plan_client,
     plan_invoice,
 )
 from payloop_collections.policy import Policy, step_send_at, steps_for
@@ -114,14 +115,12 @@ def open_invoice(invoice: m.Invoice, balance: int, client: m.Client, now: dateti
     )
 
 
-def plan_for(snap: TenantSnapshot, client_id: str, now: datetime, *, force: bool = False
-             ) -> tuple[Policy, ClientPlan]:
+def plan_for(snap: TenantSnapshot, client_id: str, now: datetime, *, force: bool = False) -> ClientPlan:
     client = snap.clients[client_id]
     policy = repository.policy_for(client, snap.policies)
     invoices = [open_invoice(i, b, client, now) for i, b in snap.invoices.get(client_id, [])]
-    plan = plan_client(invoices, client_context(client, snap.promises), policy, snap.decided, now, snap.zone,
+    return plan_client(invoices, client_context(client, snap.promises), policy, snap.decided, now, snap.zone,
                        force=force, holidays=snap.holidays)
-    return policy, plan
 
 
 async def schedule(session_factory: async_sessionmaker[AsyncSession], settings: CollectionsSettings,
@@ -135,7 +134,7 @@ async def schedule(session_factory: async_sessionmaker[AsyncSession], settings: 
         async with session_factory() as session:
             snap = await snapshot(session, tenant, now, client_id)
         for client in snap.invoices:
-            _, plan = plan_for(snap, client, now, force=force)
+            plan = plan_for(snap, client, now, force=force)
             if not plan.decisions:
                 continue
             try:
@@ -172,7 +171,7 @@ async def record(session: AsyncSession, settings: CollectionsSettings, snap: Ten
     by_id = {i.invoice_id: (i, b) for i, b in snap.invoices[client_id]}
     recipients = [e for e in client.billing_emails if e.lower() not in snap.opted_out]
     sends = plan.sends
-    decisions = [d for d in plan.decisions if d.outcome not in ("send", "courtesy", "retry_notice")]
+    decisions = [d for d in plan.decisions if d.outcome not in SENDING]
     if sends and not recipients:
         decisions += [Decision(d.invoice_id, d.key, "skip", d.offset_days, d.level, reason="no_recipient")
                       for d in sends]
@@ -207,7 +206,7 @@ async def record(session: AsyncSession, settings: CollectionsSettings, snap: Ten
 
 async def _queue_email(session: AsyncSession, settings: CollectionsSettings, snap: TenantSnapshot,
                        client: m.Client, sends: list[Decision], by_id: dict[str, tuple[m.Invoice, int]],
-                       recipients: list[str], local_date: date, now: datetime) -> Any:
+                       recipients: list[str], local_date: date, now: datetime) -> uuid.UUID | None:
     items = []
     for decision in sends:
         invoice, balance = by_id[decision.invoice_id]
