@@ -99,8 +99,7 @@ async def on_psa_sync_failed(session: AsyncSession, event: Envelope, data: Event
 
 async def on_payment_method_updated(session: AsyncSession, event: Envelope, data: EventData) -> None:
     await rm.ensure_client(session, event.tenant_id, event.client_id)
-    await _timeline(session, event, "payment_method",
-                    f"Payment method {data.method.type} {data.method.last4 or ''} is {data.status}".replace("  ", " "),
+    await _timeline(session, event, "payment_method", f"Payment method {_method(data)} is {data.status}",
                     data={"reason": data.reason})
 
 

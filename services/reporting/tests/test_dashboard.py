@@ -64,6 +64,15 @@ async def test_dashboard_shows_the_api_totals(infra, book, tenant, as_of, apply_
                 exceptions = await page.locator("#exceptions li[data-kind]").count()
                 assert exceptions == 5
 
+                # A client's detail opens from its name, by keyboard, and Escape closes it.
+                await page.focus("tr[data-client=A] .client-link")
+                await page.keyboard.press("Enter")
+                await page.wait_for_selector("#client-dialog[open] #client-timeline li[data-kind=promise]")
+                assert await page.text_content("#client-title") == "Acme Dental"
+                assert money(30_000) in await page.text_content("#client-summary")
+                await page.keyboard.press("Escape")
+                await page.wait_for_function("!document.getElementById('client-dialog').open")
+
                 # Keyboard: tab to the "Client" sort button and press Enter: rows sort by name.
                 await page.focus("th[data-sort=name] button")
                 await page.keyboard.press("Enter")

@@ -97,8 +97,10 @@ function clientRow(client) {
     el("td", { class: `num${index >= 2 && client.buckets[key] > 0 ? " late" : ""}` }, money(client.buckets[key])));
   const collection = client.collection_state === "none" ? "—"
     : [client.collection_state, client.collection_level, client.promised_on && `by ${client.promised_on}`].filter(Boolean).join(" · ");
+  const open = el("button", { type: "button", class: "client-link" }, client.name || client.client_id);
+  open.addEventListener("click", () => showClient(client.client_id).catch(() => {}));
   return el("tr", { "data-client": client.client_id },
-    el("th", { scope: "row" }, client.name || client.client_id), ...cells,
+    el("th", { scope: "row" }, open), ...cells,
     el("td", { class: "num total" }, money(client.buckets.total)),
     el("td", {}, client.autopay_enrolled ? "Enrolled" : "—"), el("td", {}, el("span", { class: "pill" }, collection)));
 }
@@ -116,6 +118,21 @@ async function loadClients(append = false) {
   for (const [key, value] of Object.entries({ ...filters(), sort: state.sort, order: state.order, format: "csv" })) csv.searchParams.set(key, value);
   $("csv").dataset.href = csv.pathname + csv.search;
   return report;
+}
+
+async function showClient(clientId) {
+  const detail = await (await api(`/v1/clients/${encodeURIComponent(clientId)}`)).json();
+  const metrics = detail.metrics;
+  $("client-title").textContent = detail.name || detail.client_id;
+  $("client-summary").textContent = [
+    `AR ${money(metrics.receivables_minor)}`, `avg ${days(metrics.average_days_to_pay)} to pay`,
+    `on time ${percent(metrics.on_time_ratio)}`, `contracts: ${detail.contract_kinds.join(", ") || "—"}`,
+    `auto-pay ${detail.autopay_enrolled ? "on" : "off"}`, `collection: ${detail.collection_state}`,
+  ].join(" · ");
+  $("client-timeline").replaceChildren(...detail.timeline.slice(0, 15).map((entry) =>
+    el("li", { "data-kind": entry.kind }, `${entry.occurred_at.slice(0, 10)} · ${entry.summary}`,
+      entry.amount_minor == null ? "" : ` · ${money(entry.amount_minor, entry.currency || state.currency)}`)));
+  $("client-dialog").showModal();  // modal: focus moves in, Escape closes, focus returns to the row
 }
 
 function renderDrift(report) {
