@@ -24,11 +24,15 @@ async def test_events_from_the_broker_reach_the_read_models(infra, token, tenant
             duplicates = [line for line in metrics.splitlines()
                           if line.startswith(f'payloop_events_duplicate_total{{group="{group}"}}')]
             return ([(i["invoice_id"], i["balance_minor"], i["status"]) for i in page["items"]],
-                    duplicates[0].split()[-1] if duplicates else "0")
+                    float(duplicates[0].split()[-1]) if duplicates else 0.0)
 
-        expected = ([("IK1", 6_000, "partially_paid")], "1.0")
+        # The group reads shared topics from the start, so other tests' redeliveries may add to the
+        # duplicate count: at least our one must be there.
+        def done(observed) -> bool:
+            return observed[0] == [("IK1", 6_000, "partially_paid")] and observed[1] >= 1
+
         for _ in range(600):  # the consumer group joins first; give it up to a minute on a busy machine
-            if await state() == expected:
+            if done(await state()):
                 break
             await asyncio.sleep(0.1)
-        assert await state() == expected
+        assert done(await state()), await state()
