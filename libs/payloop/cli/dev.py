@@ -49,6 +49,7 @@ def _die_with_parent() -> None:
 class DevPlatform:
     root: Path
     port_offset: int = 0
+    speed: float = 1.0
     env: dict[str, str] = field(default_factory=lambda: dict(os.environ))
     postgres: EmbeddedPostgres | None = None
     broker: EmbeddedBroker | None = None
@@ -127,7 +128,20 @@ class DevPlatform:
     def service_port(self, spec: ServiceSpec) -> int:
         return self.port(spec.port)
 
+    def wire_services(self) -> None:
+        """Point the services at this run's ports (they default to the un-offset dev ports)."""
+        payments = next(s for s in SERVICES if s.name == "payments")
+        collections = next(s for s in SERVICES if s.name == "collections")
+        self.env.setdefault("PAYLOOP_COLLECTIONS_SMTP_PORT", str(self.port(1025)))
+        self.env.setdefault("PAYLOOP_COLLECTIONS_CHECKOUT_BASE_URL",
+                            f"http://127.0.0.1:{self.service_port(payments)}/checkout")
+        self.env.setdefault("PAYLOOP_COLLECTIONS_PUBLIC_BASE_URL", f"http://127.0.0.1:{self.service_port(collections)}")
+        self.env.setdefault("PAYLOOP_PAYMENTS_PUBLIC_URL", f"http://127.0.0.1:{self.service_port(payments)}")
+        if self.speed != 1:
+            self.env.setdefault("PAYLOOP_COLLECTIONS_CLOCK_SPEED", str(self.speed))
+
     def start_services(self) -> None:
+        self.wire_services()
         logs = self.root / "logs"
         logs.mkdir(exist_ok=True)
         for spec in SERVICES:
@@ -212,7 +226,7 @@ class DevPlatform:
 
 
 def run_dev(args) -> int:
-    platform = DevPlatform(Path(args.root).resolve(), args.port_offset)
+    platform = DevPlatform(Path(args.root).resolve(), args.port_offset, speed=args.speed)
     stopping = False
 
     def _stop(signum, _frame):
