@@ -9,7 +9,7 @@ and the per-organisation limit of 60 calls a minute (429 with `Retry-After`).
 
 Write bodies are held to the request schemas of Xero's OpenAPI document, strictly: a property the
 schema does not declare is refused like a malformed value, so what we send is what Xero documents.
-The document is read from `PAYLOOP_XERO_SPEC` or `shared/specs/xero/xero_accounting.yaml` above this
+The document is read from `PAYLOOP_XERO_SPEC` or `specs/xero/xero_accounting.yaml` of the repository above this
 checkout; without it writes are checked by the simulator's own rules only.
 
 Accounts keep balances (debits positive for asset and expense accounts), so a test can check that the
@@ -93,9 +93,10 @@ def find_spec() -> Path | None:
     if configured:
         return Path(configured) if Path(configured).exists() else None
     for parent in Path(__file__).resolve().parents:
-        candidate = parent / "shared" / "specs" / "xero" / "xero_accounting.yaml"
-        if candidate.exists():
-            return candidate
+        for candidate in (parent / "specs" / "xero" / "xero_accounting.yaml",
+                          parent / "shared" / "specs" / "xero" / "xero_accounting.yaml"):
+            if candidate.exists():
+                return candidate
     return None
 
 

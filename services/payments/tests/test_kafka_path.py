@@ -36,11 +36,15 @@ async def test_events_from_the_broker_reach_the_service(infra, stripe_env, token
             invoices = [(i["invoice_id"], i["open_minor"]) for i in listed.json()] if listed.status_code == 200 else []
             duplicates = [line for line in (await client.get("/metrics")).text.splitlines()
                           if line.startswith(f'payloop_events_duplicate_total{{group="{group}"}}')]
-            return invoices, duplicates[0].split()[-1] if duplicates else "0"
+            return invoices, float(duplicates[0].split()[-1]) if duplicates else 0.0
 
-        expected = ([("k-1", 7_500)], "1.0")
+        # The group reads the shared topics from the start, so other tests' redeliveries may add to
+        # the duplicate count: at least ours must be there, and the balance shows no second effect.
+        def done(observed) -> bool:
+            return observed[0] == [("k-1", 7_500)] and observed[1] >= 1
+
         for _ in range(600):  # the consumer group joins first; give it up to a minute on a busy machine
-            if await state() == expected:
+            if done(await state()):
                 break
             await asyncio.sleep(0.1)
-        assert await state() == expected
+        assert done(await state()), await state()
