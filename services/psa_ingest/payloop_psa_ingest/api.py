@@ -27,7 +27,7 @@ from payloop_psa_ingest.writeback import retry_now
 router = APIRouter(prefix="/v1/psa", tags=["psa"], responses=PROBLEM_RESPONSES)
 
 # Identifiers that are not secret and help an operator recognise the connection.
-PLAIN_CREDENTIAL_FIELDS = {"company_id"}
+PLAIN_CREDENTIAL_FIELDS = {"company_id", "username"}
 
 
 def _out(connection: Connection) -> ConnectionOut:

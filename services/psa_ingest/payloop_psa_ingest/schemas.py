@@ -5,11 +5,16 @@ import uuid
 from datetime import date, datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from payloop_psa_ingest.connectors import CREDENTIAL_MODELS
+from payloop_psa_ingest.connectors.autotask import DEFAULT_URL as DEFAULT_AUTOTASK_URL, AutotaskCredentials
 from payloop_psa_ingest.connectors.connectwise import ConnectWiseCredentials
 
-DEFAULT_CONNECTWISE_URL = "https://api-na.myconnectwise.net/v4_6_release/apis/3.0"
+DEFAULT_URLS = {
+    "connectwise": "https://api-na.myconnectwise.net/v4_6_release/apis/3.0",
+    "autotask": DEFAULT_AUTOTASK_URL,
+}
 
 
 class ConnectionSettings(BaseModel):
@@ -27,20 +32,30 @@ class ConnectionSettings(BaseModel):
 
 
 class ConnectionCreate(BaseModel):
-    source: Literal["connectwise"] = "connectwise"
-    name: str = Field("ConnectWise PSA", min_length=1, max_length=200)
-    base_url: str = Field(DEFAULT_CONNECTWISE_URL, description="The PSA's API root, e.g. "
-                          "https://api-na.myconnectwise.net/v4_6_release/apis/3.0")
-    credentials: ConnectWiseCredentials
+    source: Literal["connectwise", "autotask"] = "connectwise"
+    name: str = Field("PSA", min_length=1, max_length=200)
+    base_url: str | None = Field(None, description="The PSA's API root (ConnectWise: "
+                                 "https://api-na.myconnectwise.net/v4_6_release/apis/3.0; Autotask: the zone "
+                                 "discovery root, https://webservices.autotask.net/ATServicesRest/V1.0); "
+                                 "defaults to the vendor's")
+    credentials: ConnectWiseCredentials | AutotaskCredentials = Field(
+        description="The vendor's credential fields (see the schema of each vendor)")
     settings: ConnectionSettings = Field(default_factory=ConnectionSettings)
     poll_interval_s: int = Field(300, ge=5, le=86_400, description="Incremental sync every this many seconds")
 
     @field_validator("base_url")
     @classmethod
-    def _http_url(cls, value: str) -> str:
-        if not value.startswith(("https://", "http://")):
+    def _http_url(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("https://", "http://")):
             raise ValueError("base_url must be an http(s) URL")
-        return value.rstrip("/")
+        return value.rstrip("/") if value else value
+
+    @model_validator(mode="after")
+    def _fits_the_source(self) -> "ConnectionCreate":
+        if not isinstance(self.credentials, CREDENTIAL_MODELS[self.source]):
+            raise ValueError(f"credentials are not {self.source} credentials")
+        self.base_url = self.base_url or DEFAULT_URLS[self.source]
+        return self
 
 
 class ConnectionOut(BaseModel):

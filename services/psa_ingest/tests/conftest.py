@@ -35,11 +35,50 @@ async def outbox_events(client, event_type: str | None = None) -> list[dict]:
     return [e for e in events if event_type is None or e["type"] == event_type]
 
 
+async def serve(app):
+    """The service app on a real port (its lifespan already runs under running_service)."""
+    import asyncio
+
+    import uvicorn
+
+    from payloop.embedded import free_port
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="off"))
+    task = asyncio.create_task(server.serve())
+    while not server.started:
+        await asyncio.sleep(0.01)
+    return f"http://127.0.0.1:{port}", server, task
+
+
+async def wait_for(predicate, timeout=15.0):
+    import asyncio
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not (result := await predicate()):
+        assert asyncio.get_running_loop().time() < deadline, "condition not met in time"
+        await asyncio.sleep(0.05)
+    return result
+
+
 import pytest
 import pytest_asyncio
 
 from payloop.embedded import free_port
 from payloop.simulators.connectwise import ConnectWiseSimulator
+
+
+def _load_harnesses() -> dict:
+    """tests/vendor_harness.py as a module (the importlib import mode puts no test folder on sys.path)."""
+    import importlib.util
+    import sys
+    from pathlib import Path
+    spec = importlib.util.spec_from_file_location("psa_vendor_harness", Path(__file__).with_name("vendor_harness.py"))
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["psa_vendor_harness"] = module
+    spec.loader.exec_module(module)
+    return module.HARNESSES
+
+
+HARNESSES = _load_harnesses()
 
 
 @pytest_asyncio.fixture
@@ -59,4 +98,15 @@ def psa():
     import types
     return types.SimpleNamespace(connect=connect, outbox_events=outbox_events, TENANT=TENANT,
                                  SERVICE_WITHOUT_POLLER=SERVICE_WITHOUT_POLLER, SERVICE=SERVICE,
-                                 credentials=credentials)
+                                 credentials=credentials, serve=serve, wait_for=wait_for)
+
+
+@pytest_asyncio.fixture(params=sorted(HARNESSES))
+async def vendor(request):
+    """Each vendor beyond ConnectWise: a seeded simulator on a free port and what tests know of its formats."""
+    harness = HARNESSES[request.param]()
+    await harness.sim.start(free_port())
+    try:
+        yield harness
+    finally:
+        await harness.sim.stop()

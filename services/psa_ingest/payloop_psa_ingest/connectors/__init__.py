@@ -6,11 +6,12 @@ from typing import Any
 
 from payloop.secrets import secret_box
 
+from payloop_psa_ingest.connectors.autotask import AutotaskConnector, AutotaskCredentials
 from payloop_psa_ingest.connectors.base import PsaConnector
 from payloop_psa_ingest.connectors.connectwise import ConnectWiseConnector, ConnectWiseCredentials
 
-CONNECTORS = {"connectwise": ConnectWiseConnector}
-CREDENTIAL_MODELS = {"connectwise": ConnectWiseCredentials}
+CONNECTORS = {"connectwise": ConnectWiseConnector, "autotask": AutotaskConnector}
+CREDENTIAL_MODELS = {"connectwise": ConnectWiseCredentials, "autotask": AutotaskCredentials}
 
 
 def open_connector(source: str, base_url: str, credentials_encrypted: str,

@@ -6,7 +6,7 @@ publish. Records carry the vendor's ids only: our ids are derived by the sync se
 """
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from decimal import ROUND_HALF_EVEN, Decimal
@@ -171,12 +171,45 @@ class PsaConnector(Protocol):
         ...
 
 
+def map_page(source: str, kind: str, raw: list[Any], mapper: Callable[[dict], Record],
+             updated: Callable[[dict], datetime | None]) -> Page:
+    """Map a page of vendor records; one that cannot be mapped is recorded and skipped, the rest land."""
+    page = Page()
+    for record in raw:
+        external_id = str(record.get("id")) if isinstance(record, dict) else None
+        try:
+            page.records.append(mapper(record))
+            stamp = updated(record)
+        except (KeyError, TypeError, ValueError, ArithmeticError, AttributeError) as exc:
+            page.errors.append(RecordError(kind, external_id,
+                                           f"cannot map {source} {kind} record: {type(exc).__name__}: {exc}"))
+            continue
+        if stamp and (page.high_water is None or stamp > page.high_water):
+            page.high_water = stamp
+    return page
+
+
 def to_minor(value: Any, decimals: int = 2) -> int:
     """A vendor amount (parsed as Decimal, never float) in minor units, half-even like the PSAs round."""
     if value is None:
         return 0
     amount = value if isinstance(value, Decimal) else Decimal(str(value))
     return int((amount * (Decimal(10) ** decimals)).quantize(Decimal(1), rounding=ROUND_HALF_EVEN))
+
+
+# Product identifier prefixes -> line kind. MSPs name their catalogue; a connection may override these.
+DEFAULT_LINE_KINDS = {
+    "MS-": "recurring", "DEV-": "per_device", "USR-": "per_user", "TIER-": "tiered",
+    "PRORATE-": "proration", "ADJ-": "adjustment", "CREDIT": "credit",
+}
+
+
+def kind_from_prefix(identifier: str, prefixes: dict[str, str]) -> str | None:
+    """The line kind a catalogue identifier's prefix names (longest prefix wins), or None."""
+    for prefix in sorted(prefixes, key=len, reverse=True):
+        if identifier.upper().startswith(prefix.upper()):
+            return prefixes[prefix]
+    return None
 
 
 def snake(name: str | None, default: str = "other") -> str:

@@ -22,9 +22,12 @@ import httpx
 from pydantic import BaseModel, Field
 
 from payloop_psa_ingest.connectors.base import (
+    DEFAULT_LINE_KINDS, kind_from_prefix,
     Line, Page, PsaAgreement, PsaClient, PsaCreditMemo, PsaDisputeTicket, PsaError, PsaInvoice,
     PsaRequestError, RecordedPayment, RecordError, WebhookNotice, WebhookRejected, snake, to_minor,
 )
+from payloop_psa_ingest.connectors.fields import dec as _dec, day as _date, dumps_exact as _dumps, int_id as _int
+from payloop_psa_ingest.connectors.fields import text as _text
 from payloop_psa_ingest.connectors.http import VendorHttp, decode_json
 
 ACCEPT = "application/vnd.connectwise.com+json; version=2025.1"
@@ -33,11 +36,6 @@ ACCEPT = "application/vnd.connectwise.com+json; version=2025.1"
 CURSOR_OVERLAP = timedelta(seconds=60)
 CALLBACK_TYPES = {"company": "clients", "agreement": "agreements", "invoice": "invoices", "ticket": "tickets"}
 
-# Product identifier prefixes -> line kind. MSPs name their catalogue; a connection may override these.
-DEFAULT_LINE_KINDS = {
-    "MS-": "recurring", "DEV-": "per_device", "USR-": "per_user", "TIER-": "tiered",
-    "PRORATE-": "proration", "ADJ-": "adjustment", "CREDIT": "credit",
-}
 
 
 class ConnectWiseCredentials(BaseModel):
@@ -165,9 +163,9 @@ class ConnectWiseConnector:
                          timezone=(r.get("timeZoneSetup") or {}).get("name"))
 
     def _line_kind(self, identifier: str, uom: str | None, price: Decimal, on_agreement: bool) -> str:
-        for prefix in sorted(self.line_kinds, key=len, reverse=True):
-            if identifier.upper().startswith(prefix.upper()):
-                return self.line_kinds[prefix]
+        by_prefix = kind_from_prefix(identifier, self.line_kinds)
+        if by_prefix:
+            return by_prefix
         if (uom or "").lower() == "device":
             return "per_device"
         if (uom or "").lower() == "user":
@@ -321,35 +319,3 @@ def _updated(record: dict) -> datetime | None:
         return datetime.fromisoformat(raw.replace("Z", "+00:00")) if raw else None
     except ValueError:
         return None
-
-
-def _int(value: Any) -> int:
-    if not isinstance(value, int) or isinstance(value, bool):
-        raise ValueError(f"expected an integer id, got {value!r}")
-    return value
-
-
-def _text(value: Any) -> str:
-    if not isinstance(value, str) or not value.strip():
-        raise ValueError(f"expected text, got {value!r}")
-    return value
-
-
-def _dec(value: Any) -> Decimal:
-    if value is None:
-        return Decimal(0)
-    if isinstance(value, bool) or not isinstance(value, (int, Decimal)):
-        raise ValueError(f"expected a number, got {value!r}")
-    return Decimal(value)
-
-
-def _date(value: Any) -> date:
-    if not isinstance(value, str):
-        raise ValueError(f"expected a date, got {value!r}")
-    return date.fromisoformat(value[:10])
-
-
-def _dumps(body: dict) -> bytes:
-    """JSON with Decimal amounts written as exact numbers (json cannot, and float would round)."""
-    marked = json.dumps(body, default=lambda v: f"\x00{v}\x00" if isinstance(v, Decimal) else str(v))
-    return re.sub(r'"\\u0000(-?[0-9.]+)\\u0000"', r"\1", marked).encode()

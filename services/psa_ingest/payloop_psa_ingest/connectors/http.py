@@ -50,13 +50,14 @@ class VendorHttp:
         self.backoff_max_s = backoff_max_s
         self.retry_after_cap_s = retry_after_cap_s
 
-    async def request(self, method: str, url: str, **kwargs: Any) -> httpx.Response:
+    async def request(self, method: str, url: str, *, idempotent: bool = False, **kwargs: Any) -> httpx.Response:
         """The response to a successful call, or a classified PsaError after the retries allowed.
 
         Writes are resent only after a 429 (the PSA refused them before applying); after a timeout
-        or a 5xx a write may have landed, so the caller must look before it tries again.
+        or a 5xx a write may have landed, so the caller must look before it tries again. `idempotent`
+        marks a POST that only reads (a query) or a write that sets absolute values, safe to resend.
         """
-        safe = method.upper() in SAFE_METHODS
+        safe = method.upper() in SAFE_METHODS or idempotent
         for attempt in range(1, self.max_attempts + 1):
             delay: float | None = None
             try:
