@@ -8,6 +8,7 @@ import httpx
 from fastapi import APIRouter, Depends, Query, Request
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from payloop import audit
 from payloop.auth import Principal, require
 from payloop.db import db_session
 from payloop.problems import PROBLEM_RESPONSES, Problem
@@ -15,7 +16,7 @@ from payloop.secrets import mask, secret_box
 from payloop_gl_posting import account_mapping, reconciliation, repository
 from payloop_gl_posting.connectors.base import PostingError
 from payloop_gl_posting.models import AccountMapping, Connection
-from payloop_gl_posting.posting import ledger_for
+from payloop_gl_posting.posting import PRODUCER, ledger_for
 from payloop_gl_posting.schemas import (
     AccountMappingIn, AccountMappingState, AccountMappingView, ConnectionCreate, ConnectionView, EntryPage,
     EntryView, ExceptionPage, ExceptionView, LineView, ReconciliationReport, RetryRequest, RetryResult,
@@ -45,15 +46,20 @@ async def get_connection(principal: Principal = require("ar:read"),
 async def put_connection(body: ConnectionCreate, principal: Principal = require("gl:write"),
                          session: AsyncSession = Depends(db_session)) -> ConnectionView:
     connection = await session.get(Connection, principal.tenant_id, with_for_update=True)
+    action = "accounting_connection.changed"
     if connection is None:
         connection = Connection(tenant_id=principal.tenant_id)
         session.add(connection)
+        action = "accounting_connection.created"
     connection.system, connection.company_id, connection.redirect_uri = body.system, body.company_id, body.redirect_uri
     connection.status, connection.last_error = "authorizing", None
     connection.authorization_code_enc = secret_box().encrypt(body.authorization_code)
     connection.access_token_enc = connection.refresh_token_enc = connection.access_expires_at = None
     connection.updated_at = datetime.now(UTC)
     await session.flush()
+    await audit.record(session, principal, action, ("accounting_connection", principal.tenant_id),
+                       {"system": body.system, "company_id": body.company_id, "redirect_uri": body.redirect_uri},
+                       producer=PRODUCER)
     return _connection_view(connection)
 
 
@@ -94,6 +100,8 @@ async def put_mapping(body: AccountMappingIn, request: Request, principal: Princ
         setattr(mapping, key, value)
     mapping.validated_at, mapping.updated_at = validated_at, datetime.now(UTC)
     await session.flush()
+    await audit.record(session, principal, "account_mapping.changed", ("account_mapping", principal.tenant_id),
+                       {**body.model_dump(mode="json"), "validated": validated_at is not None}, producer=PRODUCER)
     return AccountMappingState(configured=True, mapping=AccountMappingView.model_validate(mapping, from_attributes=True))
 
 

@@ -107,7 +107,8 @@ async def test_a_month_of_activity_reconciles_to_the_cent(infra, xero_sim, token
         assert report["fees_minor"] == fees and report["clearing_balance_minor"] == 0
         async with client.app.state.session_factory() as session:
             published = (await session.execute(text("SELECT topic, count(*) FROM outbox GROUP BY topic"))).all()
-        assert dict(published) == {"gl.posted": 12}
+        # Besides the postings: the audit entries of connecting and of mapping the accounts.
+        assert dict(published) == {"gl.posted": 12, "audit.recorded": 2}
 
 
 async def test_redelivered_events_and_a_lost_response_post_nothing_twice(infra, xero_sim, token):

@@ -7,12 +7,13 @@ import uuid
 from fastapi import APIRouter, Depends, FastAPI, Header, Query, Request
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from payloop import audit
 from payloop.auth import Principal, require
 from payloop.db import db_session
 from payloop.problems import PROBLEM_RESPONSES, NotFound
 
 from payloop_payments import charging, installments, methods, refunds, repository
-from payloop_payments.charging import PaymentRequest
+from payloop_payments.charging import PRODUCER, PaymentRequest
 from payloop_payments.models import InstallmentPlan
 from payloop_payments.schemas import (
     AllocationOut, AttemptOut, AutopayOut, AutopayWrite, InstallmentPartOut, InstallmentPlanCreate, InstallmentPlanOut,
@@ -82,10 +83,20 @@ async def list_payment_methods(client_id: str, principal: Principal = require("a
             for m in await repository.methods_of(session, principal.tenant_id, client_id)]
 
 
+@router.delete("/clients/{client_id}/payment-methods/{payment_method_id}", status_code=204,
+               summary="Remove a saved method (auto-pay on it stops; Stripe forgets it)")
+async def delete_payment_method(client_id: str, payment_method_id: uuid.UUID, request: Request,
+                                principal: Principal = require("payments:write")) -> None:
+    await methods.detach(request.app.state.session_factory, gateway_of(request.app), principal, client_id,
+                         payment_method_id)
+
+
 @router.put("/clients/{client_id}/autopay", response_model=AutopayOut, summary="Enrol a client in auto-pay or change the rule")
 async def put_autopay(client_id: str, body: AutopayWrite, principal: Principal = require("payments:write"),
                       session: AsyncSession = Depends(db_session)) -> AutopayOut:
     enrollment = await methods.enroll(session, principal.tenant_id, client_id, **body.model_dump())
+    await audit.record(session, principal, "autopay.enrolled", ("client", client_id),
+                       body.model_dump(mode="json"), producer=PRODUCER, client_id=client_id)
     return AutopayOut.model_validate(enrollment)
 
 
@@ -102,7 +113,11 @@ async def get_autopay(client_id: str, principal: Principal = require("ar:read"),
 async def delete_autopay(client_id: str, principal: Principal = require("payments:write"),
                          session: AsyncSession = Depends(db_session)) -> None:
     await _known_client(session, principal.tenant_id, client_id)
-    await methods.unenroll(session, principal.tenant_id, client_id, "cancelled by user")
+    enrollment = await methods.unenroll(session, principal.tenant_id, client_id, "cancelled by user")
+    if enrollment is not None:
+        await audit.record(session, principal, "autopay.cancelled", ("client", client_id),
+                           {"payment_method_id": str(enrollment.payment_method_id)}, producer=PRODUCER,
+                           client_id=client_id)
 
 
 @router.post("/payments", response_model=PaymentOut, status_code=201,
@@ -140,7 +155,7 @@ async def create_refund(payment_id: uuid.UUID, body: RefundCreate, request: Requ
                         idempotency_key: str | None = IdempotencyKey,
                         principal: Principal = require("payments:write")) -> RefundOut:
     row = await refunds.refund(request.app.state.session_factory, gateway_of(request.app),
-                               tenant_id=principal.tenant_id, payment_id=payment_id, amount_minor=body.amount_minor,
+                               principal=principal, payment_id=payment_id, amount_minor=body.amount_minor,
                                reason=body.reason, idempotency_key=_key(idempotency_key))
     return RefundOut.model_validate(row)
 

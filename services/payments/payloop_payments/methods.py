@@ -7,12 +7,15 @@ from typing import Literal
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from payloop import outbox
+from payloop import audit, outbox
+from payloop.auth import Principal
 from payloop.events import new_event
 from payloop.problems import NotFound, Problem
 
 from payloop_payments import repository
-from payloop_payments.charging import PRODUCER, autopay_event, method_summary, tenant_account
+from payloop_payments.charging import (
+    PRODUCER, autopay_event, method_summary, revoke_autopay, set_method_status, tenant_account,
+)
 from payloop_payments.models import AutopayEnrollment, PaymentMethod
 from payloop_payments.stripe_gateway import MethodDetails, StripeGateway
 
@@ -104,10 +107,34 @@ async def enroll(session: AsyncSession, tenant_id: str, client_id: str, *, payme
 
 
 async def unenroll(session: AsyncSession, tenant_id: str, client_id: str, reason: str) -> AutopayEnrollment | None:
+    """Stop a client's auto-pay: the enrolment stopped, or None when none was active."""
     enrollment = await repository.enrollment(session, tenant_id, client_id, lock=True)
     if enrollment is None or not enrollment.active:
-        return enrollment
+        return None
     enrollment.active, enrollment.inactive_reason = False, reason
     await session.flush()
     await autopay_event(session, enrollment)
     return enrollment
+
+
+async def detach(factory: async_sessionmaker[AsyncSession], gateway: StripeGateway, principal: Principal,
+                 client_id: str, payment_method_id: uuid.UUID) -> None:
+    """Forget a saved method at a user's request.
+
+    Our row is marked detached (and auto-pay on it revoked) with its audit entry before Stripe is
+    called, so no charge can pick the method up while Stripe forgets it."""
+    tenant_id = principal.tenant_id
+    async with factory() as session, session.begin():
+        method = await repository.method(session, tenant_id, payment_method_id, lock=True)
+        if method is None or method.client_id != client_id:
+            raise NotFound("payment method")
+        if method.status == "detached":
+            return
+        await revoke_autopay(session, tenant_id, client_id, method.id, "payment method removed")
+        await set_method_status(session, method, "detached", "removed by user")
+        await audit.record(session, principal, "payment_method.detached", ("payment_method", str(method.id)),
+                           {"type": method.type, "brand": method.brand, "last4": method.last4},
+                           producer=PRODUCER, client_id=client_id)
+        account, _ = await tenant_account(session, tenant_id)
+        stripe_id = method.stripe_payment_method_id
+    await gateway.detach_method(stripe_id, account)

@@ -7,6 +7,8 @@ import uuid
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from payloop import audit
+from payloop.auth import Principal
 from payloop.problems import NotFound, Problem
 
 from payloop_payments import charging, repository
@@ -17,8 +19,10 @@ from payloop_payments.stripe_gateway import StripeGateway
 REFUNDABLE = ("succeeded", "partially_refunded")
 
 
-async def refund(factory: async_sessionmaker[AsyncSession], gateway: StripeGateway, *, tenant_id: str,
+async def refund(factory: async_sessionmaker[AsyncSession], gateway: StripeGateway, *, principal: Principal,
                  payment_id: uuid.UUID, amount_minor: int | None, reason: str | None, idempotency_key: str) -> Refund:
+    """Refund `payment_id`; who asked is audited with the refund row, before the money moves."""
+    tenant_id = principal.tenant_id
     async with factory() as session, session.begin():
         existing = await session.scalar(select(Refund).where(Refund.tenant_id == tenant_id,
                                                              Refund.idempotency_key == idempotency_key))
@@ -41,6 +45,9 @@ async def refund(factory: async_sessionmaker[AsyncSession], gateway: StripeGatew
                      amount_minor=amount, reason=reason, status="created")
         session.add(row)
         await session.flush()
+        await audit.record(session, principal, "payment.refund_requested", ("payment", str(payment.id)),
+                           {"refund_id": str(row.id), "amount_minor": amount, "currency": payment.currency,
+                            "reason": reason}, producer=charging.PRODUCER, client_id=payment.client_id)
         account, _ = await charging.tenant_account(session, tenant_id)
         refund_id, intent_id = row.id, payment.stripe_payment_intent_id
     stripe_refund_id = await gateway.refund(payment_intent_id=intent_id, amount_minor=amount,

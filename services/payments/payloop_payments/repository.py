@@ -46,8 +46,9 @@ async def invoices_of(session: AsyncSession, tenant_id: str, client_id: str, *,
     return list((await session.scalars(query)).all())
 
 
-async def method(session: AsyncSession, tenant_id: str, method_id: uuid.UUID) -> PaymentMethod | None:
-    found = await session.get(PaymentMethod, method_id)
+async def method(session: AsyncSession, tenant_id: str, method_id: uuid.UUID, *,
+                 lock: bool = False) -> PaymentMethod | None:
+    found = await session.get(PaymentMethod, method_id, with_for_update=lock)
     return found if found is not None and found.tenant_id == tenant_id else None
 
 

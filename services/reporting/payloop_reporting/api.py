@@ -15,6 +15,7 @@ from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import StreamingResponse
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from payloop import audit
 from payloop.auth import Principal, require
 from payloop.db import db_session
 from payloop.problems import PROBLEM_RESPONSES, NotFound
@@ -62,6 +63,12 @@ def _csv_response(rows: AsyncIterator[list] | list[list], filename: str) -> Stre
                              headers={"Content-Disposition": f'attachment; filename="{filename}"'})
 
 
+async def _record_export(session: AsyncSession, principal: Principal, report: str, filters: dict) -> None:
+    """Exports take a tenant's client list out of Payloop, so each is audited (in the request's unit of work)."""
+    await audit.record(session, principal, "report.exported", ("report", report),
+                       {"format": "csv", **{k: v for k, v in filters.items() if v is not None}}, producer="reporting")
+
+
 async def _aiter(rows):
     if isinstance(rows, list):
         for row in rows:
@@ -100,6 +107,9 @@ async def get_aging(
                                         limit=None if format == "csv" else limit)
     if format == "json":
         return report
+    await _record_export(session, principal, "aging", {
+        "as_of": report.as_of.isoformat(), "currency": currency, "bucket": bucket, "client_id": client_id,
+        "autopay": autopay, "collection_state": collection_state, "q": q, "rows": len(report.clients)})
     header = ["client_id", "name", *BUCKETS, "total", "open_invoices", "oldest_days_past_due", "autopay_enrolled",
               "collection_state", "currency", "as_of"]
     rows = [header] + [[c.client_id, c.name or "", *(getattr(c.buckets, b) for b in BUCKETS), c.buckets.total,
@@ -139,6 +149,9 @@ async def get_open_invoices(
     if format == "json":
         return await reports.invoice_page(session, principal.tenant_id, filters, sort=sort, descending=descending,
                                           cursor=cursor, limit=limit)
+    await _record_export(session, principal, "open_invoices", {
+        "bucket": bucket, "client_id": client_id, "status": status, "autopay": autopay,
+        "collection_state": collection_state, "currency": currency})
     factory = request.app.state.session_factory
     tenant_id = principal.tenant_id
 
