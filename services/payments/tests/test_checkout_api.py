@@ -31,7 +31,11 @@ async def test_double_submit_pays_once_and_autopay_enrolment(payments, token, ki
                                          payments.post(f"/checkout/{link}/payments", **submit))
     assert first.status_code == second.status_code == 201, second.text[:300]
     assert first.json()["payment_id"] == second.json()["payment_id"]
-    assert first.json()["status"] == "succeeded"
+    # The submit that lost the race answers at once with the payment as it then was (maybe still pending);
+    # the winner's answer, and the payment itself, are settled.
+    assert "succeeded" in {first.json()["status"], second.json()["status"]}
+    paid = await payments.get(f"/v1/payments/{first.json()['payment_id']}", headers=headers)
+    assert paid.json()["status"] == "succeeded"
     assert len(await kit.outbox_events(payments, "payment.initiated", "t-dbl")) == 1
     assert len(await kit.outbox_events(payments, "payment.settled", "t-dbl")) == 1
     # The payer chose auto-pay: the saved card now pays future invoices on their due date.
