@@ -60,10 +60,14 @@ def by_client_ip(request: Request) -> str:
     return request.client.host if request.client else "unknown"
 
 
-def rate_limited(limiter: RateLimiter, key: Callable[[Request], str] = by_client_ip):
-    """Dependency refusing a request with 429 problem+json when its key's bucket is empty."""
+def rate_limited(limiter: RateLimiter | Callable[[Request], RateLimiter],
+                 key: Callable[[Request], str] = by_client_ip):
+    """Dependency refusing a request with 429 problem+json when its key's bucket is empty.
+
+    `limiter` may be a function of the request, for a limiter sized from settings and kept per app."""
     def _check(request: Request) -> None:
-        wait = limiter.try_acquire(f"{request.url.path}|{key(request)}")
+        bucket = limiter if isinstance(limiter, RateLimiter) else limiter(request)
+        wait = bucket.try_acquire(f"{request.url.path}|{key(request)}")
         if wait > 0:
             raise Problem(429, "Too Many Requests", "rate limit exceeded; retry later",
                           headers={"Retry-After": str(max(1, math.ceil(wait)))})

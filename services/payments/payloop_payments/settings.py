@@ -23,6 +23,9 @@ class PaymentsSettings(BaseSettings):
     stripe_webhook_secret: str | None = None
     # Stripe's own libraries reject signatures older than 5 minutes; so do we.
     stripe_webhook_tolerance_s: int = 300
+    # Flood guard of /webhooks/stripe per source IP (Stripe retries a 429 later, so nothing is lost).
+    stripe_webhook_rate_per_s: float = 50.0
+    stripe_webhook_burst: int = 500
     payments_scheduler_interval_s: float = 5.0
     payments_run_scheduler: bool = True
     # Public URL prefix of hosted checkout pages (what links in emails point at).

@@ -22,6 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from payloop import outbox
 from payloop.events import new_event
 from payloop.problems import Problem
+from payloop.ratelimit import RateLimiter, rate_limited
 
 from payloop_payments import charging, repository
 from payloop_payments.domain.allocation import Allocation, split_refund
@@ -46,8 +47,19 @@ def verify(payload: bytes, signature: str | None) -> dict[str, Any]:
         raise Problem(401, "Unauthorized", "Stripe-Signature does not verify") from None
 
 
+def flood_guard(request: Request) -> RateLimiter:
+    """The app's limiter of Stripe deliveries, sized from settings on first use."""
+    if getattr(request.app.state, "stripe_webhook_limiter", None) is None:
+        settings = payments_settings()
+        request.app.state.stripe_webhook_limiter = RateLimiter(rate=settings.stripe_webhook_rate_per_s,
+                                                               burst=settings.stripe_webhook_burst)
+    return request.app.state.stripe_webhook_limiter
+
+
 @router.post("/webhooks/stripe", summary="Stripe webhook endpoint (Stripe-Signature verified)",
-             responses={401: {"description": "Signature missing, wrong or too old"}})
+             dependencies=[rate_limited(flood_guard)],
+             responses={401: {"description": "Signature missing, wrong or too old"},
+                        429: {"description": "Too many deliveries from this address; retry after Retry-After"}})
 async def receive(request: Request) -> dict:
     from payloop_payments.api import gateway_of
 
