@@ -3,14 +3,17 @@ from settings, with rotation.
 
 `PAYLOOP_ENCRYPTION_KEYS` is a comma-separated list of Fernet keys, newest first: new values are
 encrypted with the first, and any listed key decrypts, so rotating is "prepend a new key, run
-`rotate` over stored values, then drop the old key". `SecretBox.rotate` re-encrypts a token with the
-newest key. Plain values never go into logs, events or API responses: APIs show `mask()`.
+`rotate_column` over every column holding secrets, then drop the old key". `SecretBox.rotate`
+re-encrypts a token with the newest key. Plain values never go into logs, events or API responses:
+APIs show `mask()`.
 """
 from __future__ import annotations
 
 from functools import lru_cache
 
 from cryptography.fernet import Fernet, InvalidToken, MultiFernet
+from sqlalchemy import Table, and_, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from payloop.settings import platform_settings
 
@@ -42,7 +45,10 @@ class SecretBox:
 
     def rotate(self, token: str) -> str:
         """The same secret, re-encrypted with the newest key."""
-        return self._fernet.rotate(token.encode()).decode()
+        try:
+            return self._fernet.rotate(token.encode()).decode()
+        except InvalidToken:
+            raise SecretError("cannot re-encrypt: the value was encrypted with a key no longer configured") from None
 
 
 def mask(plain: str | None) -> str | None:
@@ -61,3 +67,24 @@ def secret_box() -> SecretBox:
             raise SecretError("PAYLOOP_ENCRYPTION_KEYS must be set in production")
         keys = [DEV_KEY]
     return SecretBox(keys)
+
+
+async def rotate_column(session: AsyncSession, table: Table, column: str, *, tenant_id: str | None = None,
+                        box: SecretBox | None = None) -> int:
+    """Re-encrypt every stored value of `table.column` with the newest key; returns how many.
+
+    `tenant_id` limits it to one tenant's rows (a tenant admin's request); without it every row is
+    rewritten (an operator's run). Rows are locked while they are rewritten, so a value written
+    meanwhile is not replaced by an older one. The caller's transaction commits the lot, so a run
+    that fails rotates nothing and can simply be repeated.
+    """
+    box = box or secret_box()
+    keys, value = list(table.primary_key.columns), table.c[column]
+    query = select(*keys, value).where(value.is_not(None)).with_for_update()
+    if tenant_id is not None:
+        query = query.where(table.c.tenant_id == tenant_id)
+    rows = (await session.execute(query)).all()
+    for row in rows:
+        await session.execute(update(table).where(and_(*(key == row[i] for i, key in enumerate(keys))))
+                              .values({column: box.rotate(row[-1])}))
+    return len(rows)

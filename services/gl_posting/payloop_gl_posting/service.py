@@ -8,13 +8,14 @@ from payloop_gl_posting.api import router
 from payloop_gl_posting.handlers import HANDLERS
 from payloop_gl_posting.models import metadata
 from payloop_gl_posting.posting import posting_loop
+from payloop_gl_posting.secrets_rotation import router as secrets_router
 
 SERVICE = ServiceDefinition(
     name="gl_posting",
     description="GL posting: accounting connections, account mapping, the posting journal and its exceptions",
     metadata=metadata,
     migrations_dir=Path(__file__).parent / "migrations",
-    routers=[tenant_replica.router, router],
+    routers=[tenant_replica.router, router, secrets_router],
     handlers=HANDLERS,
     background=[posting_loop],
 )

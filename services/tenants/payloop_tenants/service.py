@@ -8,6 +8,7 @@ from payloop_tenants.api import router as tenants_router
 from payloop_tenants.audit.api import router as audit_router
 from payloop_tenants.audit.handlers import store_audit_entry
 from payloop_tenants.models import metadata
+from payloop_tenants.secrets_rotation import router as secrets_router
 from payloop_tenants.webhooks.api import router as webhooks_router
 from payloop_tenants.webhooks.fanout import fan_out
 from payloop_tenants.webhooks.schemas import SUBSCRIBABLE_TYPES
@@ -22,7 +23,7 @@ SERVICE = ServiceDefinition(
                 "Publishes tenant.updated and webhook_endpoint.disabled",
     metadata=metadata,
     migrations_dir=Path(__file__).parent / "migrations",
-    routers=[tenants_router, webhooks_router, audit_router],
+    routers=[tenants_router, webhooks_router, audit_router, secrets_router],
     handlers=HANDLERS,
     background=[WebhookSender().run],
 )
