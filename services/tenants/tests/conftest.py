@@ -52,6 +52,7 @@ class Received:
 class Receiver:
     fail_first: int = 0
     always_fail: bool = False
+    fail_status: int = 503
     requests: list[Received] = field(default_factory=list)
     accepted: list[Received] = field(default_factory=list)
     port: int = 0
@@ -65,7 +66,7 @@ class Receiver:
         received = Received({k.lower(): v for k, v in request.headers.items()}, await request.read())
         self.requests.append(received)
         if self.always_fail or len(self.requests) <= self.fail_first:
-            return web.Response(status=503, text="receiver down for maintenance")
+            return web.Response(status=self.fail_status, text="receiver down for maintenance")
         self.accepted.append(received)
         return web.Response(status=200, text="ok")
 

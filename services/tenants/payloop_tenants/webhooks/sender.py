@@ -26,6 +26,7 @@ from payloop.events import new_event
 
 from payloop_tenants.models import WebhookAttempt, WebhookDelivery, WebhookEndpoint, WebhookMessage
 from payloop_tenants.webhooks import repository
+from payloop_tenants.webhooks.destinations import UnsafeDestination, check_destination
 from payloop_tenants.webhooks.schedule import RETRY_SCHEDULE, delay_after
 from payloop_tenants.webhooks.service import PRODUCER, active_secrets
 from payloop_tenants.webhooks.signing import signature_header
@@ -107,8 +108,11 @@ class WebhookSender:
         error: str | None = None
         clock = time.perf_counter()
         try:
+            await check_destination(endpoint.url)
             response = await http.post(endpoint.url, content=body, headers=signed)
             status, excerpt = response.status_code, response.text[:EXCERPT_CHARS]
+        except UnsafeDestination as exc:
+            error = f"not sent: {exc}"[:EXCERPT_CHARS]
         except httpx.HTTPError as exc:
             error = f"{type(exc).__name__}: {exc}"[:EXCERPT_CHARS]
         duration_ms = round((time.perf_counter() - clock) * 1000)
@@ -123,19 +127,25 @@ class WebhookSender:
             return True
         log.info("webhooks.delivery.failed", tenant_id=delivery.tenant_id, endpoint_id=str(endpoint.id),
                  delivery_id=str(delivery.id), attempt=delivery.attempts, status=status, error=error)
+        if status == 410:
+            # Gone: the partner says the endpoint no longer exists; retrying for days would only knock on it.
+            await self._give_up(session, endpoint, delivery,
+                                f"the endpoint answered 410 Gone to delivery {delivery.id}; re-enable to resume")
+            return False
         delay = delay_after(delivery.attempts, self.schedule)
         if delay is not None:
             delivery.next_attempt_at = datetime.now(UTC) + delay
         else:
-            await self._give_up(session, endpoint, delivery)
+            await self._give_up(session, endpoint, delivery,
+                                f"delivery {delivery.id} failed {delivery.attempts} times over "
+                                f"{sum(self.schedule, timedelta())}; re-enable to resume")
         return False
 
-    async def _give_up(self, session: AsyncSession, endpoint: WebhookEndpoint, delivery: WebhookDelivery) -> None:
+    async def _give_up(self, session: AsyncSession, endpoint: WebhookEndpoint, delivery: WebhookDelivery,
+                       reason: str) -> None:
         now = datetime.now(UTC)
         delivery.status, delivery.finished_at = "failed", now
-        endpoint.status = "disabled"
-        endpoint.disabled_reason = (f"delivery {delivery.id} failed {delivery.attempts} times over "
-                                    f"{sum(self.schedule, timedelta())}; re-enable to resume")
+        endpoint.status, endpoint.disabled_reason = "disabled", reason
         await session.flush()
         await outbox.publish(session, new_event(
             "webhook_endpoint.disabled", tenant_id=endpoint.tenant_id, producer=PRODUCER,

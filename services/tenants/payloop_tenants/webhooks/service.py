@@ -15,6 +15,7 @@ from payloop.settings import platform_settings
 
 from payloop_tenants.models import WebhookDelivery, WebhookEndpoint
 from payloop_tenants.webhooks import repository
+from payloop_tenants.webhooks.destinations import UnsafeDestination, check_destination
 from payloop_tenants.webhooks.schemas import EndpointCreate, EndpointOut, EndpointUpdate, EndpointWithSecret
 from payloop_tenants.webhooks.signing import new_secret
 
@@ -22,10 +23,14 @@ PRODUCER = "tenants"
 MAX_REPLAY = 10_000
 
 
-def _require_https(url: str) -> None:
+async def _check_url(url: str) -> None:
     # Plain http only in dev and tests, where partners are local receivers.
     if platform_settings().env == "prod" and not url.startswith("https://"):
         raise Problem(422, "Invalid input", "webhook endpoints must use https")
+    try:
+        await check_destination(url)
+    except UnsafeDestination as exc:
+        raise Problem(422, "Invalid input", f"webhook endpoints must be on the public internet: {exc}") from None
 
 
 def active_secrets(endpoint: WebhookEndpoint, now: datetime) -> list[str]:
@@ -53,7 +58,7 @@ async def _owned(session: AsyncSession, principal: Principal, endpoint_id: UUID)
 
 
 async def create(session: AsyncSession, principal: Principal, body: EndpointCreate) -> EndpointOut:
-    _require_https(body.url)
+    await _check_url(body.url)
     secret = new_secret()
     endpoint = WebhookEndpoint(id=uuid7(), tenant_id=principal.tenant_id, url=body.url,
                                description=body.description, event_types=body.event_types, status="enabled",
@@ -70,7 +75,7 @@ async def update(session: AsyncSession, principal: Principal, endpoint_id: UUID,
     endpoint = await _owned(session, principal, endpoint_id)
     changes = body.model_dump(exclude_unset=True, exclude_none=True)
     if "url" in changes:
-        _require_https(changes["url"])
+        await _check_url(changes["url"])
     for key, value in changes.items():
         setattr(endpoint, key, value)
     if changes.get("status") == "enabled":
