@@ -1,0 +1,95 @@
+"""Fixtures of the end-to-end tests: localstripe, the outside world and one platform of six service
+processes for the whole folder (each test onboards an MSP of its own), and a fresh ConnectWise per test."""
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import pytest_asyncio
+
+from payloop.embedded import free_port, port_open
+from payloop.simulators.connectwise import ConnectWiseSimulator
+
+# The harness lives beside the tests (the importlib import mode puts no test folder on sys.path).
+sys.path.insert(0, str(Path(__file__).parent))
+from e2e_harness import Msp, PartnerReceiver, Platform, World  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def localstripe(tmp_path_factory):
+    port = free_port()
+    process = subprocess.Popen([str(Path(sys.executable).parent / "localstripe"), "--port", str(port),
+                                "--from-scratch"], cwd=tmp_path_factory.mktemp("e2e-localstripe"),
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        for _ in range(400):
+            if port_open("127.0.0.1", port):
+                break
+            if process.poll() is not None:
+                raise RuntimeError("localstripe exited")
+            time.sleep(0.05)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        process.terminate()
+        process.wait(10)
+
+
+@pytest_asyncio.fixture(scope="session")
+async def world(infra, localstripe):
+    world = await World.start(localstripe, infra.root)
+    try:
+        yield world
+    finally:
+        await world.stop()
+
+
+@pytest_asyncio.fixture(scope="session")
+async def platform(infra, world):
+    platform = Platform(infra, world)
+    try:
+        await platform.start()
+        yield platform
+    finally:
+        platform.stop()
+
+
+@pytest_asyncio.fixture
+async def partner():
+    receiver = await PartnerReceiver().start()
+    try:
+        yield receiver
+    finally:
+        await receiver.stop()
+
+
+@pytest_asyncio.fixture
+async def cw():
+    """A small seeded book (four companies, a month each) on a free port of this event loop."""
+    sim = ConnectWiseSimulator(companies=4, months=1)
+    await sim.start(free_port())
+    try:
+        yield sim
+    finally:
+        await sim.stop()
+
+
+@pytest_asyncio.fixture
+async def msp(platform, cw, partner, request):
+    msp = Msp(platform, cw, partner)
+    await msp.onboard()
+    yield msp
+    report = getattr(request.node, "rep_call", None)
+    if report is not None and report.failed:  # the services' own account of what went wrong
+        for name in platform.procs:
+            print(f"--- {name} ---\n{platform.log_tail(name)}")
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    report = outcome.get_result()
+    if report.when == "call":
+        item.rep_call = report

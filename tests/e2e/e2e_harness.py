@@ -1,0 +1,426 @@
+"""The whole platform for end-to-end tests: six service processes on the test session's PostgreSQL and
+broker, and the outside world on loopback (ConnectWise and QuickBooks simulators in-process, localstripe
+behind a Stripe front that adds payouts, an SMTP sink, and a partner's webhook receiver).
+
+Services are real processes started like `payloop dev` starts them (`tests/e2e/serve.py` only gives
+each platform its own consumer groups), so a test can SIGKILL one and start it again on the same
+database and group.
+"""
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import hmac
+import importlib
+import json
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime
+from pathlib import Path
+from typing import Any, Awaitable, Callable
+from urllib.parse import parse_qs, urlparse
+
+import httpx
+import uvicorn
+from aiohttp import ClientSession, web
+
+from payloop.auth import mint_token
+from payloop.embedded import free_port
+from payloop.services import SERVICES
+from payloop.simulators import quickbooks
+from payloop.simulators.connectwise import CLIENT_ID, COMPANY_ID, PRIVATE_KEY, PUBLIC_KEY, ConnectWiseSimulator
+from payloop.simulators.stripe_extras import StripeExtras
+
+HERE = Path(__file__).parent
+STRIPE_KEY = "sk_test_payloop_e2e"
+
+
+async def wait_for(predicate: Callable[[], Awaitable[Any]], what: str, timeout: float = 60.0,
+                   interval: float = 0.2) -> Any:
+    """Poll until `predicate()` is truthy. The timeout only bounds a broken run; nothing asserts on time."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = await predicate()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError(f"gave up waiting for {what}")
+        await asyncio.sleep(interval)
+
+
+# --- outside systems ---------------------------------------------------------------------------------
+
+class StripeFront:
+    """localstripe, plus the payouts and balance transactions it lacks (payloop.simulators.stripe_extras),
+    behind one base URL: the payments service knows a single Stripe API address."""
+
+    def __init__(self, localstripe: str):
+        self.localstripe = localstripe
+        self.extras = StripeExtras(port=free_port())
+        self._runner: web.AppRunner | None = None
+        self._http: ClientSession | None = None
+
+    @property
+    def url(self) -> str:
+        return self.extras.url
+
+    async def start(self) -> "StripeFront":
+        app = self.extras.app()  # its routes match first; everything else goes to localstripe
+        app.router.add_route("*", "/{tail:.*}", self._forward)
+        self._http = ClientSession()
+        self._runner = web.AppRunner(app)
+        await self._runner.setup()
+        await web.TCPSite(self._runner, self.extras.host, self.extras.port).start()
+        return self
+
+    async def _forward(self, request: web.Request) -> web.Response:
+        headers = {k: v for k, v in request.headers.items() if k.lower() not in ("host", "content-length")}
+        async with self._http.request(request.method, self.localstripe + request.path_qs, headers=headers,
+                                      data=await request.read()) as answer:
+            return web.Response(status=answer.status, body=await answer.read(),
+                                content_type=answer.content_type)
+
+    async def payout(self, transactions: list[dict]) -> dict:
+        """Book a payout of these balance transactions; returns the payout and Stripe's `payout.paid` event."""
+        async with self._http.post(f"{self.url}/_sim/payouts", json={
+                "currency": "usd", "arrival_date": int(time.time()), "transactions": transactions}) as answer:
+            return await answer.json()
+
+    async def stop(self) -> None:
+        if self._runner:
+            await self._runner.cleanup()
+        if self._http:
+            await self._http.close()
+
+
+def stripe_signature(body: bytes, secret: str) -> str:
+    stamp = int(time.time())
+    mac = hmac.new(secret.encode(), f"{stamp}.".encode() + body, hashlib.sha256).hexdigest()
+    return f"t={stamp},v1={mac}"
+
+
+class InProcessApp:
+    """An ASGI simulator served by uvicorn on a free port of the test's event loop."""
+
+    def __init__(self, app):
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self._server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning",
+                                                     lifespan="off"))
+        self._task: asyncio.Task | None = None
+
+    async def start(self) -> "InProcessApp":
+        self._task = asyncio.create_task(self._server.serve())
+        while not self._server.started:
+            await asyncio.sleep(0.02)
+        return self
+
+    async def stop(self) -> None:
+        self._server.should_exit = True
+        await self._task
+
+
+@dataclass
+class PartnerReceiver:
+    """A partner's webhook endpoint that verifies Standard Webhooks signatures as a partner would."""
+
+    secret: str = ""
+    received: list[dict] = field(default_factory=list)
+    rejected: list[str] = field(default_factory=list)
+    port: int = field(default_factory=free_port)
+    _runner: web.AppRunner | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/hooks"
+
+    async def start(self) -> "PartnerReceiver":
+        app = web.Application()
+        app.router.add_post("/hooks", self._receive)
+        self._runner = web.AppRunner(app)
+        await self._runner.setup()
+        await web.TCPSite(self._runner, "127.0.0.1", self.port).start()
+        return self
+
+    async def _receive(self, request: web.Request) -> web.Response:
+        body = await request.read()
+        problem = verify_standard_webhook(self.secret, request.headers, body)
+        if problem:
+            self.rejected.append(problem)
+            return web.Response(status=400, text=problem)
+        self.received.append(json.loads(body))
+        return web.Response(status=204)
+
+    def of_type(self, event_type: str, tenant: str) -> list[dict]:
+        return [e for e in self.received if e["type"] == event_type and e["tenant_id"] == tenant]
+
+    async def stop(self) -> None:
+        if self._runner:
+            await self._runner.cleanup()
+
+
+def verify_standard_webhook(secret: str, headers, body: bytes) -> str | None:
+    """None when `webhook-signature` holds a valid v1 signature of id.timestamp.body within 5 minutes."""
+    msg_id, stamp = headers.get("webhook-id"), headers.get("webhook-timestamp")
+    if not msg_id or not stamp or not secret:
+        return "missing webhook headers or secret"
+    if abs(time.time() - int(stamp)) > 300:
+        return "timestamp outside the tolerance"
+    key = base64.b64decode(secret.removeprefix("whsec_"))
+    expected = base64.b64encode(hmac.new(key, f"{msg_id}.{stamp}.".encode() + body, hashlib.sha256).digest()).decode()
+    offered = [part.partition(",")[2] for part in headers.get("webhook-signature", "").split()]
+    return None if any(hmac.compare_digest(expected, sig) for sig in offered) else "bad signature"
+
+
+@dataclass
+class World:
+    """The outside systems one platform talks to."""
+
+    stripe: StripeFront
+    stripe_webhook_secret: str
+    qbo_sim: quickbooks.Simulator
+    qbo: InProcessApp
+    smtp_port: int
+    smtp_web: str
+    smtp: subprocess.Popen
+
+    @classmethod
+    async def start(cls, localstripe: str, root: Path) -> "World":
+        stripe = await StripeFront(localstripe).start()
+        qbo_sim = quickbooks.Simulator()
+        qbo = await InProcessApp(quickbooks.create_app(qbo_sim)).start()
+        smtp_port, web_port = free_port(), free_port()
+        smtp = subprocess.Popen([sys.executable, "-m", "payloop.simulators.smtp_sink", "--port", str(web_port),
+                                 "--smtp-port", str(smtp_port)], stdout=open(root / "smtp-sink.log", "ab"),
+                                stderr=subprocess.STDOUT)
+        return cls(stripe, "whsec_" + uuid.uuid4().hex, qbo_sim, qbo, smtp_port, f"http://127.0.0.1:{web_port}", smtp)
+
+    async def stop(self) -> None:
+        await self.stripe.stop()
+        await self.qbo.stop()
+        self.smtp.terminate()
+        self.smtp.wait(10)
+
+
+# --- the platform --------------------------------------------------------------------------------------
+
+@dataclass
+class Platform:
+    infra: Any
+    world: World
+    run: str = field(default_factory=lambda: uuid.uuid4().hex[:8])
+    ports: dict[str, int] = field(default_factory=dict)
+    databases: dict[str, str] = field(default_factory=dict)
+    procs: dict[str, subprocess.Popen] = field(default_factory=dict)
+    logs: Path | None = None
+
+    def env(self) -> dict[str, str]:
+        qbo, world = self.world.qbo.url, self.world
+        return {
+            **self.infra.env(),
+            **{spec.database_url_env: self.databases[spec.name] for spec in SERVICES},
+            # Whatever other tests left in this process's environment, these processes get ours.
+            "PAYLOOP_RUN_CONSUMERS": "true", "PAYLOOP_RUN_RELAY": "true", "PAYLOOP_LOG_JSON": "true",
+            "PAYLOOP_CONSUMER_SESSION_TIMEOUT_MS": "6000",
+            "PAYLOOP_STRIPE_API_BASE": world.stripe.url, "PAYLOOP_STRIPE_API_KEY": STRIPE_KEY,
+            "PAYLOOP_STRIPE_WEBHOOK_SECRET": world.stripe_webhook_secret,
+            "PAYLOOP_PAYMENTS_RUN_SCHEDULER": "true", "PAYLOOP_PAYMENTS_SCHEDULER_INTERVAL_S": "0.5",
+            "PAYLOOP_PAYMENTS_PUBLIC_URL": self.url("payments"),
+            "PAYLOOP_GL_QUICKBOOKS_API_BASE": qbo, "PAYLOOP_GL_QUICKBOOKS_AUTH_URL": f"{qbo}/connect/oauth2",
+            "PAYLOOP_GL_QUICKBOOKS_TOKEN_URL": f"{qbo}/oauth2/v1/tokens/bearer",
+            "PAYLOOP_GL_POLL_INTERVAL_S": "0.2", "PAYLOOP_GL_DEPENDENCY_RETRY_S": "0.3",
+            "PAYLOOP_GL_TRANSIENT_RETRY_S": "0.5", "PAYLOOP_GL_HTTP_TIMEOUT_S": "5",
+            "PAYLOOP_COLLECTIONS_SMTP_PORT": str(world.smtp_port),
+            "PAYLOOP_COLLECTIONS_CHECKOUT_BASE_URL": f"{self.url('payments')}/checkout",
+            "PAYLOOP_COLLECTIONS_PUBLIC_BASE_URL": self.url("collections"),
+        }
+
+    def url(self, name: str) -> str:
+        return f"http://127.0.0.1:{self.ports[name]}"
+
+    async def start(self) -> "Platform":
+        self.logs = self.infra.root / f"e2e-{self.run}"
+        self.logs.mkdir()
+        for spec in SERVICES:
+            definition = importlib.import_module(f"{spec.module}.service").SERVICE
+            self.databases[spec.name] = await self.infra.fresh_database(spec.name, definition.migrations_dir)
+            self.ports[spec.name] = free_port()
+        for spec in SERVICES:
+            self.spawn(spec.name)
+        await self.wait_ready(*self.ports)
+        return self
+
+    def spawn(self, name: str) -> None:
+        log = open(self.logs / f"{name}.log", "ab")
+        self.procs[name] = subprocess.Popen(
+            [sys.executable, str(HERE / "serve.py"), name, self.run, "serve", "--port", str(self.ports[name])],
+            env=self.env(), stdout=log, stderr=subprocess.STDOUT)
+
+    async def wait_ready(self, *names: str) -> None:
+        async with httpx.AsyncClient(timeout=2) as http:
+            for name in names:
+                async def ready(name=name) -> bool:
+                    if self.procs[name].poll() is not None:
+                        raise AssertionError(f"{name} exited with {self.procs[name].returncode}:\n{self.log_tail(name)}")
+                    try:
+                        return (await http.get(f"{self.url(name)}/readyz")).status_code == 200
+                    except httpx.HTTPError:
+                        return False
+                await wait_for(ready, f"{name} to be ready", timeout=90)
+
+    def kill(self, name: str) -> None:
+        """SIGKILL: no shutdown hook runs, whatever was in flight is cut off."""
+        self.procs[name].send_signal(signal.SIGKILL)
+        self.procs[name].wait(10)
+
+    async def restart(self, name: str) -> None:
+        self.spawn(name)
+        await self.wait_ready(name)
+
+    def log_tail(self, name: str, lines: int = 40) -> str:
+        path = self.logs / f"{name}.log"
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:]) if path.exists() else ""
+
+    def stop(self) -> None:
+        for proc in self.procs.values():
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        for proc in self.procs.values():
+            try:
+                proc.wait(30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(5)
+
+    def api(self, name: str, tenant: str) -> httpx.AsyncClient:
+        token = mint_token(tenant, ["admin"])
+        return httpx.AsyncClient(base_url=self.url(name), headers={"Authorization": f"Bearer {token}"}, timeout=30)
+
+
+# --- one MSP on the platform ----------------------------------------------------------------------------
+
+@dataclass
+class Msp:
+    """A tenant with its PSA (a ConnectWise simulator of its own), QuickBooks company and a partner endpoint."""
+
+    platform: Platform
+    cw: ConnectWiseSimulator
+    partner: PartnerReceiver
+    tenant: str = field(default_factory=lambda: f"e2e-{uuid.uuid4().hex[:8]}")
+    realm: str = ""
+    connection_id: str = ""
+
+    def api(self, name: str) -> httpx.AsyncClient:
+        return self.platform.api(name, self.tenant)
+
+    async def onboard(self) -> None:
+        """Profile, partner endpoint, QuickBooks (consent, connection, mapping) and the PSA connection."""
+        async with self.api("tenants") as tenants:
+            answer = await tenants.put(f"/v1/tenants/{self.tenant}", json={
+                "name": "E2E MSP", "timezone": "UTC", "currency": "USD"})
+            assert answer.status_code < 300, answer.text
+            answer = await tenants.post("/v1/webhook-endpoints", json={
+                "url": self.partner.url, "description": "partner", "event_types": ["payment.settled", "payout.paid"]})
+            assert answer.status_code == 201, answer.text
+            self.partner.secret = answer.json()["secret"]
+        await self.connect_quickbooks()
+        async with self.api("psa_ingest") as psa:
+            answer = await psa.post("/v1/psa/connections", json={
+                "source": "connectwise", "name": "CW", "base_url": self.cw.api_url, "poll_interval_s": 3600,
+                "credentials": {"company_id": COMPANY_ID, "public_key": PUBLIC_KEY, "private_key": PRIVATE_KEY,
+                                "client_id": CLIENT_ID},
+                "settings": {"backoff_initial_s": 0.05, "timeout_s": 5}})
+            assert answer.status_code == 201, answer.text
+            self.connection_id = answer.json()["id"]
+
+    async def connect_quickbooks(self) -> None:
+        qbo = self.platform.world.qbo.url
+        self.realm = self.platform.world.qbo_sim.create_company(f"{self.tenant} books").realm_id
+        async with httpx.AsyncClient(base_url=qbo) as http:
+            consent = await http.get("/connect/oauth2", params={
+                "client_id": "payloop-dev", "redirect_uri": "http://127.0.0.1/cb", "response_type": "code",
+                "scope": "com.intuit.quickbooks.accounting", "state": "e2e", "realmId": self.realm})
+            code = parse_qs(urlparse(consent.headers["location"]).query)["code"][0]
+        async with self.api("gl_posting") as gl:
+            answer = await gl.put("/v1/gl/connection", json={"system": "quickbooks", "company_id": self.realm,
+                                                               "authorization_code": code,
+                                                               "redirect_uri": "http://127.0.0.1/cb"})
+            assert answer.status_code == 202, answer.text
+
+            async def connected():
+                return (await gl.get("/v1/gl/connection")).json()["status"] == "connected"
+            await wait_for(connected, "gl_posting to connect to QuickBooks")
+            accounts = await self.qbo_accounts()
+            items = (await self.books())["entities"]["Item"]
+            answer = await gl.put("/v1/gl/account-mapping", json={
+                "clearing_account_id": accounts["Undeposited Funds"]["Id"],
+                "bank_account_id": accounts["Checking"]["Id"],
+                "fee_account_id": accounts["Merchant Processing Fees"]["Id"],
+                "refunds_account_id": accounts["Refunds and Chargebacks"]["Id"], "refund_item_id": items[0]["Id"]})
+            assert answer.status_code == 200, answer.text
+
+    async def books(self) -> dict:
+        async with httpx.AsyncClient(base_url=self.platform.world.qbo.url) as http:
+            return (await http.get(f"/_sim/companies/{self.realm}")).json()
+
+    async def qbo_accounts(self) -> dict[str, dict]:
+        return {a["Name"]: a for a in (await self.books())["entities"]["Account"]}
+
+    async def invoice_in_books(self, number: str, customer: str, amount_minor: int) -> None:
+        """The MSP's accounting already holds its PSA invoices (their own PSA-to-books integration)."""
+        async with httpx.AsyncClient(base_url=self.platform.world.qbo.url) as http:
+            answer = await http.post(f"/_sim/companies/{self.realm}/invoices", json={
+                "doc_number": number, "customer": customer, "amount": f"{amount_minor // 100}.{amount_minor % 100:02d}"})
+            assert answer.status_code == 200, answer.text
+
+    async def sync(self) -> dict:
+        async with self.api("psa_ingest") as psa:
+            answer = await psa.post(f"/v1/psa/connections/{self.connection_id}/sync", json={})
+            assert answer.status_code == 200 and answer.json()["status"] == "succeeded", answer.text
+            return answer.json()
+
+    async def psa_record(self, kind: str, external_id: str) -> dict:
+        async with self.api("psa_ingest") as psa:
+            cursor = None
+            while True:
+                page = (await psa.get("/v1/psa/records", params={"kind": kind, "limit": 500,
+                                                                 **({"cursor": cursor} if cursor else {})})).json()
+                for record in page["items"]:
+                    if record["external_id"] == external_id:
+                        return record
+                cursor = page["next_cursor"]
+                if not cursor:
+                    raise AssertionError(f"no {kind} {external_id} in psa_ingest")
+
+    async def save_card(self, client_id: str, card: str = "pm_card_visa") -> dict:
+        """What the browser does with Stripe.js: confirm the SetupIntent at Stripe, then register the method."""
+        async with self.api("payments") as payments:
+            setup = await payments.post(f"/v1/clients/{client_id}/setup-intents", json={"type": "card"})
+            assert setup.status_code == 201, setup.text
+            async with httpx.AsyncClient(base_url=self.platform.world.stripe.url,
+                                         headers={"Authorization": f"Bearer {STRIPE_KEY}"}) as stripe:
+                confirmed = await stripe.post(f"/v1/setup_intents/{setup.json()['setup_intent_id']}/confirm",
+                                              data={"payment_method": card})
+                assert confirmed.status_code == 200, confirmed.text
+            saved = await payments.post(f"/v1/clients/{client_id}/payment-methods",
+                                        json={"setup_intent_id": setup.json()["setup_intent_id"]})
+            assert saved.status_code == 201, saved.text
+            return saved.json()
+
+    async def deliver_stripe_event(self, event: dict) -> dict:
+        body = json.dumps(event).encode()
+        async with httpx.AsyncClient(base_url=self.platform.url("payments")) as http:
+            answer = await http.post("/webhooks/stripe", content=body, headers={
+                "Content-Type": "application/json",
+                "Stripe-Signature": stripe_signature(body, self.platform.world.stripe_webhook_secret)})
+            assert answer.status_code == 200, answer.text
+            return answer.json()
+
+
+def today() -> date:
+    return datetime.now(UTC).date()  # the test tenants run on UTC
