@@ -55,6 +55,11 @@ async def test_rotated_keys_leave_the_oauth_tokens_readable_with_the_new_key_alo
         answer = await client.post("/v1/admin/rotate-secrets", headers=headers)
         assert answer.status_code == 200, answer.text
         assert answer.json() == {"rotated": len(before)}
+        async with client.app.state.session_factory() as session:
+            audited = (await session.execute(text(
+                "SELECT convert_from(payload, 'UTF8')::jsonb -> 'data' FROM outbox WHERE topic = 'audit.recorded'"
+            ))).scalars().all()
+        assert [a["details"] for a in audited if a["action"] == "secrets.rotated"] == [{"rotated": len(before)}]
 
         encryption_keys(KEY_B)
         assert [SecretBox([KEY_B]).decrypt(value) for value in await columns()] == before

@@ -3,7 +3,7 @@ after `PAYLOOP_ENCRYPTION_KEYS` became "B,A", and then readable with B alone; an
 secrets are not touched by this tenant's admin."""
 import pytest
 from cryptography.fernet import Fernet
-from sqlalchemy import select
+from sqlalchemy import select, text
 
 from payloop.secrets import SecretBox, SecretError, secret_box
 from payloop.settings import platform_settings
@@ -49,6 +49,12 @@ async def test_rotated_keys_leave_every_secret_readable_with_the_new_key_alone(i
         answer = await client.post("/v1/admin/rotate-secrets", headers=owner)
         assert answer.status_code == 200, answer.text
         assert answer.json() == {"rotated": 2}
+        async with client.app.state.session_factory() as session:
+            audited = (await session.execute(text(
+                "SELECT convert_from(payload, 'UTF8')::jsonb -> 'data' FROM outbox WHERE topic = 'audit.recorded'"
+            ))).scalars().all()
+        assert [(a["action"], a["details"]) for a in audited if a["action"] == "secrets.rotated"] == [
+            ("secrets.rotated", {"rotated": 2})]
 
         encryption_keys(KEY_B)
         assert [SecretBox([KEY_B]).decrypt(v) for v in await stored(client, "rot-owner")] == plain
