@@ -10,6 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from payloop_psa_ingest.connectors import CREDENTIAL_MODELS
 from payloop_psa_ingest.connectors.autotask import DEFAULT_URL as DEFAULT_AUTOTASK_URL, AutotaskCredentials
 from payloop_psa_ingest.connectors.connectwise import ConnectWiseCredentials
+from payloop_psa_ingest.connectors.halopsa import HaloCredentials
 
 DEFAULT_URLS = {
     "connectwise": "https://api-na.myconnectwise.net/v4_6_release/apis/3.0",
@@ -32,13 +33,13 @@ class ConnectionSettings(BaseModel):
 
 
 class ConnectionCreate(BaseModel):
-    source: Literal["connectwise", "autotask"] = "connectwise"
+    source: Literal["connectwise", "autotask", "halopsa"] = "connectwise"
     name: str = Field("PSA", min_length=1, max_length=200)
     base_url: str | None = Field(None, description="The PSA's API root (ConnectWise: "
                                  "https://api-na.myconnectwise.net/v4_6_release/apis/3.0; Autotask: the zone "
-                                 "discovery root, https://webservices.autotask.net/ATServicesRest/V1.0); "
-                                 "defaults to the vendor's")
-    credentials: ConnectWiseCredentials | AutotaskCredentials = Field(
+                                 "discovery root, https://webservices.autotask.net/ATServicesRest/V1.0; HaloPSA: the "
+                                 "instance root serving /auth and /api, required); defaults to the vendor's")
+    credentials: ConnectWiseCredentials | AutotaskCredentials | HaloCredentials = Field(
         description="The vendor's credential fields (see the schema of each vendor)")
     settings: ConnectionSettings = Field(default_factory=ConnectionSettings)
     poll_interval_s: int = Field(300, ge=5, le=86_400, description="Incremental sync every this many seconds")
@@ -54,6 +55,8 @@ class ConnectionCreate(BaseModel):
     def _fits_the_source(self) -> "ConnectionCreate":
         if not isinstance(self.credentials, CREDENTIAL_MODELS[self.source]):
             raise ValueError(f"credentials are not {self.source} credentials")
+        if self.base_url is None and self.source not in DEFAULT_URLS:
+            raise ValueError(f"a {self.source} connection needs its instance's base_url")
         self.base_url = self.base_url or DEFAULT_URLS[self.source]
         return self
 

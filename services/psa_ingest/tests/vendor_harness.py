@@ -7,8 +7,17 @@ from __future__ import annotations
 
 import json
 from decimal import Decimal
+from pathlib import Path
 
-from payloop.simulators import autotask
+from payloop.simulators import autotask, halopsa
+
+
+SPECS = Path(__file__).resolve().parents[3] / "specs"
+
+
+def halo_fields(name: str) -> set[str]:
+    """The field names of one of Halo's example objects (specs/halopsa/*.json)."""
+    return set(json.loads((SPECS / "halopsa" / f"{name}.json").read_text())[0])
 
 
 def minor(value) -> int:
@@ -84,6 +93,9 @@ class AutotaskHarness:
 
     writeback_fault = {"path_contains": "/Invoices", "method": "PATCH"}
 
+    def check_requests_against_spec(self) -> None:
+        """No machine-readable Autotask spec is kept (specs/SOURCES.md): nothing to check against."""
+
     def change_with_webhook(self) -> tuple[str, str]:
         """Change a record whose webhook the PSA sends; returns the event type and external id expected."""
         company = next(iter(self.sim.state["Companies"]))
@@ -99,3 +111,98 @@ class AutotaskHarness:
 
 
 HARNESSES = {"autotask": AutotaskHarness}
+
+
+class HaloHarness:
+    source = "halopsa"
+    client_listing = "/api/Client"
+    invoice_listing = "/api/Invoice"
+    edit_changes = "total_minor"
+    writeback_fault = {"path_contains": "/api/Invoice", "method": "POST"}
+
+    def __init__(self) -> None:
+        self.sim = halopsa.HaloSimulator()
+
+    def connection(self, *, wrong_secret: bool = False, **settings) -> dict:
+        return {"source": "halopsa", "name": "Sim", "base_url": self.sim.base_url, "poll_interval_s": 3600,
+                "credentials": {"client_id": halopsa.CLIENT_ID,
+                                "client_secret": "wrong-secret" if wrong_secret else halopsa.CLIENT_SECRET},
+                "settings": {"backoff_initial_s": 0.05, "page_size": 100, **settings}}
+
+    def _total(self, invoice: dict) -> int:
+        return sum(minor(line["net_amount"]) + minor(line["tax_amount"]) for line in invoice["lines"])
+
+    def invoices(self) -> dict[str, dict]:
+        out = {}
+        for invoice in self.sim.state["Invoice"].values():
+            total = self._total(invoice)
+            if total < 0:
+                continue
+            due = minor(invoice["amountdue"])
+            status = ("void" if invoice["paymentstatus"] == halopsa.VOID else "paid" if due <= 0 < total
+                      else "partially_paid" if invoice["amountpaid"] else "open")
+            out[str(invoice["id"])] = {"number": invoice["invoicenumber"], "total_minor": total,
+                                       "subtotal_minor": total - sum(minor(li["tax_amount"]) for li in invoice["lines"]),
+                                       "lines": len(invoice["lines"]), "status": status,
+                                       "agreement": bool(invoice["chid"])}
+        return out
+
+    def counts(self) -> dict[str, int]:
+        state = self.sim.state
+        return {"client.upserted": len(state["Client"]), "agreement.upserted": len(state["ClientContract"]),
+                "invoice.created": len(self.invoices()),
+                "credit_memo.created": sum(1 for i in state["Invoice"].values() if self._total(i) < 0),
+                "ticket.flagged": sum(1 for t in state["Tickets"].values()
+                                      if t["tickettype_id"] == halopsa.DISPUTE_TYPE_ID)}
+
+    def open_invoices(self) -> list[str]:
+        return [k for k, v in self.invoices().items() if v["status"] == "open" and v["agreement"]]
+
+    def edit(self, external_id: str) -> None:
+        self.sim.add_invoice_line(int(external_id), "ADJ-ONSITE", "1", "80.00", "After-hours callout")
+
+    def void(self, external_id: str) -> None:
+        self.sim.void_invoice(int(external_id))
+
+    def add(self) -> str:
+        client = next(iter(self.sim.state["Client"]))
+        return str(self.sim.new_invoice(client, [("HW-SWITCH-24", "1", "899.00", "24-port switch")])["id"])
+
+    def break_invoice(self) -> str:
+        invoice = next(i for i in self.sim.state["Invoice"].values() if self._total(i) > 0)
+        invoice["client_id"] = "not-a-number"
+        invoice["invoice_date"] = None
+        return str(invoice["id"])
+
+    def authenticated(self, request: dict) -> bool:
+        return request["path"] == "/auth/token" or request["headers"].get("authorization", "").startswith("Bearer ")
+
+    def paid_in_psa(self, external_id: str) -> bool:
+        return self.sim.state["Invoice"][int(external_id)]["paymentstatus"] == halopsa.PAID
+
+    def payments_in_psa(self, external_id: str) -> int:
+        refs = self.sim.state["Invoice"][int(external_id)]["payment_ref"] or ""
+        return sum(1 for ref in refs.split(";") if ref.strip().startswith("payloop:"))
+
+    def check_requests_against_spec(self) -> None:
+        """Our invoice updates name only fields of Halo's Invoice object."""
+        updates = [r for r in self.sim.requests if r["method"] == "POST" and r["path"] == "/api/Invoice"]
+        assert updates
+        for request in updates:
+            for item in json.loads(request["body"]):
+                assert set(item) <= halo_fields("Invoice"), set(item) - halo_fields("Invoice")
+
+    def change_with_webhook(self) -> tuple[str, str]:
+        invoice = self.open_invoices()[0]
+        self.edit(invoice)
+        return "invoice.updated", invoice
+
+    def forged_webhooks(self) -> list[tuple[bytes, dict]]:
+        body = json.dumps({"id": "forged", "event": "Invoice Updated", "object_type": "Invoice",
+                           "object_id": 1}).encode()
+        return [(body, {"authorization": halopsa.basic_auth("payloop", "guessed-password")}),
+                (body, {"authorization": "Bearer forged"}),
+                (body, {})]
+
+
+HARNESSES["halopsa"] = HaloHarness

@@ -9,9 +9,11 @@ from payloop.secrets import secret_box
 from payloop_psa_ingest.connectors.autotask import AutotaskConnector, AutotaskCredentials
 from payloop_psa_ingest.connectors.base import PsaConnector
 from payloop_psa_ingest.connectors.connectwise import ConnectWiseConnector, ConnectWiseCredentials
+from payloop_psa_ingest.connectors.halopsa import HaloConnector, HaloCredentials
 
-CONNECTORS = {"connectwise": ConnectWiseConnector, "autotask": AutotaskConnector}
-CREDENTIAL_MODELS = {"connectwise": ConnectWiseCredentials, "autotask": AutotaskCredentials}
+CONNECTORS = {"connectwise": ConnectWiseConnector, "autotask": AutotaskConnector, "halopsa": HaloConnector}
+CREDENTIAL_MODELS = {"connectwise": ConnectWiseCredentials, "autotask": AutotaskCredentials,
+                     "halopsa": HaloCredentials}
 
 
 def open_connector(source: str, base_url: str, credentials_encrypted: str,
