@@ -23,7 +23,16 @@ def _default_port(name: str) -> int:
 
 
 def main(service: ServiceDefinition, argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog=f"python -m payloop_{service.name}", description=service.description)
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] and argv[0] in service.commands:
+        _help, command = service.commands[argv[0]]
+        command(argv[1:])
+        return
+    own = "".join(f"\n  {name:10} {text}" for name, (text, _) in sorted(service.commands.items()))
+    parser = argparse.ArgumentParser(
+        prog=f"python -m payloop_{service.name}", description=service.description,
+        epilog=f"service commands (each has --help):{own}" if own else None,
+        formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
     serve = sub.add_parser("serve", help="run the API, the outbox relay and the consumers")
     serve.add_argument("--port", type=int, default=_default_port(service.name))

@@ -42,6 +42,8 @@ class ServiceDefinition:
     # Extra background loops (schedulers, pollers): each gets (app, stop event).
     background: list[Callable[[FastAPI, asyncio.Event], "asyncio.Future | object"]] = field(default_factory=list)
     version: str = "0.1.0"
+    # The service's own subcommands of `python -m payloop_<name>`: name -> (help, function of argv).
+    commands: dict[str, tuple[str, Callable[[list[str]], object]]] = field(default_factory=dict)
     # Tests run several copies of a service against one broker; each gets its own group.
     consumer_group: str | None = None
 

@@ -10,6 +10,12 @@ from payloop_reporting.dead_letters import watch_dead_letters
 from payloop_reporting.handlers import HANDLERS
 from payloop_reporting.models import metadata
 
+def _rebuild(argv: list[str]) -> None:
+    from payloop_reporting.rebuild import cli  # only the command needs the replay machinery
+
+    cli(argv)
+
+
 SERVICE = ServiceDefinition(
     name="reporting",
     description="Reporting: read models of aging, DSO and collection status, and the dashboard",
@@ -18,4 +24,5 @@ SERVICE = ServiceDefinition(
     routers=[tenant_replica.router, router, dashboard_router],
     handlers=HANDLERS,
     background=[watch_dead_letters],
+    commands={"rebuild": ("rebuild the read models by replaying every topic", _rebuild)},
 )
