@@ -2,7 +2,9 @@
 
 New routes are covered automatically: nothing here names a route.
 """
+import json
 import re
+import uuid
 from datetime import UTC, datetime, timedelta
 
 import jwt
@@ -11,11 +13,17 @@ import pytest
 from payloop.events import new_event
 from payloop.settings import platform_settings
 from payloop.tenant_replica import apply_tenant_updated
+from payloop.embedded import free_port
 from payloop.events.catalogue import CATALOGUE
+from payloop.secrets import secret_box
+from payloop.simulators.connectwise import CLIENT_ID as CW_CLIENT_ID, COMPANY_ID as CW_COMPANY_ID
+from payloop.simulators.connectwise import PRIVATE_KEY as CW_PRIVATE_KEY, PUBLIC_KEY as CW_PUBLIC_KEY
+from payloop.simulators.connectwise import ConnectWiseSimulator
 from payloop.testing.plugin import running_service
 from payloop_collections.service import SERVICE as COLLECTIONS
 from payloop_gl_posting.service import SERVICE as GL_POSTING
 from payloop_payments.service import SERVICE as PAYMENTS
+from payloop_psa_ingest.models import Connection as PsaConnection
 from payloop_psa_ingest.service import SERVICE as PSA_INGEST
 from payloop_reporting.service import SERVICE as REPORTING
 from payloop_tenants.service import SERVICE as TENANTS
@@ -101,7 +109,29 @@ async def seed_tenants(client) -> dict[str, str]:
 # remove them). A path parameter without a seed gets an unknown id, and then the owner may get 404
 # too, as for ids in a request body of a service without a seeder: add a seeder when a service adds
 # routes with ids, so the owner's success is checked as well.
-SEEDERS = {"tenants": seed_tenants}
+_psa_simulator: list = []
+
+
+async def seed_psa_ingest(client) -> dict[str, str]:
+    """The owner's connection to an (empty) ConnectWise simulator, stored never due for polling, so the
+    owner's test, sync and webhook calls reach a real PSA and run only when asked."""
+    if not _psa_simulator:  # one per test session, on its event loop
+        simulator = ConnectWiseSimulator(seeded=False)
+        await simulator.start(free_port())
+        _psa_simulator.append(simulator)
+    credentials = {"company_id": CW_COMPANY_ID, "public_key": CW_PUBLIC_KEY, "private_key": CW_PRIVATE_KEY,
+                   "client_id": CW_CLIENT_ID}
+    connection_id = uuid.uuid4()
+    async with client.app.state.session_factory() as session, session.begin():
+        session.add(PsaConnection(
+            id=connection_id, tenant_id=OWNER, source="connectwise", name="Seeded",
+            base_url=_psa_simulator[0].api_url, credentials_encrypted=secret_box().encrypt(json.dumps(credentials)),
+            credentials_hint={}, settings={"max_attempts": 1}, status="active", cursors={}, webhook_ids=[],
+            poll_interval_s=3600, next_sync_at=None))
+    return {"connection_id": str(connection_id)}
+
+
+SEEDERS = {"tenants": seed_tenants, "psa_ingest": seed_psa_ingest}
 
 
 def _admin(tenant: str) -> dict[str, str]:
