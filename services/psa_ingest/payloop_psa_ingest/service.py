@@ -4,7 +4,7 @@ from pathlib import Path
 from payloop import tenant_replica
 from payloop.service import ServiceDefinition
 
-from payloop_psa_ingest import api, webhooks
+from payloop_psa_ingest import api, secrets_rotation, webhooks
 from payloop_psa_ingest.background import psa_background
 from payloop_psa_ingest.models import metadata
 from payloop_psa_ingest.writeback import on_payment_refunded, on_payment_settled
@@ -14,7 +14,7 @@ SERVICE = ServiceDefinition(
     description="PSA ingestion: connections, sync, clients, agreements and invoices as in the PSA, payment write-back",
     metadata=metadata,
     migrations_dir=Path(__file__).parent / "migrations",
-    routers=[tenant_replica.router, api.router, webhooks.router],
+    routers=[tenant_replica.router, api.router, webhooks.router, secrets_rotation.router],
     handlers={
         "tenant.updated": tenant_replica.apply_tenant_updated,
         "payment.settled": on_payment_settled,

@@ -14,6 +14,7 @@ from fastapi import APIRouter, Request
 from sqlalchemy.dialects.postgresql import insert
 
 from payloop.problems import PROBLEM_JSON, Problem
+from payloop.ratelimit import RateLimiter, rate_limited
 
 from payloop_psa_ingest import repository
 from payloop_psa_ingest.connectors import open_connector
@@ -24,13 +25,19 @@ log = structlog.get_logger(__name__)
 
 router = APIRouter(tags=["psa webhooks"])
 
+# Checked before any database or signature work, so a flood of forged callbacks costs little.
+# A PSA sends a few callbacks per change; a burst of 200 per source absorbs a bulk edit.
+_callback_limiter = RateLimiter(rate=20, burst=200)
+
 
 def _rejected() -> Problem:
     return Problem(401, "Unauthorized", "the callback could not be verified")
 
 
 @router.post("/webhooks/psa/{connection_id}", summary="PSA callback receiver (verified by the vendor's signature)",
-             responses={401: {"description": "Unverifiable callback", "content": {PROBLEM_JSON: {}}}})
+             responses={401: {"description": "Unverifiable callback", "content": {PROBLEM_JSON: {}}},
+                        429: {"description": "Too many callbacks from this source", "content": {PROBLEM_JSON: {}}}},
+             dependencies=[rate_limited(_callback_limiter)])
 async def receive(connection_id: str, request: Request) -> dict:
     body = await request.body()
     try:
