@@ -9,6 +9,9 @@ from payloop_gl_posting.handlers import HANDLERS
 from payloop_gl_posting.models import metadata
 from payloop_gl_posting.posting import posting_loop
 from payloop_gl_posting.secrets_rotation import router as secrets_router
+from payloop.secrets import rotation_command
+from payloop_gl_posting.models import Connection
+from payloop_gl_posting.secrets_rotation import SECRET_COLUMNS
 
 SERVICE = ServiceDefinition(
     name="gl_posting",
@@ -18,4 +21,6 @@ SERVICE = ServiceDefinition(
     routers=[tenant_replica.router, router, secrets_router],
     handlers=HANDLERS,
     background=[posting_loop],
+    commands={"rotate-secrets": ("re-encrypt every tenant's accounting credentials with the newest key",
+                                 rotation_command("gl_posting", [(Connection.__table__, c) for c in SECRET_COLUMNS]))},
 )

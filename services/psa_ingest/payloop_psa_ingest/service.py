@@ -8,6 +8,8 @@ from payloop_psa_ingest import api, secrets_rotation, webhooks
 from payloop_psa_ingest.background import psa_background
 from payloop_psa_ingest.models import metadata
 from payloop_psa_ingest.writeback import on_payment_refunded, on_payment_settled
+from payloop.secrets import rotation_command
+from payloop_psa_ingest.models import Connection
 
 SERVICE = ServiceDefinition(
     name="psa_ingest",
@@ -21,4 +23,6 @@ SERVICE = ServiceDefinition(
         "payment.refunded": on_payment_refunded,
     },
     background=[psa_background],
+    commands={"rotate-secrets": ("re-encrypt every tenant's PSA credentials with the newest key",
+                                 rotation_command("psa_ingest", [(Connection.__table__, "credentials_encrypted")]))},
 )

@@ -13,6 +13,8 @@ from payloop_tenants.webhooks.api import router as webhooks_router
 from payloop_tenants.webhooks.fanout import fan_out
 from payloop_tenants.webhooks.schemas import SUBSCRIBABLE_TYPES
 from payloop_tenants.webhooks.sender import WebhookSender
+from payloop.secrets import rotation_command
+from payloop_tenants.models import WebhookEndpoint
 
 HANDLERS = {type: fan_out for type in CATALOGUE.types() if type in SUBSCRIBABLE_TYPES}
 HANDLERS["audit.recorded"] = store_audit_entry
@@ -26,4 +28,7 @@ SERVICE = ServiceDefinition(
     routers=[tenants_router, webhooks_router, audit_router, secrets_router],
     handlers=HANDLERS,
     background=[WebhookSender().run],
+    commands={"rotate-secrets": ("re-encrypt every tenant's webhook secrets with the newest key", rotation_command(
+        "tenants", [(WebhookEndpoint.__table__, "secret_encrypted"),
+                    (WebhookEndpoint.__table__, "previous_secret_encrypted")]))},
 )
