@@ -15,16 +15,16 @@ import json
 import re
 from collections.abc import AsyncIterator
 from datetime import UTC, date, datetime, timedelta
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from typing import Any
 
 import httpx
 from pydantic import BaseModel, Field
 
 from payloop_psa_ingest.connectors.base import (
-    DEFAULT_LINE_KINDS, kind_from_prefix,
+    DEFAULT_LINE_KINDS, kind_from_prefix, map_page,
     Line, Page, PsaAgreement, PsaClient, PsaCreditMemo, PsaDisputeTicket, PsaError, PsaInvoice,
-    PsaRequestError, RecordedPayment, RecordError, WebhookNotice, WebhookRejected, snake, to_minor,
+    PsaRequestError, RecordedPayment, WebhookNotice, WebhookRejected, snake, to_minor,
 )
 from payloop_psa_ingest.connectors.fields import dec as _dec, day as _date, dumps_exact as _dumps, int_id as _int
 from payloop_psa_ingest.connectors.fields import text as _text
@@ -125,18 +125,7 @@ class ConnectWiseConnector:
             raise ValueError(f"unknown kind {kind!r}")
 
     def _map_page(self, kind: str, raw: list[dict], mapper) -> Page:
-        page = Page()
-        for record in raw:
-            try:
-                page.records.append(mapper(record))
-            except (KeyError, TypeError, ValueError, InvalidOperation, AttributeError) as exc:
-                page.errors.append(RecordError(kind, str(record.get("id")) if isinstance(record, dict) else None,
-                                               f"cannot map connectwise {kind} record: {type(exc).__name__}: {exc}"))
-                continue
-            updated = _updated(record)
-            if updated and (page.high_water is None or updated > page.high_water):
-                page.high_water = updated
-        return page
+        return map_page(self.source, kind, raw, mapper, _updated)
 
     async def _invoice_lines(self, invoice_ids: list[int]) -> dict[int, list[tuple[str, dict]]]:
         """Products and billed time of a page of invoices, two queries per page rather than per invoice."""
