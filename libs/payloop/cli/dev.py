@@ -137,6 +137,13 @@ class DevPlatform:
                             f"http://127.0.0.1:{self.service_port(payments)}/checkout")
         self.env.setdefault("PAYLOOP_COLLECTIONS_PUBLIC_BASE_URL", f"http://127.0.0.1:{self.service_port(collections)}")
         self.env.setdefault("PAYLOOP_PAYMENTS_PUBLIC_URL", f"http://127.0.0.1:{self.service_port(payments)}")
+        qbo, xero = f"http://127.0.0.1:{self.port(8210)}", f"http://127.0.0.1:{self.port(8211)}"
+        for name, value in (("QUICKBOOKS_API_BASE", qbo), ("QUICKBOOKS_AUTH_URL", f"{qbo}/connect/oauth2"),
+                            ("QUICKBOOKS_TOKEN_URL", f"{qbo}/oauth2/v1/tokens/bearer"),
+                            ("XERO_API_BASE", f"{xero}/api.xro/2.0"),
+                            ("XERO_AUTH_URL", f"{xero}/identity/connect/authorize"),
+                            ("XERO_TOKEN_URL", f"{xero}/connect/token"), ("XERO_CONNECTIONS_URL", f"{xero}/connections")):
+            self.env.setdefault(f"PAYLOOP_GL_{name}", value)
         if self.speed != 1:
             self.env.setdefault("PAYLOOP_COLLECTIONS_CLOCK_SPEED", str(self.speed))
 
