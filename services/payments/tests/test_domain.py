@@ -159,6 +159,6 @@ def test_ach_unauthorized_revokes_the_authorization(code):
 
 
 def test_tenant_policy_from_settings():
-    policy = RetryPolicy.from_settings({"retry_schedule_days": [2, 4]})
+    policy = RetryPolicy.from_settings({"payment_retry": {"schedule_days": [2, 4]}})
     assert policy.schedule_days == (2, 4)
     assert decide(failure("processing_error"), [], policy).next_attempt_at == T0 + timedelta(days=2)

@@ -35,22 +35,30 @@ class ConvenienceFee(Strict):
 
 
 class RetryPolicy(Strict):
-    """Default retry of failed auto-pay charges; payments may override it per enrollment."""
+    """Default retry of failed auto-pay charges, as payments reads it from `tenant.updated`.
 
-    retry_after_days: list[int] = Field(default_factory=lambda: [3, 5, 7], min_length=0, max_length=10,
-                                        description="Days after the previous failure, one per retry")
+    Soft declines are retried `schedule_days` after the first failure; card networks' caps and ACH
+    return rules still apply on top (payments enforces them)."""
+
+    schedule_days: list[int] = Field(default_factory=lambda: [1, 3, 5, 7], min_length=0, max_length=10,
+                                     description="Days after the first failure, one per retry, increasing")
+    do_not_honor_max: int = Field(2, ge=0, le=5, description="Retries of a do-not-honour decline before stopping")
     notify_client: bool = True
 
-    @field_validator("retry_after_days")
+    @field_validator("schedule_days")
     @classmethod
     def _sensible_days(cls, days: list[int]) -> list[int]:
         if any(not 1 <= d <= 60 for d in days):
-            raise ValueError("each retry is 1 to 60 days after the previous attempt")
+            raise ValueError("each retry is 1 to 60 days after the first failure")
+        if days != sorted(set(days)):
+            raise ValueError("retry days must be strictly increasing")
         return days
 
 
 class TenantSettings(Strict):
     convenience_fee: ConvenienceFee | None = None
+    stripe_account_id: str | None = Field(None, pattern=r"^acct_[A-Za-z0-9]{1,64}$",
+                                          description="The MSP's Stripe Connect account that charges run on")
     payment_retry: RetryPolicy = Field(default_factory=RetryPolicy)
 
 

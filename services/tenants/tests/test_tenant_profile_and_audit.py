@@ -14,7 +14,8 @@ PROFILE = {
                  "sender_name": "Acme Billing", "sender_email": "billing@acme.example",
                  "support_email": "help@acme.example", "support_phone": "+1 (555) 010-0100"},
     "settings": {"convenience_fee": {"card_basis_points": 300, "ach_fixed_minor": 0},
-                 "payment_retry": {"retry_after_days": [2, 4, 7], "notify_client": True}},
+                 "payment_retry": {"schedule_days": [2, 4, 7], "notify_client": True},
+                 "stripe_account_id": "acct_1DemoMsp"},
 }
 
 
@@ -38,7 +39,7 @@ async def test_put_tenant_publishes_tenant_updated_and_audits_only_real_changes(
         updates = await outbox_events(client, "tenant.updated")
         assert len(updates) == 2  # the identical PUT published nothing
         assert updates[1]["data"]["branding"]["accent_color"] == "#112233"
-        assert updates[0]["data"]["settings"]["payment_retry"]["retry_after_days"] == [2, 4, 7]
+        assert updates[0]["data"]["settings"]["payment_retry"]["schedule_days"] == [2, 4, 7]
         audits = await outbox_events(client, "audit.recorded")
         assert [a["data"]["action"] for a in audits] == ["tenant.updated", "tenant.updated"]
         assert audits[1]["data"]["details"] == {"fields": ["branding"]}
@@ -55,7 +56,7 @@ async def test_unknown_or_invalid_profile_fields_are_refused(infra, token, h):
                     {**PROFILE, "branding": {"logo_url": "javascript:alert(1)"}},
                     {**PROFILE, "settings": {"convenience_fee": {"card_basis_points": 2.5}}},
                     {**PROFILE, "settings": {"convenience_fee": {"card_basis_points": 5000}}},
-                    {**PROFILE, "settings": {"payment_retry": {"retry_after_days": [0]}}},
+                    {**PROFILE, "settings": {"payment_retry": {"schedule_days": [0]}}},
                     {**PROFILE, "timezone": "Mars/Olympus"}):
             response = await client.put(f"/v1/tenants/{TENANT}", json=bad, headers=auth)
             assert response.status_code == 422, (bad, response.text)

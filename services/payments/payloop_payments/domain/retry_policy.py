@@ -64,17 +64,18 @@ MASTERCARD_WINDOW = timedelta(hours=24)
 
 @dataclass(frozen=True)
 class RetryPolicy:
-    """Per tenant (tenant settings `retry_schedule_days`, `do_not_honor_max`)."""
+    """Per tenant: `settings.payment_retry` of `tenant.updated` (`schedule_days`, `do_not_honor_max`)."""
 
     schedule_days: tuple[int, ...] = (1, 3, 5, 7)
     do_not_honor_max: int = 2
 
     @classmethod
     def from_settings(cls, settings: dict[str, Any]) -> "RetryPolicy":
-        days = settings.get("retry_schedule_days")
+        retry = settings.get("payment_retry") or {}
+        days = retry.get("schedule_days")
         return cls(
             schedule_days=tuple(int(d) for d in days) if days else cls.schedule_days,
-            do_not_honor_max=int(settings.get("do_not_honor_max", cls.do_not_honor_max)),
+            do_not_honor_max=int(retry.get("do_not_honor_max", cls.do_not_honor_max)),
         )
 
 
