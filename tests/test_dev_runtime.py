@@ -1,4 +1,5 @@
 """`payloop dev` brings the platform up and takes every process down again (issue 2)."""
+import re
 import signal
 import subprocess
 import sys
@@ -38,7 +39,7 @@ def test_payloop_dev_is_ready_within_60s_and_ctrl_c_leaves_nothing_behind(tmp_pa
         pending = {s.name: f"http://127.0.0.1:{s.port + OFFSET}/readyz" for s in SERVICES}
         with httpx.Client(timeout=1) as client:
             while pending and time.monotonic() - started < 60:
-                assert proc.poll() is None, proc.stdout.read()
+                assert proc.poll() is None, "".join(output)
                 for name, url in list(pending.items()):
                     try:
                         if client.get(url).status_code == 200:
@@ -60,6 +61,20 @@ def test_payloop_dev_is_ready_within_60s_and_ctrl_c_leaves_nothing_behind(tmp_pa
                 break
             time.sleep(0.5)
         assert response.status_code == 200 and response.json()["name"] == "Demo MSP"
+
+        # The living demo: within a minute of being up, manual payers' reminders are in the SMTP
+        # sink, and the checkout link in one of them opens the payer's page at payments.
+        deadline = time.monotonic() + 60
+        while True:
+            sent = httpx.get(f"http://127.0.0.1:{8220 + OFFSET}/messages").json()["messages"]
+            links = [m for message in sent for m in re.findall(r"http://\S+/checkout/[A-Za-z0-9_.=-]+",
+                                                               message.get("text") or "")]
+            if links or time.monotonic() > deadline:
+                break
+            time.sleep(1)
+        assert links, f"no reminder with a checkout link reached the SMTP sink: {sent[:2]}"
+        page = httpx.get(links[0], timeout=10)
+        assert page.status_code == 200 and "Demo MSP" in page.text, (links[0], page.status_code)
         descendants |= {p.pid for p in psutil.Process(proc.pid).children(recursive=True)}
         assert len(descendants) >= 8  # six services, PostgreSQL, broker, localstripe
     finally:
