@@ -2,7 +2,7 @@
 `.payloop/test-artifacts/` (or $PAYLOOP_TEST_ARTIFACTS)."""
 import asyncio
 import os
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
@@ -24,7 +24,7 @@ def money(minor: int) -> str:
     return f"USD {minor // 100:,}.{minor % 100:02d}"
 
 
-async def test_dashboard_shows_the_api_totals(infra, book, tenant, as_of, apply_events, shift_book):
+async def test_dashboard_shows_the_api_totals(infra, book, tenant, as_of, apply_events, shift_book, blank_book):
     from playwright.async_api import async_playwright
 
     today = datetime.now(ZoneInfo("America/New_York")).date()
@@ -91,6 +91,16 @@ async def test_dashboard_shows_the_api_totals(infra, book, tenant, as_of, apply_
                 width = await page.evaluate("document.documentElement.scrollWidth")
                 assert width <= 390
                 await page.screenshot(path=str(ARTIFACTS / "reporting-dashboard-phone.png"), full_page=True)
+
+                # Live: a new invoice arrives and the total moves without a reload (refresh every 15 s).
+                live = blank_book(tenant).invoice("LIVE-1", "A", 12_345, str(today - timedelta(days=2)),
+                                                  str(today + timedelta(days=28)))
+                await apply_events(client.app.state.session_factory, [live])
+                before = page.url
+                await page.wait_for_function(
+                    f"document.getElementById('kpi-ar').textContent === '{money(metrics['receivables_minor'] + 12_345)}'",
+                    timeout=25_000)
+                assert page.url == before  # same page, no navigation
                 await browser.close()
         finally:
             server.should_exit = True
