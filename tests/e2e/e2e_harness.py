@@ -14,6 +14,7 @@ import hashlib
 import hmac
 import importlib
 import json
+import re
 import signal
 import subprocess
 import sys
@@ -57,33 +58,41 @@ async def wait_for(predicate: Callable[[], Awaitable[Any]], what: str, timeout: 
 
 class StripeFront:
     """localstripe, plus the payouts and balance transactions it lacks (payloop.simulators.stripe_extras),
-    behind one base URL: the payments service knows a single Stripe API address."""
+    behind one base URL: the payments service knows a single Stripe API address. A pure router over
+    the two servers, so each answers (and authenticates) as it does alone."""
+
+    EXTRAS = re.compile(r"^/(v1/payouts(/.*)?|v1/balance_transactions|_sim/payouts)$")
 
     def __init__(self, localstripe: str):
         self.localstripe = localstripe
         self.extras = StripeExtras(port=free_port())
+        self.port = free_port()
         self._runner: web.AppRunner | None = None
         self._http: ClientSession | None = None
 
     @property
     def url(self) -> str:
-        return self.extras.url
+        return f"http://127.0.0.1:{self.port}"
 
     async def start(self) -> "StripeFront":
-        app = self.extras.app()  # its routes match first; everything else goes to localstripe
+        await self.extras.start()
+        app = web.Application()
         app.router.add_route("*", "/{tail:.*}", self._forward)
         self._http = ClientSession()
         self._runner = web.AppRunner(app)
         await self._runner.setup()
-        await web.TCPSite(self._runner, self.extras.host, self.extras.port).start()
+        await web.TCPSite(self._runner, "127.0.0.1", self.port).start()
         return self
 
     async def _forward(self, request: web.Request) -> web.Response:
+        upstream = self.extras.url if self.EXTRAS.match(request.path) else self.localstripe
         headers = {k: v for k, v in request.headers.items() if k.lower() not in ("host", "content-length")}
-        async with self._http.request(request.method, self.localstripe + request.path_qs, headers=headers,
+        async with self._http.request(request.method, upstream + request.path_qs, headers=headers,
                                       data=await request.read()) as answer:
-            return web.Response(status=answer.status, body=await answer.read(),
-                                content_type=answer.content_type)
+            # Headers pass through too: the browser's Stripe.js needs localstripe's CORS answers.
+            kept = {k: v for k, v in answer.headers.items()
+                    if k.lower() not in ("content-length", "content-encoding", "transfer-encoding", "connection")}
+            return web.Response(status=answer.status, body=await answer.read(), headers=kept)
 
     async def payout(self, transactions: list[dict]) -> dict:
         """Book a payout of these balance transactions; returns the payout and Stripe's `payout.paid` event."""
@@ -96,6 +105,7 @@ class StripeFront:
             await self._runner.cleanup()
         if self._http:
             await self._http.close()
+        await self.extras.stop()
 
 
 def stripe_signature(body: bytes, secret: str) -> str:
@@ -380,7 +390,11 @@ class Msp:
 
     async def sync(self) -> dict:
         async with self.api("psa_ingest") as psa:
-            answer = await psa.post(f"/v1/psa/connections/{self.connection_id}/sync", json={})
+            async def synced():
+                answer = await psa.post(f"/v1/psa/connections/{self.connection_id}/sync", json={})
+                # 409: psa_ingest's poller is syncing this connection (a new one is due at once); ours follows.
+                return None if answer.status_code == 409 else answer
+            answer = await wait_for(synced, "psa_ingest to run a sync")
             assert answer.status_code == 200 and answer.json()["status"] == "succeeded", answer.text
             return answer.json()
 
