@@ -93,7 +93,6 @@ class DevPlatform:
     def start_localstripe(self) -> None:
         port = self.port(LOCALSTRIPE_PORT)
         self._spawn("localstripe", [str(Path(sys.executable).parent / "localstripe"), "--port", str(port)])
-        wait_for_port("127.0.0.1", port, 30, self.children["localstripe"], "localstripe")
         self.env.setdefault("PAYLOOP_STRIPE_API_BASE", f"http://127.0.0.1:{port}")
         self.env.setdefault("PAYLOOP_STRIPE_WEBHOOK_SECRET", "whsec_" + secrets.token_hex(16))
 
@@ -113,7 +112,12 @@ class DevPlatform:
             extra = [arg for option, base in sim.extra_ports for arg in (option, str(self.port(base)))]
             self._spawn(sim.name, [sys.executable, "-m", f"payloop.simulators.{sim.module}", "--port", str(port),
                                    *extra], log=self.root / "logs" / f"sim-{sim.name}.log")
-            wait_for_port("127.0.0.1", port, 30, self.children[sim.name], sim.name)
+
+    def wait_outside_systems(self) -> None:
+        """localstripe and the simulators start beside the services; they must listen before seeding."""
+        for name, port in [("localstripe", self.port(LOCALSTRIPE_PORT)),
+                           *((sim.name, self.port(sim.port)) for sim in SIMULATORS)]:
+            wait_for_port("127.0.0.1", port, 60, self.children[name], name)
 
     def prepare(self) -> None:
         self.say("creating topics and databases; each service migrates its own as it starts")
@@ -253,6 +257,7 @@ def run_dev(args) -> int:
         platform.prepare()
         platform.start_services()
         platform.wait_ready()
+        platform.wait_outside_systems()
         platform.register_stripe_webhook()
         if not args.no_seed:
             platform.seed()
