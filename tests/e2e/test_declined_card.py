@@ -1,0 +1,80 @@
+"""Issue 9 (2c, first half): an auto-pay card declines on the due date; the decline is scheduled for a
+retry, the client gets a retry notice instead of dunning, and nothing reaches the PSA or the books.
+
+The recovery itself (the retry a day later succeeding) is not exercised: the payments scheduler runs on
+wall time and has no clock a test could move (collections has one), so across processes the retry
+cannot be brought forward without waiting a day.
+"""
+from datetime import UTC, datetime, timedelta
+
+import httpx
+
+from e2e_harness import today, wait_for
+
+ANY_HOUR = {"name": "E2E", "is_default": True, "business_days": False, "send_hour": 0,
+            "quiet_start_hour": 0, "quiet_end_hour": 0, "autopay_courtesy": False}
+
+
+async def test_declined_autopay_is_scheduled_for_retry_and_noticed_not_dunned(msp):
+    cw, platform = msp.cw, msp.platform
+    company_id = list(cw.state.companies)[3]
+    for old in [i for i in cw.state.invoices.values() if i["company"]["id"] == company_id]:
+        cw.update_invoice(old["id"], payments=old["total"])
+    address = cw.state.companies[company_id]["invoiceToEmailAddress"] = f"ap@{msp.tenant}.example"
+
+    async with msp.api("collections") as collections, msp.api("payments") as payments:
+        async def policy_stored():
+            answer = await collections.put("/v1/collections/policies/e2e", json=ANY_HOUR)
+            return answer if answer.status_code != 404 else None
+        assert (await wait_for(policy_stored, "collections to learn of the tenant")).status_code == 200
+
+        # Enrolled before the invoice exists, so no service ever sees it without auto-pay.
+        await msp.sync()
+        client_id = (await msp.psa_record("client", str(company_id)))["id"]
+
+        async def client_known():
+            answer = await payments.get(f"/v1/clients/{client_id}/invoices")
+            return answer.status_code == 200 and answer.json()
+        await wait_for(client_known, "payments to learn of the client")
+        method = await msp.save_card(client_id, card="pm_card_chargeCustomerFail")
+        answer = await payments.put(f"/v1/clients/{client_id}/autopay",
+                                    json={"payment_method_id": method["id"], "rule": "on_due"})
+        assert answer.status_code == 200, answer.text
+
+        async def autopay_known():
+            state = (await collections.get(f"/v1/collections/clients/{client_id}")).json()
+            return state["autopay_enrolled"]
+        await wait_for(autopay_known, "collections to learn of the enrolment")
+
+        invoice = cw.new_invoice(company_id, [("USR-M365", "10", "22.00", "Microsoft 365 support")])
+        cw.update_invoice(invoice["id"], dueDate=f"{today().isoformat()}T00:00:00Z")
+        await msp.sync()
+        invoice_id = (await msp.psa_record("invoice", str(invoice["id"])))["id"]
+
+        async def failed():
+            items = (await payments.get("/v1/payments", params={"client_id": client_id})).json()["items"]
+            return items if items and items[0]["status"] == "failed" else None
+        [payment] = await wait_for(failed, "the declined charge")
+        assert payment["origin"] == "autopay" and payment["amount_minor"] == 22_000
+        assert [a["status"] for a in payment["attempts"]] == ["failed"]
+        retry_at = datetime.fromisoformat(payment["next_attempt_at"])
+        assert timedelta(hours=12) < retry_at - datetime.now(UTC) < timedelta(days=2)  # day 1 of the schedule
+
+        # Collections: a retry notice, not a dunning reminder.
+        async with httpx.AsyncClient(base_url=platform.world.smtp_web) as sink:
+            async def notices():
+                return (await sink.get("/messages", params={"to": address})).json()["messages"]
+            [notice] = await wait_for(notices, "the retry notice")
+        assert notice["subject"].startswith("We could not process your payment")
+        timeline = (await collections.get(f"/v1/collections/clients/{client_id}/timeline")).json()["items"]
+        assert "payment_failed" in {e["kind"] for e in timeline}
+        messages = [m for m in (await collections.get("/v1/collections/messages")).json()
+                    if m["client_id"] == client_id]
+        assert [(m["template"], m["invoice_ids"]) for m in messages] == [("retry_notice", [invoice_id])]
+
+        # Nothing was collected: the invoice stays open everywhere.
+        listed = (await payments.get(f"/v1/clients/{client_id}/invoices")).json()
+        assert [i["open_minor"] for i in listed if i["invoice_id"] == invoice_id] == [22_000]
+    assert cw.payments_of(invoice["id"]) == []
+    assert cw.state.invoices[invoice["id"]]["status"]["name"] != "Paid"
+    assert (await msp.books())["entities"].get("Payment", []) == []
