@@ -89,31 +89,3 @@ async def rotate_column(session: AsyncSession, table: Table, column: str, *, ten
                               .values({column: box.rotate(row[-1])}))
     return len(rows)
 
-
-def rotation_command(service: str, columns: list[tuple[Table, str]]):
-    """`python -m payloop_<service> rotate-secrets`: re-encrypt every tenant's stored secrets in
-    `columns` with the newest key, in one transaction, printing what it did."""
-    def command(argv: list[str]) -> None:
-        import argparse
-        import asyncio
-
-        from payloop.db import make_engine, make_session_factory
-        from payloop.settings import service_database_url
-
-        argparse.ArgumentParser(prog=f"python -m payloop_{service} rotate-secrets",
-                                description=command.__doc__).parse_args(argv)
-
-        async def run() -> None:
-            engine = make_engine(service_database_url(service), pool_size=1)
-            try:
-                async with make_session_factory(engine)() as session, session.begin():
-                    for table, column in columns:
-                        count = await rotate_column(session, table, column)
-                        print(f"{table.name}.{column}: re-encrypted {count} value(s)", flush=True)
-            finally:
-                await engine.dispose()
-
-        asyncio.run(run())
-
-    command.__doc__ = "re-encrypt every tenant's stored secrets with the newest key of PAYLOOP_ENCRYPTION_KEYS"
-    return command

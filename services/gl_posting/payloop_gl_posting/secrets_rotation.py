@@ -1,38 +1,6 @@
-"""Step two of an encryption key rotation: re-encrypt the tenant's stored OAuth secrets with the
-newest key of `PAYLOOP_ENCRYPTION_KEYS`, so the old key can then be dropped."""
-from __future__ import annotations
-
-from fastapi import APIRouter, Depends
-from pydantic import BaseModel, Field
-from sqlalchemy.ext.asyncio import AsyncSession
-
-from payloop import audit
-from payloop.auth import Principal, require
-from payloop.db import db_session
-from payloop.problems import PROBLEM_RESPONSES
-from payloop.secrets import rotate_column
+"""What gl_posting stores encrypted: the accounting connection's OAuth code and tokens."""
+from payloop.secrets_rotation import StoredSecrets
 from payloop_gl_posting.models import Connection
-from payloop_gl_posting.posting import PRODUCER
 
-SECRET_COLUMNS = ("authorization_code_enc", "access_token_enc", "refresh_token_enc")
-
-router = APIRouter(prefix="/v1/admin", tags=["admin"], responses=PROBLEM_RESPONSES)
-
-
-class RotationResult(BaseModel):
-    rotated: int = Field(description="How many stored secrets were re-encrypted with the newest key")
-
-
-async def rotate_stored_secrets(session: AsyncSession, tenant_id: str) -> int:
-    return sum([await rotate_column(session, Connection.__table__, column, tenant_id=tenant_id)
-                for column in SECRET_COLUMNS])
-
-
-@router.post("/rotate-secrets", response_model=RotationResult,
-             summary="Re-encrypt this tenant's stored accounting credentials with the newest key")
-async def rotate_secrets(principal: Principal = require("admin"),
-                         session: AsyncSession = Depends(db_session)) -> RotationResult:
-    rotated = await rotate_stored_secrets(session, principal.tenant_id)
-    await audit.record(session, principal, "secrets.rotated", ("accounting_connection", principal.tenant_id),
-                       {"rotated": rotated}, producer=PRODUCER)
-    return RotationResult(rotated=rotated)
+STORED_SECRETS = StoredSecrets("gl_posting", "accounting credentials", "accounting_connection", tuple(
+    (Connection.__table__, column) for column in ("authorization_code_enc", "access_token_enc", "refresh_token_enc")))

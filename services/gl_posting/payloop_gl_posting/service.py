@@ -8,19 +8,16 @@ from payloop_gl_posting.api import router
 from payloop_gl_posting.handlers import HANDLERS
 from payloop_gl_posting.models import metadata
 from payloop_gl_posting.posting import posting_loop
-from payloop_gl_posting.secrets_rotation import router as secrets_router
-from payloop.secrets import rotation_command
-from payloop_gl_posting.models import Connection
-from payloop_gl_posting.secrets_rotation import SECRET_COLUMNS
+from payloop_gl_posting.secrets_rotation import STORED_SECRETS
+from payloop.secrets_rotation import rotation_command, rotation_router
 
 SERVICE = ServiceDefinition(
     name="gl_posting",
     description="GL posting: accounting connections, account mapping, the posting journal and its exceptions",
     metadata=metadata,
     migrations_dir=Path(__file__).parent / "migrations",
-    routers=[tenant_replica.router, router, secrets_router],
+    routers=[tenant_replica.router, router, rotation_router(STORED_SECRETS)],
     handlers=HANDLERS,
     background=[posting_loop],
-    commands={"rotate-secrets": ("re-encrypt every tenant's accounting credentials with the newest key",
-                                 rotation_command("gl_posting", [(Connection.__table__, c) for c in SECRET_COLUMNS]))},
+    commands={"rotate-secrets": rotation_command(STORED_SECRETS)},
 )
