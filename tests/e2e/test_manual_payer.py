@@ -13,7 +13,8 @@ import pytest
 
 from e2e_harness import today, wait_for
 
-CHROMIUM = "/usr/bin/chromium"
+from payloop.testing.browser import CHROMIUM, launch_chromium
+
 pytestmark = pytest.mark.skipif(not os.path.exists(CHROMIUM), reason=f"{CHROMIUM} is absent (Debian's chromium)")
 ANY_HOUR = {"name": "E2E", "is_default": True, "business_days": False, "send_hour": 0,
             "quiet_start_hour": 0, "quiet_end_hour": 0}  # the default steps: -3, 0, +3, +7, +14, +30
@@ -91,8 +92,7 @@ async def pay_in_browser(link: str) -> None:
     from playwright.async_api import async_playwright
 
     async with async_playwright() as p:
-        browser = await p.chromium.launch(executable_path=CHROMIUM, headless=True,
-                                          args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"])
+        browser = await launch_chromium(p)
         try:
             page = await browser.new_page()
             errors: list[str] = []

@@ -12,10 +12,10 @@ import pytest
 import uvicorn
 
 from payloop.checkout_links import mint_checkout_token
+from payloop.testing.browser import CHROMIUM, launch_chromium
 from payloop.embedded import free_port
 from payloop.testing.plugin import REPO_ROOT
 
-CHROMIUM = "/usr/bin/chromium"
 pytestmark = pytest.mark.skipif(not os.path.exists(CHROMIUM),
                                 reason=f"{CHROMIUM} is absent (Debian's chromium package); playwright cannot download one")
 ARTIFACTS = Path(os.environ.get("PAYLOOP_TEST_ARTIFACTS", REPO_ROOT / ".payloop" / "test-artifacts")) / "payments"
@@ -36,8 +36,7 @@ async def browser_on(client, **page_options):
         while not server.started:
             await asyncio.sleep(0.02)
         async with async_playwright() as p:
-            browser = await p.chromium.launch(executable_path=CHROMIUM, headless=True,
-                                              args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"])
+            browser = await launch_chromium(p)
             try:
                 page = await browser.new_page(**page_options)
                 errors: list[str] = []

@@ -10,11 +10,11 @@ import pytest
 import uvicorn
 
 from payloop.auth import mint_token
+from payloop.testing.browser import CHROMIUM, launch_chromium
 from payloop.embedded import free_port
 from payloop.testing.plugin import REPO_ROOT, running_service
 from payloop_reporting.service import SERVICE
 
-CHROMIUM = "/usr/bin/chromium"
 pytestmark = pytest.mark.skipif(not os.path.exists(CHROMIUM),
                                 reason=f"{CHROMIUM} is absent (Debian's chromium package); playwright cannot download one")
 ARTIFACTS = Path(os.environ.get("PAYLOOP_TEST_ARTIFACTS", REPO_ROOT / ".payloop" / "test-artifacts"))
@@ -43,8 +43,7 @@ async def test_dashboard_shows_the_api_totals(infra, book, tenant, as_of, apply_
             while not server.started:
                 await asyncio.sleep(0.05)
             async with async_playwright() as p:
-                browser = await p.chromium.launch(executable_path=CHROMIUM, headless=True,
-                                                  args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"])
+                browser = await launch_chromium(p)
                 page = await browser.new_page(viewport={"width": 1280, "height": 1000})
                 await page.goto(f"http://127.0.0.1:{port}/#token={token}")
                 await page.wait_for_function("document.getElementById('kpi-ar').textContent !== '—'")
@@ -119,8 +118,7 @@ async def test_dashboard_without_a_token_asks_for_one(infra):
             while not server.started:
                 await asyncio.sleep(0.05)
             async with async_playwright() as p:
-                browser = await p.chromium.launch(executable_path=CHROMIUM, headless=True,
-                                                  args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"])
+                browser = await launch_chromium(p)
                 page = await browser.new_page()
                 await page.goto(f"http://127.0.0.1:{port}/")
                 assert await page.is_visible("#login") and not await page.is_visible("#main")
