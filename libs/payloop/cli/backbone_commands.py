@@ -7,7 +7,7 @@ import os
 import subprocess
 import sys
 from collections import deque
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
@@ -15,6 +15,7 @@ from aiokafka.errors import KafkaConnectionError
 
 from payloop.auth import KNOWN_SCOPES, mint_token
 from payloop.cli.errors import CliError
+from payloop.dead_letters import Letter, letters, replay_marker_headers
 from payloop.events.topics import is_dlq, split_dlq
 from payloop.kafka import ensure_topics, list_topics, make_consumer, make_producer
 from payloop.services import SERVICES, service
@@ -111,50 +112,58 @@ async def dlq_list(args) -> int:
     if not dead:
         print("no dead-letter topics")
         return 0
-    counts = await _count_records(dead)
-    print(f"{'dead-letter topic':60} {'events':>8}")
+    by_topic = await _letters_by_topic(dead)
+    print(f"{'dead-letter topic':60} {'letters':>8} {'pending':>8}")
     for topic in dead:
-        print(f"{topic:60} {counts[topic]:>8}")
+        found = by_topic[topic]
+        print(f"{topic:60} {len(found):>8} {sum(letter.pending for letter in found):>8}")
     return 0
 
 
 async def dlq_show(args) -> int:
     await _require_broker()
     await _require_topic(args.topic)
-    letters = await _read_all(args.topic)
-    for record in letters[: args.limit]:
-        headers = {k: v.decode(errors="replace") for k, v in (record.headers or [])}
-        info = _render(record)
-        print(f"- event {info.get('id', '?')} ({info.get('type', '?')}, tenant {info.get('tenant_id', '?')})")
+    found = await _letters(args.topic)
+    for letter in found[: args.limit]:
+        headers, info = letter.headers, _render(letter.record)
+        state = "pending" if letter.pending else f"replayed at {letter.replayed_at}"
+        print(f"- event {info.get('id', '?')} ({info.get('type', '?')}, tenant {info.get('tenant_id', '?')}): {state}")
         print(f"  from {headers.get('dlq-original-topic')}[{headers.get('dlq-original-partition')}]"
               f"@{headers.get('dlq-original-offset')} group {headers.get('dlq-consumer-group')}"
               f" after {headers.get('dlq-attempts')} attempt(s) at {headers.get('dlq-failed-at')}")
         print(f"  error: {headers.get('dlq-error')}")
-    print(f"{len(letters)} dead letter(s) in {args.topic}")
+    pending = sum(letter.pending for letter in found)
+    print(f"{len(found)} dead letter(s) in {args.topic}, {pending} pending")
     return 0
 
 
 async def dlq_replay(args) -> int:
-    """Re-publish to the original topic. Groups that applied the event skip it by their inbox."""
+    """Re-publish to the original topic, then mark each letter replayed on its dead-letter topic.
+
+    Without --event-id only pending letters are replayed; named events are replayed even if they were
+    before. Groups that applied an event already skip it by their inbox, so replaying twice is harmless.
+    """
     await _require_broker()
     await _require_topic(args.topic)
     if not is_dlq(args.topic):
         raise CliError(f"{args.topic} is not a dead-letter topic (expected TOPIC.dlq.GROUP)")
     original, group = split_dlq(args.topic)
     wanted = set(args.event_id)
-    letters = await _read_all(args.topic)
     producer = make_producer()
     await producer.start()
     replayed, seen = 0, set()
     try:
-        for record in letters:
-            event_id = _render(record).get("id")
-            if (wanted and event_id not in wanted) or event_id in seen:
+        for letter in await _letters(args.topic):
+            event_id = _render(letter.record).get("id")
+            if (wanted and event_id not in wanted) or (not wanted and not letter.pending) or event_id in seen:
                 continue
             seen.add(event_id)
+            record = letter.record
             headers = [(k, v) for k, v in (record.headers or []) if not k.startswith(DLQ_HEADER_PREFIX)]
             headers.append(("payloop-replayed-for", group.encode()))
             await producer.send_and_wait(original, value=record.value, key=record.key, headers=headers)
+            await producer.send_and_wait(args.topic, value=b"", key=record.key,
+                                         headers=replay_marker_headers(letter.headers, datetime.now(UTC)))
             replayed += 1
             print(f"replayed {event_id} -> {original}", flush=True)
     finally:
@@ -241,24 +250,19 @@ async def _fetch_until_idle(consumer: AIOKafkaConsumer) -> list:
             records.extend(rs)
 
 
-async def _read_all(topic: str) -> list:
-    consumer = await _assigned_consumer([topic])
-    try:
-        records = await _fetch_until_idle(consumer)
-    finally:
-        await consumer.stop()
-    return sorted(records, key=lambda r: (r.timestamp, r.partition, r.offset))
-
-
-async def _count_records(topic_names: list[str]) -> dict[str, int]:
-    counts = {t: 0 for t in topic_names}
+async def _letters_by_topic(topic_names: list[str]) -> dict[str, list[Letter]]:
+    records: dict[str, list] = {t: [] for t in topic_names}
     consumer = await _assigned_consumer(topic_names)
     try:
         for record in await _fetch_until_idle(consumer):
-            counts[record.topic] += 1
+            records[record.topic].append(record)
     finally:
         await consumer.stop()
-    return counts
+    return {topic: letters(found) for topic, found in records.items()}
+
+
+async def _letters(topic: str) -> list[Letter]:
+    return (await _letters_by_topic([topic]))[topic]
 
 
 def _render(record) -> dict:

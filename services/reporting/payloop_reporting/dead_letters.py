@@ -4,7 +4,8 @@ The consumer runtime of every service dead-letters what it cannot apply, with th
 original position in `dlq-*` headers (docs/architecture.md). This loop reads those topics without a
 consumer group (from the beginning at each start: the exception rows are upserts by event id, so
 rereading is harmless) and opens one exception per dead letter in the event's tenant, saying how to
-replay it. Replaying does not remove a dead letter from its topic, so these stay listed.
+replay it. `payloop dlq replay` appends a replay marker after the letter (payloop.dead_letters), which
+resolves the exception; a letter that fails again after its replay reopens it.
 """
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ import structlog
 from aiokafka import ConsumerRecord
 from fastapi import FastAPI
 
+from payloop.dead_letters import REPLAYED_AT, headers_of, is_replay_marker
 from payloop.events.topics import DLQ_MARKER
 from payloop.kafka import make_consumer
 
@@ -28,18 +30,19 @@ METADATA_REFRESH_MS = 5000
 RETRY_S = 5.0
 
 
-def _exception_args(record: ConsumerRecord) -> dict | None:
-    headers = {key: value.decode(errors="replace") for key, value in (record.headers or [])}
-    tenant_id, event_id = headers.get("tenant-id"), headers.get("event-id")
-    if not tenant_id or not event_id:
-        return None  # not an envelope we can place in a tenant
+def _exception_id(headers: dict[str, str]) -> str:
+    return f"dead_letter:{headers.get('dlq-consumer-group', '?')}:{headers['event-id']}"
+
+
+def _exception_args(record: ConsumerRecord, headers: dict[str, str]) -> dict:
     group = headers.get("dlq-consumer-group", "?")
+    event_id = headers["event-id"]
     event_type = headers.get("event-type", "event")
     key = (record.key or b"").decode(errors="replace")
     client_id = key.split(":", 1)[1] if ":" in key else None
     failed_at = headers.get("dlq-failed-at")
     return {
-        "tenant_id": tenant_id, "exception_id": f"dead_letter:{group}:{event_id}", "kind": "dead_letter",
+        "kind": "dead_letter",
         "client_id": client_id, "subject_id": event_id,
         "title": f"{event_type} could not be applied by {group}",
         "detail": headers.get("dlq-error", "no error recorded")[:1000],
@@ -77,12 +80,16 @@ async def watch_dead_letters(app: FastAPI, stop: asyncio.Event) -> None:
 
 
 async def _record(app: FastAPI, records: list[ConsumerRecord]) -> None:
-    found = [args for record in records if (args := _exception_args(record)) is not None]
-    if not found:
-        return
+    placed = [(record, headers) for record in records
+              if (headers := headers_of(record)).get("tenant-id") and headers.get("event-id")]
+    if not placed:
+        return  # nothing here is an envelope we can place in a tenant
     async with app.state.session_factory() as session, session.begin():
-        for args in found:
-            tenant_id = args.pop("tenant_id")
-            exception_id = args.pop("exception_id")
-            await rm.open_exception(session, tenant_id, exception_id, **args)
-    log.info("reporting.dead_letters.seen", count=len(found))
+        for record, headers in placed:
+            if is_replay_marker(headers):
+                await rm.resolve_exception(session, headers["tenant-id"], _exception_id(headers),
+                                           datetime.fromisoformat(headers[REPLAYED_AT]))
+            else:
+                await rm.open_exception(session, headers["tenant-id"], _exception_id(headers),
+                                        **_exception_args(record, headers))
+    log.info("reporting.dead_letters.seen", count=len(placed))
