@@ -1,6 +1,7 @@
 """The whole platform for end-to-end tests: six service processes on the test session's PostgreSQL and
 broker, and the outside world on loopback (ConnectWise and QuickBooks simulators in-process, localstripe
-behind a Stripe front that adds payouts, an SMTP sink, and a partner's webhook receiver).
+behind the Stripe sandbox that adds ACH, card declines and payouts, an SMTP sink, and a partner's
+webhook receiver).
 
 Services are real processes started like `payloop dev` starts them (`tests/e2e/serve.py` only gives
 each platform its own consumer groups), so a test can SIGKILL one and start it again on the same
@@ -14,7 +15,6 @@ import hashlib
 import hmac
 import importlib
 import json
-import re
 import signal
 import subprocess
 import sys
@@ -28,14 +28,14 @@ from urllib.parse import parse_qs, urlparse
 
 import httpx
 import uvicorn
-from aiohttp import ClientSession, web
+from aiohttp import web
 
 from payloop.auth import mint_token
 from payloop.embedded import free_port
 from payloop.services import SERVICES
-from payloop.simulators import quickbooks
+from payloop.simulators import quickbooks, xero
 from payloop.simulators.connectwise import CLIENT_ID, COMPANY_ID, PRIVATE_KEY, PUBLIC_KEY, ConnectWiseSimulator
-from payloop.simulators.stripe_extras import StripeExtras
+from payloop.simulators.stripe_sandbox import StripeSandbox as StripeFront
 
 HERE = Path(__file__).parent
 STRIPE_KEY = "sk_test_payloop_e2e"
@@ -55,58 +55,6 @@ async def wait_for(predicate: Callable[[], Awaitable[Any]], what: str, timeout: 
 
 
 # --- outside systems ---------------------------------------------------------------------------------
-
-class StripeFront:
-    """localstripe, plus the payouts and balance transactions it lacks (payloop.simulators.stripe_extras),
-    behind one base URL: the payments service knows a single Stripe API address. A pure router over
-    the two servers, so each answers (and authenticates) as it does alone."""
-
-    EXTRAS = re.compile(r"^/(v1/payouts(/.*)?|v1/balance_transactions|_sim/payouts)$")
-
-    def __init__(self, localstripe: str):
-        self.localstripe = localstripe
-        self.extras = StripeExtras(port=free_port())
-        self.port = free_port()
-        self._runner: web.AppRunner | None = None
-        self._http: ClientSession | None = None
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    async def start(self) -> "StripeFront":
-        await self.extras.start()
-        app = web.Application()
-        app.router.add_route("*", "/{tail:.*}", self._forward)
-        self._http = ClientSession()
-        self._runner = web.AppRunner(app)
-        await self._runner.setup()
-        await web.TCPSite(self._runner, "127.0.0.1", self.port).start()
-        return self
-
-    async def _forward(self, request: web.Request) -> web.Response:
-        upstream = self.extras.url if self.EXTRAS.match(request.path) else self.localstripe
-        headers = {k: v for k, v in request.headers.items() if k.lower() not in ("host", "content-length")}
-        async with self._http.request(request.method, upstream + request.path_qs, headers=headers,
-                                      data=await request.read()) as answer:
-            # Headers pass through too: the browser's Stripe.js needs localstripe's CORS answers.
-            kept = {k: v for k, v in answer.headers.items()
-                    if k.lower() not in ("content-length", "content-encoding", "transfer-encoding", "connection")}
-            return web.Response(status=answer.status, body=await answer.read(), headers=kept)
-
-    async def payout(self, transactions: list[dict]) -> dict:
-        """Book a payout of these balance transactions; returns the payout and Stripe's `payout.paid` event."""
-        async with self._http.post(f"{self.url}/_sim/payouts", json={
-                "currency": "usd", "arrival_date": int(time.time()), "transactions": transactions}) as answer:
-            return await answer.json()
-
-    async def stop(self) -> None:
-        if self._runner:
-            await self._runner.cleanup()
-        if self._http:
-            await self._http.close()
-        await self.extras.stop()
-
 
 def stripe_signature(body: bytes, secret: str) -> str:
     stamp = int(time.time())
@@ -195,6 +143,8 @@ class World:
     stripe_webhook_secret: str
     qbo_sim: quickbooks.Simulator
     qbo: InProcessApp
+    xero_sim: xero.Simulator
+    xero: InProcessApp
     smtp_port: int
     smtp_web: str
     smtp: subprocess.Popen
@@ -204,15 +154,19 @@ class World:
         stripe = await StripeFront(localstripe).start()
         qbo_sim = quickbooks.Simulator()
         qbo = await InProcessApp(quickbooks.create_app(qbo_sim)).start()
+        xero_sim = xero.Simulator()
+        xero_app = await InProcessApp(xero.create_app(xero_sim)).start()
         smtp_port, web_port = free_port(), free_port()
         smtp = subprocess.Popen([sys.executable, "-m", "payloop.simulators.smtp_sink", "--port", str(web_port),
                                  "--smtp-port", str(smtp_port)], stdout=open(root / "smtp-sink.log", "ab"),
                                 stderr=subprocess.STDOUT)
-        return cls(stripe, "whsec_" + uuid.uuid4().hex, qbo_sim, qbo, smtp_port, f"http://127.0.0.1:{web_port}", smtp)
+        return cls(stripe, "whsec_" + uuid.uuid4().hex, qbo_sim, qbo, xero_sim, xero_app, smtp_port,
+                   f"http://127.0.0.1:{web_port}", smtp)
 
     async def stop(self) -> None:
         await self.stripe.stop()
         await self.qbo.stop()
+        await self.xero.stop()
         self.smtp.terminate()
         self.smtp.wait(10)
 
@@ -230,7 +184,7 @@ class Platform:
     logs: Path | None = None
 
     def env(self) -> dict[str, str]:
-        qbo, world = self.world.qbo.url, self.world
+        qbo, xero_url, world = self.world.qbo.url, self.world.xero.url, self.world
         return {
             **self.infra.env(),
             **{spec.database_url_env: self.databases[spec.name] for spec in SERVICES},
@@ -243,6 +197,10 @@ class Platform:
             "PAYLOOP_PAYMENTS_PUBLIC_URL": self.url("payments"),
             "PAYLOOP_GL_QUICKBOOKS_API_BASE": qbo, "PAYLOOP_GL_QUICKBOOKS_AUTH_URL": f"{qbo}/connect/oauth2",
             "PAYLOOP_GL_QUICKBOOKS_TOKEN_URL": f"{qbo}/oauth2/v1/tokens/bearer",
+            "PAYLOOP_GL_XERO_API_BASE": f"{xero_url}/api.xro/2.0",
+            "PAYLOOP_GL_XERO_AUTH_URL": f"{xero_url}/identity/connect/authorize",
+            "PAYLOOP_GL_XERO_TOKEN_URL": f"{xero_url}/connect/token",
+            "PAYLOOP_GL_XERO_CONNECTIONS_URL": f"{xero_url}/connections",
             "PAYLOOP_GL_POLL_INTERVAL_S": "0.2", "PAYLOOP_GL_DEPENDENCY_RETRY_S": "0.3",
             "PAYLOOP_GL_TRANSIENT_RETRY_S": "0.5", "PAYLOOP_GL_HTTP_TIMEOUT_S": "5",
             "PAYLOOP_COLLECTIONS_SMTP_PORT": str(world.smtp_port),
@@ -330,6 +288,15 @@ class Msp:
 
     async def onboard(self) -> None:
         """Profile, partner endpoint, QuickBooks (consent, connection, mapping) and the PSA connection."""
+        await self.onboard_tenant()
+        await self.connect_quickbooks()
+        await self.connect_psa({
+            "source": "connectwise", "name": "CW", "base_url": self.cw.api_url, "poll_interval_s": 3600,
+            "credentials": {"company_id": COMPANY_ID, "public_key": PUBLIC_KEY, "private_key": PRIVATE_KEY,
+                            "client_id": CLIENT_ID},
+            "settings": {"backoff_initial_s": 0.05, "timeout_s": 5}})
+
+    async def onboard_tenant(self) -> None:
         async with self.api("tenants") as tenants:
             answer = await tenants.put(f"/v1/tenants/{self.tenant}", json={
                 "name": "E2E MSP", "timezone": "UTC", "currency": "USD"})
@@ -338,13 +305,10 @@ class Msp:
                 "url": self.partner.url, "description": "partner", "event_types": ["payment.settled", "payout.paid"]})
             assert answer.status_code == 201, answer.text
             self.partner.secret = answer.json()["secret"]
-        await self.connect_quickbooks()
+
+    async def connect_psa(self, connection: dict) -> None:
         async with self.api("psa_ingest") as psa:
-            answer = await psa.post("/v1/psa/connections", json={
-                "source": "connectwise", "name": "CW", "base_url": self.cw.api_url, "poll_interval_s": 3600,
-                "credentials": {"company_id": COMPANY_ID, "public_key": PUBLIC_KEY, "private_key": PRIVATE_KEY,
-                                "client_id": CLIENT_ID},
-                "settings": {"backoff_initial_s": 0.05, "timeout_s": 5}})
+            answer = await psa.post("/v1/psa/connections", json=connection)
             assert answer.status_code == 201, answer.text
             self.connection_id = answer.json()["id"]
 
