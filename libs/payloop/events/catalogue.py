@@ -312,7 +312,7 @@ class ClientBehaviourChangedV1(EventData):
 
 class GlPostedV1(EventData):
     entry_id: str
-    purpose: Literal["payment", "deposit", "fee", "refund", "dispute"]
+    purpose: Literal["payment", "deposit", "fee", "refund", "dispute", "dispute_won"]
     system: Literal["quickbooks", "xero"]
     external_id: str
     source_event_id: str

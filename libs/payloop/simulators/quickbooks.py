@@ -49,6 +49,8 @@ ACCEPTED_FIELDS = {
     "Deposit": _COMMON | {"DepositToAccountRef", "CashBack"},
     "RefundReceipt": _COMMON | {"CustomerRef", "DepositToAccountRef", "PaymentMethodRef", "PaymentRefNum",
                                 "CustomerMemo", "BillEmail"},
+    "SalesReceipt": _COMMON | {"CustomerRef", "DepositToAccountRef", "PaymentMethodRef", "PaymentRefNum",
+                               "CustomerMemo", "BillEmail"},
 }
 DEBIT_NORMAL = {"Bank", "Other Current Asset", "Accounts Receivable", "Expense", "Other Expense",
                 "Cost of Goods Sold", "Fixed Asset", "Other Asset"}
@@ -272,24 +274,35 @@ def create_deposit(company: Company, body: dict[str, Any]) -> dict[str, Any]:
     return deposit
 
 
-def create_refund_receipt(company: Company, body: dict[str, Any]) -> dict[str, Any]:
-    _check_fields("RefundReceipt", body)
+def _receipt(company: Company, entity: str, body: dict[str, Any], direction: int) -> dict[str, Any]:
+    """A SalesReceipt (direction +1: money into DepositToAccount, the items' income credited) or a
+    RefundReceipt (-1: money out of it, the income debited): the same fields, mirror-image postings."""
+    _check_fields(entity, body)
     _check_period(company, body)
-    source = company.account(body.get("DepositToAccountRef"), "DepositToAccountRef")
+    account = company.account(body.get("DepositToAccountRef"), "DepositToAccountRef")
     total = Decimal("0")
     for line in body.get("Line", []):
         item = company.get("Item", ((line.get("SalesItemLineDetail") or {}).get("ItemRef") or {}).get("value"))
         if item is None:
             raise Fault(400, "2500", "Invalid Reference Id", "Invalid Reference Id : Item not found", element="ItemRef")
         amount = _money(line["Amount"])
-        company.post(company.account(item["IncomeAccountRef"], "IncomeAccountRef"), amount)
+        company.post(company.account(item["IncomeAccountRef"], "IncomeAccountRef"), -direction * amount)
         total += amount
-    company.post(source, -total)
-    return company.add("RefundReceipt", {**body, "TotalAmt": total, "Balance": Decimal("0")})
+    company.post(account, direction * total)
+    return company.add(entity, {**body, "TotalAmt": total, "Balance": Decimal("0")})
+
+
+def create_refund_receipt(company: Company, body: dict[str, Any]) -> dict[str, Any]:
+    return _receipt(company, "RefundReceipt", body, -1)
+
+
+def create_sales_receipt(company: Company, body: dict[str, Any]) -> dict[str, Any]:
+    return _receipt(company, "SalesReceipt", body, +1)
 
 
 WRITERS = {"payment": ("Payment", create_payment), "deposit": ("Deposit", create_deposit),
-           "refundreceipt": ("RefundReceipt", create_refund_receipt)}
+           "refundreceipt": ("RefundReceipt", create_refund_receipt),
+           "salesreceipt": ("SalesReceipt", create_sales_receipt)}
 
 
 # --- queries --------------------------------------------------------------------------------------
@@ -305,7 +318,8 @@ def run_query(company: Company, query: str) -> dict[str, Any]:
     match = _QUERY.match(query)
     if not match:
         raise Fault(400, "4000", "Error parsing query", f"QueryParserError: Encountered an error parsing: {query}")
-    entity = next((e for e in ("Invoice", "Payment", "Deposit", "RefundReceipt", "Account", "Customer", "Item")
+    entity = next((e for e in ("Invoice", "Payment", "Deposit", "RefundReceipt", "SalesReceipt", "JournalEntry",
+                               "Account", "Customer", "Item")
                    if e.lower() == match["entity"].lower()), None)
     if entity is None:
         raise Fault(400, "4001", "Invalid query", f"QueryValidationError: invalid entity {match['entity']}")

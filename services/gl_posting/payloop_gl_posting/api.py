@@ -15,6 +15,7 @@ from payloop.problems import PROBLEM_RESPONSES, Problem
 from payloop.secrets import mask, secret_box
 from payloop_gl_posting import account_mapping, reconciliation, repository
 from payloop_gl_posting.connectors.base import PostingError
+from payloop_gl_posting.journal import Purpose
 from payloop_gl_posting.models import AccountMapping, Connection
 from payloop_gl_posting.posting import PRODUCER, ledger_for
 from payloop_gl_posting.schemas import (
@@ -107,7 +108,7 @@ async def put_mapping(body: AccountMappingIn, request: Request, principal: Princ
 
 @router.get("/entries", response_model=EntryPage, summary="Journal entries and their posting state")
 async def list_entries(state: Literal["pending", "sending", "posted", "failed"] | None = None,
-                       purpose: Literal["payment", "deposit", "refund", "dispute"] | None = None,
+                       purpose: Purpose | None = None,
                        cursor: str | None = Query(None, pattern=r"^\d+$"), limit: int = Query(100, ge=1, le=500),
                        principal: Principal = require("ar:read"),
                        session: AsyncSession = Depends(db_session)) -> EntryPage:

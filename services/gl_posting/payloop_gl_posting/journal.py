@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from datetime import date
 from typing import Any, Literal
 
-Purpose = Literal["payment", "deposit", "refund", "dispute"]
+Purpose = Literal["payment", "deposit", "refund", "dispute", "dispute_won"]
 AccountRole = Literal["clearing", "bank", "fee_expense", "receivable", "client_credit", "refunds"]
 
 # Payout items that are the processor's own charges or credits, not money a payment put into clearing.
@@ -129,6 +129,19 @@ def payment_reversed(purpose: Literal["refund", "dispute"], *, tenant_id: str, s
     return _entry(purpose, tenant_id=tenant_id, source_event_id=source_event_id, subject_id=payment_id,
                   currency=currency, occurred_on=occurred_on, lines=lines, client_id=client_id,
                   details={"amount_minor": amount_minor, "reversal_id": reversal_id, "payment_id": payment_id})
+
+
+def dispute_won(*, tenant_id: str, source_event_id: uuid.UUID, payment_id: str, dispute_id: str,
+                amount_minor: int, currency: str, occurred_on: date, client_id: str | None = None) -> JournalEntry:
+    """A won dispute: the processor returns what the dispute withdrew, so the withdrawal is reversed line
+    for line (back into clearing, out of refunds); the payout that carries the money then clears it."""
+    if amount_minor <= 0:
+        raise UnbalancedEntry(f"won dispute {dispute_id} of {amount_minor}")
+    lines = [JournalLine("clearing", amount_minor, f"dispute {dispute_id} won: funds returned"),
+             JournalLine("refunds", -amount_minor, f"dispute {dispute_id} reversed")]
+    return _entry("dispute_won", tenant_id=tenant_id, source_event_id=source_event_id, subject_id=payment_id,
+                  currency=currency, occurred_on=occurred_on, lines=lines, client_id=client_id,
+                  details={"amount_minor": amount_minor, "reversal_id": dispute_id, "payment_id": payment_id})
 
 
 # ISO 4217 minor-unit exponents that are not 2; only used at the accounting API edge.

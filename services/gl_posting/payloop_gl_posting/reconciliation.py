@@ -7,16 +7,18 @@ listed with the entry it concerns.
 from __future__ import annotations
 
 from datetime import date
+from typing import get_args
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from payloop_gl_posting import repository
+from payloop_gl_posting.journal import Purpose
 
 
 async def report(session: AsyncSession, tenant_id: str, start: date, end: date) -> dict:
     entries = await repository.entries_in_period(session, tenant_id, start, end)
     totals = {purpose: {"count": 0, "amount_minor": 0, "posted_count": 0, "posted_amount_minor": 0}
-              for purpose in ("payment", "deposit", "refund", "dispute")}
+              for purpose in get_args(Purpose)}
     mismatches = []
     fees = 0
     for entry in entries:
@@ -42,7 +44,7 @@ async def report(session: AsyncSession, tenant_id: str, start: date, end: date) 
     return {
         "tenant_id": tenant_id, "period_start": start, "period_end": end, "currencies": currencies,
         "payments": totals["payment"], "deposits": totals["deposit"], "refunds": totals["refund"],
-        "disputes": totals["dispute"], "fees_minor": fees,
+        "disputes": totals["dispute"], "disputes_won": totals["dispute_won"], "fees_minor": fees,
         "clearing_balance_minor": clearing_journal, "clearing_posted_balance_minor": clearing_posted,
         "balanced": not mismatches and clearing_journal == 0,
         "mismatches": mismatches,

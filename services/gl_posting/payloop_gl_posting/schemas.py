@@ -117,6 +117,7 @@ class ReconciliationReport(BaseModel):
     deposits: PurposeTotals
     refunds: PurposeTotals
     disputes: PurposeTotals
+    disputes_won: PurposeTotals = Field(description="Disputes won: their funds returned to clearing")
     fees_minor: int
     clearing_balance_minor: int
     clearing_posted_balance_minor: int

@@ -56,10 +56,11 @@ def refunded(t: str, payment_id: str, amount: int, fee: int, allocations, refund
                            "refund_id": f"re_{payment_id}", "refunded_minor": refund})
 
 
-def disputed(t: str, payment_id: str, amount: int, fee: int, allocations, client: str = "c1"):
+def disputed(t: str, payment_id: str, amount: int, fee: int, allocations, client: str = "c1",
+             status: str = "needs_response"):
     return new_event("payment.disputed", tenant_id=t, client_id=client, producer="payments",
                      data={**payment_data(payment_id, amount, fee, allocations),
-                           "dispute_id": f"dp_{payment_id}", "disputed_minor": amount})
+                           "dispute_id": f"dp_{payment_id}", "disputed_minor": amount, "status": status})
 
 
 def payout(t: str, payout_id: str, items: list[tuple[str, str | None, int, int]]):
@@ -97,8 +98,9 @@ INVOICES = [("inv-1", "1001", "Acme Dental", 100_000), ("inv-2", "1002", "Acme D
 
 
 def month_of_activity(t: str) -> list:
-    """Payments (one partial, one overpaying), a partial refund, a dispute and three payouts with fees
-    (the last one with a processor adjustment that no payment put into clearing)."""
+    """Payments (one partial, one overpaying), a partial refund, a lost dispute, a won dispute (its every
+    status told, the won one twice) and three payouts with fees (the last one with the won dispute's
+    withdrawal and return, and a processor adjustment that no payment put into clearing)."""
     p = {
         "p1": settled(t, "p1", 100_000, 2_930, [("inv-1", 100_000)]),
         "p2": settled(t, "p2", 50_000, 1_480, [("inv-2", 50_000)]),
@@ -114,8 +116,12 @@ def month_of_activity(t: str) -> list:
                                ("charge", "p5", 80_000, 2_350)]),
             refunded(t, "p5", 80_000, 2_350, [("inv-4", 80_000)], 20_000),
             disputed(t, "p6", 45_000, 1_335, [("inv-5", 45_000)]),
+            disputed(t, "p6", 45_000, 1_335, [("inv-5", 45_000)], status="lost"),
+            *(disputed(t, "p3", 70_000, 560, [("inv-2", 70_000)], status=status)
+              for status in ("needs_response", "under_review", "won", "won")),
             payout(t, "po_3", [("charge", "p6", 45_000, 1_335), ("charge", "p7", 60_000, 1_770),
                                ("refund", "p5", -20_000, 0), ("dispute", "p6", -45_000, 1_500),
+                               ("dispute", "p3", -70_000, 1_500), ("dispute", "p3", 70_000, 0),
                                ("adjustment", None, -500, 0)])]  # the processor's own charge: 5.00
 
 

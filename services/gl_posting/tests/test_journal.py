@@ -73,3 +73,17 @@ def test_amounts_leave_as_exact_decimals():
     from payloop_gl_posting.connectors.base import to_decimal
     assert to_decimal(123_456_789, "USD") == Decimal("1234567.89")
     assert to_decimal(5_000, "JPY") == Decimal("5000")
+
+
+def test_a_won_dispute_returns_to_clearing_exactly_what_the_dispute_took_out():
+    taken = journal.payment_reversed("dispute", tenant_id="t", source_event_id=EVENT, payment_id="pay_1",
+                                     reversal_id="dp_1", amount_minor=45_000, currency="USD", occurred_on=date(2026, 3, 3))
+    returned = journal.dispute_won(tenant_id="t", source_event_id=EVENT, payment_id="pay_1", dispute_id="dp_1",
+                                   amount_minor=45_000, currency="USD", occurred_on=date(2026, 3, 9))
+    assert sum(line.amount_minor for line in returned.lines) == 0
+    for account in ("clearing", "refunds"):
+        assert taken.amount(account) + returned.amount(account) == 0
+    assert returned.id != taken.id and returned.purpose == "dispute_won"
+    with pytest.raises(journal.UnbalancedEntry):
+        journal.dispute_won(tenant_id="t", source_event_id=EVENT, payment_id="pay_1", dispute_id="dp_1",
+                            amount_minor=0, currency="USD", occurred_on=date(2026, 3, 9))

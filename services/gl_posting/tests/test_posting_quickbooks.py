@@ -62,7 +62,7 @@ async def test_a_month_of_activity_reconciles_to_the_cent(infra, qbo, token):
         await map_accounts(client, qbo, headers, realm)
         events = month_of_activity(t)
         await apply(client, *events)
-        posted = await wait_for(lambda: all_posted(client, headers, 12))
+        posted = await wait_for(lambda: all_posted(client, headers, 14))
 
         state = await qbo.state(realm)
         invoices = {i["DocNumber"]: Decimal(str(i["Balance"])) for i in state["entities"]["Invoice"]}
@@ -79,7 +79,12 @@ async def test_a_month_of_activity_reconciles_to_the_cent(infra, qbo, token):
             assert deposits[by_reference[event.data["payout_id"]]] * 100 == event.data["amount_minor"]
         overpaid = next(p for p in state["entities"]["Payment"] if Decimal(str(p["TotalAmt"])) == Decimal("350"))
         assert Decimal(str(overpaid["UnappliedAmt"])) == Decimal("50")
-        assert len(state["entities"]["RefundReceipt"]) == 2
+        # A refund and two disputes out of clearing; the won one back in once, however often it was told.
+        assert len(state["entities"]["RefundReceipt"]) == 3
+        assert [Decimal(str(r["TotalAmt"])) for r in state["entities"]["SalesReceipt"]] == [Decimal("700")]
+        assert sorted(e["purpose"] for e in posted if e["purpose"].startswith("dispute")) == \
+            ["dispute", "dispute", "dispute_won"]
+        assert accounts["Refunds and Chargebacks"] == Decimal("-650")  # revenue given back: 200.00 + 450.00
 
         # Every write carried our entry id as requestid and the minor version we were written for.
         writes = await qbo.requests(realm)
@@ -89,12 +94,15 @@ async def test_a_month_of_activity_reconciles_to_the_cent(infra, qbo, token):
         report = (await client.get("/v1/gl/reconciliation", headers=headers)).json()
         assert report["balanced"] is True, report["mismatches"]
         assert report["payments"]["posted_count"] == 7 and report["deposits"]["posted_count"] == 3
+        assert report["disputes"]["posted_amount_minor"] == 115_000
+        assert report["disputes_won"] == {"count": 1, "amount_minor": 70_000, "posted_count": 1,
+                                          "posted_amount_minor": 70_000}
         assert report["fees_minor"] == fees and report["clearing_balance_minor"] == 0
 
         async with client.app.state.session_factory() as session:
             published = (await session.execute(text("SELECT topic, count(*) FROM outbox GROUP BY topic"))).all()
         # Besides the postings: the audit entries of connecting and of mapping the accounts.
-        assert dict(published) == {"gl.posted": 12, "audit.recorded": 2}
+        assert dict(published) == {"gl.posted": 14, "audit.recorded": 2}
 
 
 async def test_redelivered_events_and_a_lost_response_post_nothing_twice(infra, qbo, token):

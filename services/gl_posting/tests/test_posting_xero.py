@@ -68,7 +68,7 @@ async def test_a_month_of_activity_reconciles_to_the_cent(infra, xero_sim, token
         await map_accounts(client, xero_sim, headers, organisation)
         events = month_of_activity(t)
         await apply(client, *events)
-        posted = await wait_for(lambda: all_posted(client, headers, 12))
+        posted = await wait_for(lambda: all_posted(client, headers, 14))
 
         state = await xero_sim.state(organisation)
         assert {i["InvoiceNumber"]: money(i["AmountDue"]) for i in state["Invoices"]} == \
@@ -89,13 +89,14 @@ async def test_a_month_of_activity_reconciles_to_the_cent(infra, xero_sim, token
             assert transfers[f"{by_reference[event.data['payout_id']]}-transfer"] * 100 == event.data["amount_minor"]
         kinds = sorted((b["Type"], money(b["Total"])) for b in state["BankTransactions"])
         assert ("RECEIVE-OVERPAYMENT", Decimal("50")) in kinds  # p4 paid 50.00 more than invoice 1003
-        assert [k for k, _ in kinds].count("SPEND") == 5  # three payouts' fees, a refund, a dispute
+        assert [k for k, _ in kinds].count("SPEND") == 6  # three payouts' fees, a refund, two disputes
+        assert [(k, v) for k, v in kinds if k == "RECEIVE"] == [("RECEIVE", Decimal("700"))]  # the won dispute
 
         # Every write named the organisation, carried its own idempotency key and matched Xero's schemas.
         writes = await xero_sim.requests(organisation)
-        assert len(writes) == 16 and not any(w["replayed"] for w in writes)
+        assert len(writes) == 18 and not any(w["replayed"] for w in writes)
         assert {w["xero_tenant_id"] for w in writes} == {organisation}
-        assert len({w["idempotency_key"] for w in writes}) == 16
+        assert len({w["idempotency_key"] for w in writes}) == 18
         assert {w["idempotency_key"][:36] for w in writes} == {e["id"] for e in posted}  # "<entry id>-<step>"
         validator = xero.spec_validator(xero.find_spec())
         for write in writes:
@@ -104,11 +105,12 @@ async def test_a_month_of_activity_reconciles_to_the_cent(infra, xero_sim, token
         report = (await client.get("/v1/gl/reconciliation", headers=headers)).json()
         assert report["balanced"] is True, report["mismatches"]
         assert report["payments"]["posted_count"] == 7 and report["deposits"]["posted_count"] == 3
+        assert report["disputes_won"]["posted_amount_minor"] == 70_000
         assert report["fees_minor"] == fees and report["clearing_balance_minor"] == 0
         async with client.app.state.session_factory() as session:
             published = (await session.execute(text("SELECT topic, count(*) FROM outbox GROUP BY topic"))).all()
         # Besides the postings: the audit entries of connecting and of mapping the accounts.
-        assert dict(published) == {"gl.posted": 12, "audit.recorded": 2}
+        assert dict(published) == {"gl.posted": 14, "audit.recorded": 2}
 
 
 async def test_redelivered_events_and_a_lost_response_post_nothing_twice(infra, xero_sim, token):

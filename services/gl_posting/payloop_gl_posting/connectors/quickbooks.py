@@ -9,7 +9,8 @@
 - A payout becomes a Deposit into the bank: one line linking each payment at its gross, refunds and
   disputes as negative clearing lines, and the fees as one negative line to the fee expense account,
   so the deposit equals the payout to the cent and clearing returns to zero.
-- A refund or dispute becomes a RefundReceipt paid out of clearing against the refund item.
+- A refund or dispute becomes a RefundReceipt paid out of clearing against the refund item; a won dispute
+  its mirror, a SalesReceipt of the same item into clearing, which the next payout deposits.
 Vendor facts we rely on are in docs/vendors/quickbooks.md.
 """
 from __future__ import annotations
@@ -29,7 +30,10 @@ from payloop_gl_posting.models import AccountMapping
 from payloop_gl_posting.oauth import TokenStore
 from payloop_gl_posting.settings import GlSettings
 
-ENTITY = {"payment": "Payment", "deposit": "Deposit", "refund": "RefundReceipt", "dispute": "RefundReceipt"}
+ENTITY = {"payment": "Payment", "deposit": "Deposit", "refund": "RefundReceipt", "dispute": "RefundReceipt",
+          "dispute_won": "SalesReceipt"}
+
+
 class QuickBooks:
     system = "quickbooks"
 
@@ -115,7 +119,7 @@ class QuickBooks:
         elif entry.purpose == "deposit":
             body = await self._deposit(entry, mapping, context)
         else:
-            body = await self._refund_receipt(entry, mapping, context)
+            body = await self._receipt(entry, mapping, context)
         entity = ENTITY[entry.purpose]
         answer = await self._call("POST", entity.lower(), params={"requestid": str(entry.id)}, body=body)
         return answer[entity]["Id"]
@@ -171,19 +175,21 @@ class QuickBooks:
                 "TotalAmt": to_decimal(entry.details["amount_minor"], entry.currency),
                 "Line": lines}
 
-    async def _refund_receipt(self, entry: JournalEntry, mapping: AccountMapping,
-                              context: PostingContext) -> dict[str, Any]:
+    async def _receipt(self, entry: JournalEntry, mapping: AccountMapping, context: PostingContext) -> dict[str, Any]:
+        """A refund or dispute (RefundReceipt: out of clearing) or a won dispute (SalesReceipt: back in);
+        the two are mirror images with the same fields, the refund item carrying the income account."""
         if await context.posted_payment(entry.subject_id) is None:
             raise WaitingForPayment(f"payment {entry.subject_id} is not posted yet")
         customer = await context.remembered("payment_customer", entry.subject_id)
         if not mapping.refund_item_id:
             raise Rejected("the account mapping names no refund item for QuickBooks refund receipts")
         amount = to_decimal(entry.details["amount_minor"], entry.currency)
-        return {**self._common(entry, f"{entry.purpose} {entry.details['reversal_id']} of payment {entry.subject_id}"),
+        what = f"{entry.purpose.replace('_', ' ')} {entry.details['reversal_id']}"
+        return {**self._common(entry, f"{what} of payment {entry.subject_id}"),
                 "CustomerRef": {"value": customer},
                 "DepositToAccountRef": {"value": mapping.clearing_account_id},
                 "Line": [{"Amount": amount, "DetailType": "SalesItemLineDetail",
-                          "Description": f"{entry.purpose} {entry.details['reversal_id']}",
+                          "Description": what,
                           "SalesItemLineDetail": {"ItemRef": {"value": mapping.refund_item_id},
                                                   "Qty": 1, "UnitPrice": amount}}]}
 

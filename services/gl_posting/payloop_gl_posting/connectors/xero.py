@@ -12,7 +12,8 @@
 - A payout is a bank transfer of its amount from clearing to the bank, plus a SPEND bank transaction
   of its fees and processor adjustments from clearing to the fee expense account: clearing gives up
   exactly the gross of the payout's payment items.
-- A refund or dispute is a SPEND bank transaction out of clearing to the refunds account.
+- A refund or dispute is a SPEND bank transaction out of clearing to the refunds account; a won dispute
+  its mirror, a RECEIVE bank transaction into clearing from the refunds account.
 Vendor facts we rely on are in docs/vendors/xero.md.
 """
 from __future__ import annotations
@@ -206,15 +207,16 @@ class Xero:
                                      {"Name": self.settings.xero_fee_contact}, mapping.clearing_account_id, abs(fee),
                                      f"Processing fees and adjustments of payout {entry.subject_id}",
                                      account_code=await self._account_code(mapping.fee_account_id, context))
-        # reversal: a refund or a dispute
+        # reversal: a refund or a dispute out of clearing, or a won dispute back in
         if await context.posted_payment(entry.subject_id) is None:
             raise WaitingForPayment(f"payment {entry.subject_id} is not posted yet")
         contact = await context.remembered("payment_customer", entry.subject_id)
         if contact is None:
             raise CustomerNotFound(f"payment {entry.subject_id} has no Xero contact on record")
-        return self._transaction(entry, common, "SPEND", {"ContactID": contact}, mapping.clearing_account_id,
+        kind = "RECEIVE" if entry.purpose == "dispute_won" else "SPEND"
+        return self._transaction(entry, common, kind, {"ContactID": contact}, mapping.clearing_account_id,
                                  details["amount_minor"],
-                                 f"{entry.purpose} {details['reversal_id']} of payment {entry.subject_id}",
+                                 f"{entry.purpose.replace('_', ' ')} {details['reversal_id']} of payment {entry.subject_id}",
                                  account_code=await self._account_code(mapping.refunds_account_id, context))
 
     @staticmethod
