@@ -11,10 +11,12 @@ from payloop_psa_ingest.connectors import CREDENTIAL_MODELS
 from payloop_psa_ingest.connectors.autotask import DEFAULT_URL as DEFAULT_AUTOTASK_URL, AutotaskCredentials
 from payloop_psa_ingest.connectors.connectwise import ConnectWiseCredentials
 from payloop_psa_ingest.connectors.halopsa import HaloCredentials
+from payloop_psa_ingest.connectors.superops import DEFAULT_URL as DEFAULT_SUPEROPS_URL, SuperOpsCredentials
 
 DEFAULT_URLS = {
     "connectwise": "https://api-na.myconnectwise.net/v4_6_release/apis/3.0",
     "autotask": DEFAULT_AUTOTASK_URL,
+    "superops": DEFAULT_SUPEROPS_URL,
 }
 
 
@@ -33,13 +35,15 @@ class ConnectionSettings(BaseModel):
 
 
 class ConnectionCreate(BaseModel):
-    source: Literal["connectwise", "autotask", "halopsa"] = "connectwise"
+    source: Literal["connectwise", "autotask", "halopsa", "superops"] = "connectwise"
     name: str = Field("PSA", min_length=1, max_length=200)
     base_url: str | None = Field(None, description="The PSA's API root (ConnectWise: "
                                  "https://api-na.myconnectwise.net/v4_6_release/apis/3.0; Autotask: the zone "
                                  "discovery root, https://webservices.autotask.net/ATServicesRest/V1.0; HaloPSA: the "
-                                 "instance root serving /auth and /api, required); defaults to the vendor's")
-    credentials: ConnectWiseCredentials | AutotaskCredentials | HaloCredentials = Field(
+                                 "instance root serving /auth and /api, required; SuperOps: the GraphQL endpoint, "
+                                 "https://api.superops.ai/msp or https://euapi.superops.ai/msp); defaults to the "
+                                 "vendor's")
+    credentials: ConnectWiseCredentials | AutotaskCredentials | HaloCredentials | SuperOpsCredentials = Field(
         description="The vendor's credential fields (see the schema of each vendor)")
     settings: ConnectionSettings = Field(default_factory=ConnectionSettings)
     poll_interval_s: int = Field(300, ge=5, le=86_400, description="Incremental sync every this many seconds")

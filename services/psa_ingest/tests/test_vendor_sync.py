@@ -204,6 +204,7 @@ async def test_a_verified_webhook_brings_the_change_in_and_a_forged_one_changes_
             registered = await client.post(f"/v1/psa/connections/{connection_id}/webhooks",
                                            json={"public_url": url}, headers=headers)
             assert registered.status_code == 200, registered.text
+            vendor.configure_webhook(f"{url}/webhooks/psa/{connection_id}")
             baseline = len(await psa.outbox_events(client))
 
             for body, sent in vendor.forged_webhooks():

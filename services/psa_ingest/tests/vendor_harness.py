@@ -9,7 +9,10 @@ import json
 from decimal import Decimal
 from pathlib import Path
 
-from payloop.simulators import autotask, halopsa
+from graphql import OperationDefinitionNode, build_schema, parse, validate
+from graphql.execution.values import get_variable_values
+
+from payloop.simulators import autotask, halopsa, superops
 
 
 SPECS = Path(__file__).resolve().parents[3] / "specs"
@@ -95,6 +98,9 @@ class AutotaskHarness:
 
     def check_requests_against_spec(self) -> None:
         """No machine-readable Autotask spec is kept (specs/SOURCES.md): nothing to check against."""
+
+    def configure_webhook(self, url: str) -> None:
+        """Nothing to do by hand: the connector subscribed through the PSA's API."""
 
     def change_with_webhook(self) -> tuple[str, str]:
         """Change a record whose webhook the PSA sends; returns the event type and external id expected."""
@@ -192,6 +198,9 @@ class HaloHarness:
             for item in json.loads(request["body"]):
                 assert set(item) <= halo_fields("Invoice"), set(item) - halo_fields("Invoice")
 
+    def configure_webhook(self, url: str) -> None:
+        """Nothing to do by hand: the connector subscribed through the PSA's API."""
+
     def change_with_webhook(self) -> tuple[str, str]:
         invoice = self.open_invoices()[0]
         self.edit(invoice)
@@ -206,3 +215,104 @@ class HaloHarness:
 
 
 HARNESSES["halopsa"] = HaloHarness
+
+
+class SuperOpsHarness:
+    source = "superops"
+    # One GraphQL endpoint: the simulator logs each request as `/msp:<root field>`, so faults and these
+    # filters can name an operation the way the REST harnesses name a path.
+    client_listing = ":getClientList"
+    invoice_listing = ":getInvoiceList"
+    edit_changes = "total_minor"
+    writeback_fault = {"path_contains": ":updateInvoice", "method": "POST"}
+    webhook_secret = "payloop-superops-webhook-secret"
+
+    def __init__(self) -> None:
+        self.sim = superops.SuperOpsSimulator()
+
+    def connection(self, *, wrong_secret: bool = False, **settings) -> dict:
+        return {"source": "superops", "name": "Sim", "base_url": self.sim.api_url, "poll_interval_s": 3600,
+                "credentials": {"api_token": "wrong-token" if wrong_secret else superops.API_TOKEN,
+                                "subdomain": superops.SUBDOMAIN, "webhook_secret": self.webhook_secret},
+                "settings": {"backoff_initial_s": 0.05, "page_size": 100, **settings}}
+
+    def invoices(self) -> dict[str, dict]:
+        out = {}
+        for invoice in self.sim.state.invoices.values():
+            total = minor(invoice["totalAmount"])
+            if total < 0 or invoice["statusEnum"] == "DRAFT":
+                continue
+            status = {"PAID": "paid", "VOID": "void"}.get(invoice["statusEnum"], "open")
+            out[invoice["invoiceId"]] = {
+                "number": invoice["displayId"], "total_minor": total,
+                "subtotal_minor": sum(minor(i["amount"]) for i in invoice["items"]), "lines": len(invoice["items"]),
+                "status": status, "agreement": invoice["_contractBilled"]}
+        return out
+
+    def counts(self) -> dict[str, int]:
+        state = self.sim.state
+        return {"client.upserted": len(state.clients),
+                "agreement.upserted": len({c["client"]["accountId"] for c in state.contracts.values()
+                                           if c["contractStatus"] == "ACTIVE"}),
+                "invoice.created": len(self.invoices()),
+                "credit_memo.created": sum(1 for i in state.invoices.values() if minor(i["totalAmount"]) < 0),
+                "ticket.flagged": sum(1 for t in state.tickets.values() if t["category"] == superops.DISPUTE_CATEGORY)}
+
+    def open_invoices(self) -> list[str]:
+        return [k for k, v in self.invoices().items() if v["status"] == "open" and v["agreement"]]
+
+    def edit(self, external_id: str) -> None:
+        self.sim.add_invoice_line(external_id, "ADJ-ONSITE", "1", "80.00", "After-hours callout")
+
+    def void(self, external_id: str) -> None:
+        self.sim.void_invoice(external_id)
+
+    def add(self) -> str:
+        account = next(iter(self.sim.state.clients))
+        return self.sim.new_invoice(account, [("HW-SWITCH-24", "1", "899.00", "24-port switch")])["invoiceId"]
+
+    def break_invoice(self) -> str:
+        invoice = next(i for i in self.sim.state.invoices.values() if minor(i["totalAmount"]) > 0)
+        invoice["client"] = {"accountId": None}
+        invoice["items"][0]["quantity"] = "a dozen"
+        return invoice["invoiceId"]
+
+    def authenticated(self, request: dict) -> bool:
+        headers = request["headers"]
+        return headers.get("authorization", "").startswith("Bearer ") and bool(headers.get("customersubdomain"))
+
+    def paid_in_psa(self, external_id: str) -> bool:
+        return self.sim.state.invoices[external_id]["statusEnum"] == "PAID"
+
+    def payments_in_psa(self, external_id: str) -> int:
+        return int(str(self.sim.state.invoices[external_id]["paymentReference"] or "").startswith("payloop:"))
+
+    def check_requests_against_spec(self) -> None:
+        """Every GraphQL document we sent is valid against SuperOps' published schema, variables included."""
+        schema = build_schema((SPECS / "superops" / "superops.graphql").read_text())
+        sent = [json.loads(r["body"]) for r in self.sim.requests]
+        assert any("updateInvoice" in body["query"] for body in sent)
+        for body in sent:
+            document = parse(body["query"])
+            assert validate(schema, document) == [], body["query"]
+            operation = next(d for d in document.definitions if isinstance(d, OperationDefinitionNode))
+            coerced = get_variable_values(schema, operation.variable_definitions, body.get("variables") or {})
+            assert not isinstance(coerced, list), (coerced, body)  # a list is the coercion errors
+
+    def configure_webhook(self, url: str) -> None:
+        """SuperOps has no webhook API: the MSP enters the URL and our header in SuperOps, as done here."""
+        self.sim.add_webhook(url, {"X-Payloop-Token": self.webhook_secret})
+
+    def change_with_webhook(self) -> tuple[str, str]:
+        invoice = self.open_invoices()[0]
+        self.edit(invoice)
+        return "invoice.updated", invoice
+
+    def forged_webhooks(self) -> list[tuple[bytes, dict]]:
+        body = json.dumps({"eventId": "forged", "event": "invoice.updated", "data": {"invoiceId": "1"}}).encode()
+        return [(body, {"x-payloop-token": "guessed-secret-guessed"}),
+                (body, {"authorization": f"Bearer {superops.API_TOKEN}"}),
+                (body, {})]
+
+
+HARNESSES["superops"] = SuperOpsHarness

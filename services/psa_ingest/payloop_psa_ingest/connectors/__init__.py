@@ -10,10 +10,12 @@ from payloop_psa_ingest.connectors.autotask import AutotaskConnector, AutotaskCr
 from payloop_psa_ingest.connectors.base import PsaConnector
 from payloop_psa_ingest.connectors.connectwise import ConnectWiseConnector, ConnectWiseCredentials
 from payloop_psa_ingest.connectors.halopsa import HaloConnector, HaloCredentials
+from payloop_psa_ingest.connectors.superops import SuperOpsConnector, SuperOpsCredentials
 
-CONNECTORS = {"connectwise": ConnectWiseConnector, "autotask": AutotaskConnector, "halopsa": HaloConnector}
+CONNECTORS = {"connectwise": ConnectWiseConnector, "autotask": AutotaskConnector, "halopsa": HaloConnector,
+              "superops": SuperOpsConnector}
 CREDENTIAL_MODELS = {"connectwise": ConnectWiseCredentials, "autotask": AutotaskCredentials,
-                     "halopsa": HaloCredentials}
+                     "halopsa": HaloCredentials, "superops": SuperOpsCredentials}
 
 
 def open_connector(source: str, base_url: str, credentials_encrypted: str,

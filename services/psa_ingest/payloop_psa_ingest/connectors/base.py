@@ -172,11 +172,11 @@ class PsaConnector(Protocol):
 
 
 def map_page(source: str, kind: str, raw: list[Any], mapper: Callable[[dict], Record],
-             updated: Callable[[dict], datetime | None]) -> Page:
+             updated: Callable[[dict], datetime | None], *, id_field: str = "id") -> Page:
     """Map a page of vendor records; one that cannot be mapped is recorded and skipped, the rest land."""
     page = Page()
     for record in raw:
-        external_id = str(record.get("id")) if isinstance(record, dict) else None
+        external_id = str(record.get(id_field)) if isinstance(record, dict) else None
         try:
             page.records.append(mapper(record))
             stamp = updated(record)

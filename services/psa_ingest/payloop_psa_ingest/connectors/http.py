@@ -80,11 +80,16 @@ class VendorHttp:
                     delay = retry_after_seconds(response)
             if attempt == self.max_attempts:
                 raise error
-            wait = self._backoff(attempt, delay)
-            log.info("psa.http.retry", source=self.source, method=method, path=_path(url), attempt=attempt,
-                     error=str(error), wait_s=round(wait, 2))
-            await asyncio.sleep(wait)
+            await self.sleep_before_retry(attempt, delay, error, method=method, url=url)
         raise AssertionError("unreachable")
+
+    async def sleep_before_retry(self, attempt: int, retry_after: float | None, error: PsaError, *, method: str,
+                                 url: str) -> None:
+        """Wait before attempt `attempt + 1`: what the vendor asked for, else jittered exponential backoff."""
+        wait = self._backoff(attempt, retry_after)
+        log.info("psa.http.retry", source=self.source, method=method, path=_path(url), attempt=attempt,
+                 error=str(error), wait_s=round(wait, 2))
+        await asyncio.sleep(wait)
 
     def _backoff(self, attempt: int, retry_after: float | None) -> float:
         if retry_after is not None:
