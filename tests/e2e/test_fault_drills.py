@@ -4,7 +4,8 @@ An MSP's client on auto-pay gets a new invoice due today in every round; after i
 (each in turn) is killed with SIGKILL at a random moment and started again, and once the broker is
 frozen for ten seconds. Then Stripe pays everything out, and gl_posting is killed while it posts the
 deposit. Afterwards: every invoice was charged once, the PSA holds exactly one payment per charge, the
-books exactly one entry per event, and reporting agrees with the payments service.
+books exactly one entry per event, and reporting's read models equal a recomputation from the payments,
+gl_posting and psa_ingest databases.
 """
 import asyncio
 import random
@@ -13,6 +14,7 @@ from decimal import Decimal
 import pytest
 
 from e2e_harness import today, wait_for
+from recomputation import settled_mismatches
 from payloop.services import SERVICES
 
 pytestmark = pytest.mark.slow
@@ -133,3 +135,6 @@ async def test_kills_and_a_paused_broker_lose_nothing_and_double_nothing(msp):
     async with msp.api("payments") as payments:
         open_minor = sum(i["open_minor"] for i in (await payments.get(f"/v1/clients/{client_id}/invoices")).json())
     assert open_minor == 0
+
+    # Every read model equals a recomputation from the services' own databases.
+    assert await settled_mismatches(platform.databases, msp.tenant, timeout=SLOW) == []

@@ -3,12 +3,14 @@
 For each variant, across the six service processes: a PSA invoice due today -> psa_ingest sync ->
 payments charges the saved card on the due date, once -> the PSA shows it paid with one payment written
 back -> the ledger holds the payment -> a payout becomes a deposit with the fee, the clearing account back
-at zero -> reporting shows nothing open -> the partner receives payment.settled and payout.paid, signed.
+at zero -> reporting shows nothing open and its read models equal a recomputation from the services'
+own databases -> the partner receives payment.settled and payout.paid, signed.
 """
 import pytest
 import pytest_asyncio
 
 from e2e_harness import Msp, today, wait_for
+from recomputation import settled_mismatches
 from vendor_sides import AutotaskSide, ConnectWiseSide, HaloSide, QuickBooksLedger, XeroLedger, money
 
 AMOUNT, AMOUNT_MINOR, FEE = "499.00", 49_900, 1_477  # Stripe's 2.9% + 30 cents
@@ -97,6 +99,8 @@ async def test_autopay_loop_closes_with_every_psa_and_ledger(variant):
     async with msp.api("gl_posting") as gl:
         entries = (await gl.get("/v1/gl/entries")).json()["items"]
         assert sorted((e["purpose"], e["state"]) for e in entries) == [("deposit", "posted"), ("payment", "posted")]
+
+    assert await settled_mismatches(msp.platform.databases, msp.tenant) == []
 
 
 async def _async(value):
