@@ -11,7 +11,8 @@ import pytest_asyncio
 
 from e2e_harness import Msp, today, wait_for
 from recomputation import settled_mismatches
-from vendor_sides import AutotaskSide, ConnectWiseSide, HaloSide, QuickBooksLedger, XeroLedger, money
+from vendor_sides import (AutotaskSide, ConnectWiseSide, HaloSide, QuickBooksLedger, SuperOpsSide, XeroLedger,
+                          money)
 
 AMOUNT, AMOUNT_MINOR, FEE = "499.00", 49_900, 1_477  # Stripe's 2.9% + 30 cents
 
@@ -19,6 +20,7 @@ VARIANTS = {
     "connectwise-xero": (ConnectWiseSide, XeroLedger),
     "autotask-quickbooks": (AutotaskSide, QuickBooksLedger),
     "halopsa-quickbooks": (HaloSide, QuickBooksLedger),
+    "superops-xero": (SuperOpsSide, XeroLedger),
 }
 
 

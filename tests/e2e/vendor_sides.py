@@ -16,7 +16,7 @@ from urllib.parse import parse_qs, urlparse
 import httpx
 
 from payloop.embedded import free_port
-from payloop.simulators import autotask, halopsa
+from payloop.simulators import autotask, halopsa, superops
 from payloop.simulators.connectwise import CLIENT_ID, COMPANY_ID, PRIVATE_KEY, PUBLIC_KEY, ConnectWiseSimulator
 
 from e2e_harness import Msp, today, wait_for
@@ -151,6 +151,44 @@ class HaloSide:
     def payments_recorded(self, external_id: str) -> int:
         refs = self.sim.state["Invoice"][int(external_id)]["payment_ref"] or ""
         return sum(1 for ref in refs.split(";") if ref.strip().startswith("payloop:"))
+
+
+class SuperOpsSide:
+    """SuperOps invoices carry a status, not a balance: a written-back payment marks the invoice PAID with
+    our reference in `paymentReference` (docs/vendors/superops.md)."""
+
+    source = "superops"
+
+    def __init__(self) -> None:
+        self.sim = superops.SuperOpsSimulator()
+
+    async def start(self) -> None:
+        await self.sim.start(free_port())
+
+    async def stop(self) -> None:
+        await self.sim.stop()
+
+    def connection(self) -> dict:
+        return {"source": "superops", "name": "SuperOps", "base_url": self.sim.api_url, "poll_interval_s": 3600,
+                "credentials": {"api_token": superops.API_TOKEN, "subdomain": superops.SUBDOMAIN,
+                                "webhook_secret": "e2e-superops-webhook-secret"},
+                "settings": {**FAST, "page_size": 100}}
+
+    def invoice_due_today(self, amount: str) -> DueInvoice:
+        state = self.sim.state
+        account = max(state.clients)
+        for invoice in [i for i in state.invoices.values() if i["client"]["accountId"] == account]:
+            if invoice["statusEnum"] != "VOID":
+                invoice["statusEnum"] = "PAID"
+        invoice = self.sim.new_invoice(account, [("MS-BASE", "1", amount, "Managed Services - Base Platform")])
+        invoice["dueDate"] = today().isoformat()
+        return DueInvoice(invoice["invoiceId"], account, invoice["displayId"], state.clients[account]["name"])
+
+    def paid(self, external_id: str) -> bool:
+        return self.sim.state.invoices[external_id]["statusEnum"] == "PAID"
+
+    def payments_recorded(self, external_id: str) -> int:
+        return int(str(self.sim.state.invoices[external_id]["paymentReference"] or "").startswith("payloop:"))
 
 
 class LedgerSide(Protocol):
