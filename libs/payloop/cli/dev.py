@@ -1,10 +1,10 @@
 """`payloop dev`: the whole platform on one machine, under `.payloop/`, stopped by Ctrl-C.
 
 Starts (unless configured to use existing ones) an embedded PostgreSQL with one database per
-service and the Tansu broker, then localstripe, creates the topics, migrates, starts the six
-services as separate processes, waits for their /readyz, seeds the demo tenant and prints what runs
-where. Every child dies with us: we stop them on SIGINT/SIGTERM, and the kernel sends them SIGTERM
-if we die without cleaning up (PR_SET_PDEATHSIG).
+service and the Tansu broker, then the Stripe sandbox (localstripe behind it), creates the topics,
+migrates, starts the six services as separate processes, waits for their /readyz, seeds the demo
+tenant and prints what runs where. Every child dies with us: we stop them on SIGINT/SIGTERM, and
+the kernel sends them SIGTERM if we die without cleaning up (PR_SET_PDEATHSIG).
 """
 from __future__ import annotations
 
@@ -33,7 +33,8 @@ from payloop.settings import platform_settings
 
 BROKER_PORT = 9092
 POSTGRES_PORT = 54329
-LOCALSTRIPE_PORT = 8420
+STRIPE_PORT = 8420  # the Stripe sandbox, the one Stripe URL the services know
+LOCALSTRIPE_PORT = 8421  # localstripe, behind the sandbox
 
 
 def _die_with_parent() -> None:
@@ -90,21 +91,25 @@ class DevPlatform:
         os.environ.update(self.env)
         platform_settings.cache_clear()
 
-    def start_localstripe(self) -> None:
-        port = self.port(LOCALSTRIPE_PORT)
-        self._spawn("localstripe", [str(Path(sys.executable).parent / "localstripe"), "--port", str(port)])
-        self.env.setdefault("PAYLOOP_STRIPE_API_BASE", f"http://127.0.0.1:{port}")
+    def start_stripe(self) -> None:
+        """localstripe, and the Stripe sandbox in front of it that adds ACH, card declines and payouts."""
+        localstripe = self.port(LOCALSTRIPE_PORT)
+        self._spawn("localstripe", [str(Path(sys.executable).parent / "localstripe"), "--port", str(localstripe)])
+        self._spawn("stripe", [sys.executable, "-m", "payloop.simulators.stripe_sandbox", "--port",
+                               str(self.port(STRIPE_PORT)), "--localstripe", f"http://127.0.0.1:{localstripe}"],
+                    log=self.root / "logs" / "sim-stripe.log")
+        self.env.setdefault("PAYLOOP_STRIPE_API_BASE", f"http://127.0.0.1:{self.port(STRIPE_PORT)}")
         self.env.setdefault("PAYLOOP_STRIPE_WEBHOOK_SECRET", "whsec_" + secrets.token_hex(16))
 
     def register_stripe_webhook(self) -> None:
-        """localstripe posts its events, signed with our secret, to the payments service."""
+        """The sandbox (and localstripe behind it) post their events, signed with our secret, to payments."""
         payments = next(s for s in SERVICES if s.name == "payments")
         response = httpx.post(
             f"{self.env['PAYLOOP_STRIPE_API_BASE']}/_config/webhooks/payloop",
             data={"url": f"http://127.0.0.1:{self.service_port(payments)}/webhooks/stripe",
                   "secret": self.env["PAYLOOP_STRIPE_WEBHOOK_SECRET"]}, timeout=10)
         if response.status_code != 200:
-            raise CliError(f"registering the Stripe webhook with localstripe failed: {response.status_code}")
+            raise CliError(f"registering the Stripe webhook with the Stripe sandbox failed: {response.status_code}")
 
     def start_simulators(self) -> None:
         for sim in SIMULATORS:
@@ -114,8 +119,8 @@ class DevPlatform:
                                    *extra], log=self.root / "logs" / f"sim-{sim.name}.log")
 
     def wait_outside_systems(self) -> None:
-        """localstripe and the simulators start beside the services; they must listen before seeding."""
-        for name, port in [("localstripe", self.port(LOCALSTRIPE_PORT)),
+        """Stripe and the simulators start beside the services; they must listen before seeding."""
+        for name, port in [("localstripe", self.port(LOCALSTRIPE_PORT)), ("stripe", self.port(STRIPE_PORT)),
                            *((sim.name, self.port(sim.port)) for sim in SIMULATORS)]:
             wait_for_port("127.0.0.1", port, 60, self.children[name], name)
 
@@ -148,8 +153,9 @@ class DevPlatform:
                             ("XERO_AUTH_URL", f"{xero}/identity/connect/authorize"),
                             ("XERO_TOKEN_URL", f"{xero}/connect/token"), ("XERO_CONNECTIONS_URL", f"{xero}/connections")):
             self.env.setdefault(f"PAYLOOP_GL_{name}", value)
-        if self.speed != 1:
+        if self.speed != 1:  # both schedulers live on the simulated calendar
             self.env.setdefault("PAYLOOP_COLLECTIONS_CLOCK_SPEED", str(self.speed))
+            self.env.setdefault("PAYLOOP_PAYMENTS_CLOCK_SPEED", str(self.speed))
 
     def start_services(self) -> None:
         self.wire_services()
@@ -201,7 +207,8 @@ class DevPlatform:
             lines.append(f"  {spec.name:12} {base}/docs   (OpenAPI {base}/openapi.json)")
         lines += [
             f"  {'broker':12} {self.env['PAYLOOP_KAFKA_BOOTSTRAP']}",
-            f"  {'localstripe':12} http://127.0.0.1:{self.port(LOCALSTRIPE_PORT)}",
+            f"  {'stripe':12} http://127.0.0.1:{self.port(STRIPE_PORT)}   (Stripe sandbox: ACH, declines, payouts;"
+            f" POST /_sim/advance; localstripe behind it on :{self.port(LOCALSTRIPE_PORT)})",
             *[f"  {sim.name:12} http://127.0.0.1:{self.port(sim.port)}   ({sim.description})"
               for sim in SIMULATORS],
             f"  {'logs':12} {self.root / 'logs'}",
@@ -252,7 +259,7 @@ def run_dev(args) -> int:
     started = time.monotonic()
     try:
         platform.start_infrastructure()
-        platform.start_localstripe()
+        platform.start_stripe()
         platform.start_simulators()
         platform.prepare()
         platform.start_services()

@@ -60,10 +60,14 @@ class StripeExtras:
 
     def app(self) -> web.Application:
         app = web.Application(middlewares=[self._auth])
-        app.router.add_get("/v1/payouts/{id}", self._payout)
-        app.router.add_get("/v1/balance_transactions", self._list_transactions)
-        app.router.add_post("/_sim/payouts", self._create_payout)
+        self.add_routes(app.router)
         return app
+
+    def add_routes(self, router: web.UrlDispatcher) -> None:
+        """Its routes, for a server that serves them beside others (the Stripe sandbox)."""
+        router.add_get("/v1/payouts/{id}", self._payout)
+        router.add_get("/v1/balance_transactions", self._list_transactions)
+        router.add_post("/_sim/payouts", self._create_payout)
 
     @web.middleware
     async def _auth(self, request: web.Request, handler):

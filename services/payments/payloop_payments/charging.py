@@ -222,8 +222,10 @@ async def present(factory: async_sessionmaker[AsyncSession], gateway: StripeGate
 async def record_outcome(session: AsyncSession, attempt_id: uuid.UUID, result: ChargeResult, *,
                          now: datetime) -> None:
     """Apply what Stripe said about an attempt (from the API answer or a webhook), once."""
-    attempt = await session.get(PaymentAttempt, attempt_id, with_for_update=True)
-    payment = await session.get(Payment, attempt.payment_id, with_for_update=True)
+    # populate_existing: a webhook handler may have loaded the attempt before taking the lock, and
+    # must see what a concurrent recording (the API answer) committed meanwhile, not its stale copy.
+    attempt = await session.get(PaymentAttempt, attempt_id, with_for_update=True, populate_existing=True)
+    payment = await session.get(Payment, attempt.payment_id, with_for_update=True, populate_existing=True)
     if result.payment_intent_id:
         attempt.stripe_payment_intent_id = result.payment_intent_id
         payment.stripe_payment_intent_id = result.payment_intent_id
@@ -289,6 +291,13 @@ async def _fail(session: AsyncSession, payment: Payment, attempt: PaymentAttempt
                         decline_code=result.decline_code, retryable=decision.retryable,
                         next_attempt_at=payment.next_attempt_at.isoformat() if payment.next_attempt_at else None,
                         outcome=decision.outcome.value, reason=decision.reason, late_return=late_return)
+    if late_return:
+        # Money the books already hold left again (an ACH return after settlement): to accounting and
+        # collections that is a reversal, which the catalogue names payment.disputed ("disputed or returned").
+        await payment_event(session, "payment.disputed", payment, attempt=attempt.attempt_no,
+                            dispute_id=f"return:{result.charge_id or attempt.id}",
+                            disputed_minor=payment.amount_minor, reason=f"returned: {result.decline_code}",
+                            status="returned")
     log.info("payments.charge.declined", payment_id=str(payment.id), decline_code=result.decline_code,
              outcome=decision.outcome.value)
 

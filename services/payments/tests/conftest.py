@@ -1,9 +1,11 @@
 """Fixtures of the payments tests (test modules cannot import each other, so helpers come as the `kit`
-fixture): localstripe as a subprocess, the service on a fresh database,
-events applied through the service's own handlers, and what the outbox holds."""
+fixture): localstripe as a subprocess behind the project's Stripe sandbox (ACH, card declines,
+payouts), the service on a fresh database, events applied through the service's own handlers, and
+what the outbox holds."""
 from __future__ import annotations
 
 
+import asyncio
 import hashlib
 import hmac
 import json
@@ -14,13 +16,16 @@ import sys
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
+import httpx
 import pytest
 import pytest_asyncio
+import uvicorn
 from sqlalchemy import text
 
 from payloop.embedded import free_port, port_open
 from payloop.events import new_event
 from payloop.events.catalogue import CATALOGUE
+from payloop.simulators.stripe_sandbox import StripeSandbox
 from payloop.testing.plugin import running_service
 
 from payloop_payments.handlers import HANDLERS
@@ -48,14 +53,21 @@ def localstripe(tmp_path_factory):
         process.wait(10)
 
 
+@pytest_asyncio.fixture(scope="session")
+async def stripe_sandbox(localstripe):
+    sandbox = await StripeSandbox(localstripe).start()
+    yield sandbox
+    await sandbox.stop()
+
+
 @pytest.fixture(scope="session")
-def stripe_env(localstripe):
+def stripe_env(stripe_sandbox):
     saved = {k: os.environ.get(k) for k in ("PAYLOOP_STRIPE_API_BASE", "PAYLOOP_PAYMENTS_RUN_SCHEDULER")}
-    os.environ["PAYLOOP_STRIPE_API_BASE"] = localstripe
+    os.environ["PAYLOOP_STRIPE_API_BASE"] = stripe_sandbox.url
     # Tests drive the scheduler with their own clock.
     os.environ["PAYLOOP_PAYMENTS_RUN_SCHEDULER"] = "false"
     payments_settings.cache_clear()
-    yield localstripe
+    yield stripe_sandbox.url
     for key, value in saved.items():
         if value is None:
             os.environ.pop(key, None)
@@ -68,6 +80,27 @@ def stripe_env(localstripe):
 async def payments(infra, stripe_env):
     async with running_service(infra, SERVICE, consumers=False, relay=False) as client:
         yield client
+
+
+@pytest_asyncio.fixture
+async def stripe_webhooks(payments, stripe_sandbox):
+    """The service's app also served over HTTP, and registered as the sandbox's webhook endpoint, so
+    Stripe's events reach /webhooks/stripe signed as Stripe signs them. Yields the sandbox."""
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(payments.app, host="127.0.0.1", port=port, log_level="warning",
+                                           lifespan="off"))
+    task = asyncio.create_task(server.serve())
+    while not server.started:
+        await asyncio.sleep(0.02)
+    async with httpx.AsyncClient(base_url=stripe_sandbox.url) as http:
+        # One endpoint id for every test: each registration replaces the previous test's.
+        answer = await http.post("/_config/webhooks/payments-test", data={
+            "url": f"http://127.0.0.1:{port}/webhooks/stripe", "secret": payments_settings().webhook_secret()})
+        assert answer.status_code == 200, answer.text
+    yield stripe_sandbox
+    await stripe_sandbox.delivered()
+    server.should_exit = True
+    await task
 
 
 async def deliver(client, type: str, tenant: str, data: dict, *, client_id: str | None = None,
@@ -132,6 +165,34 @@ async def save_card(client, headers, client_id: str, card: str = "pm_card_visa")
     return saved.json()
 
 
+async def save_bank_account(client, headers, client_id: str, account: str = "000123456789") -> dict:
+    """What Stripe.js does for a manually entered bank account (confirm with a mandate, verify the
+    microdeposits at the sandbox), then register the method."""
+    setup = await client.post(f"/v1/clients/{client_id}/setup-intents", json={"type": "ach"}, headers=headers)
+    assert setup.status_code == 201, setup.text
+    intent_id = setup.json()["setup_intent_id"]
+    async with httpx.AsyncClient(base_url=payments_settings().stripe_api_base,
+                                 headers={"Authorization": "Bearer sk_test_payloop_tests"}) as stripe:
+        confirmed = await stripe.post(f"/v1/setup_intents/{intent_id}/confirm", data={
+            "payment_method_data[type]": "us_bank_account",
+            "payment_method_data[us_bank_account][routing_number]": "110000000",
+            "payment_method_data[us_bank_account][account_number]": account,
+            "payment_method_data[us_bank_account][account_holder_type]": "company",
+            "payment_method_data[billing_details][name]": f"Client {client_id}",
+            "mandate_data[customer_acceptance][type]": "offline"})
+        assert confirmed.json()["next_action"]["type"] == "verify_with_microdeposits", confirmed.text
+        early = await client.post(f"/v1/clients/{client_id}/payment-methods", json={"setup_intent_id": intent_id},
+                                  headers=headers)
+        assert early.status_code == 422, early.text  # not usable before the account is verified
+        verified = await stripe.post(f"/v1/setup_intents/{intent_id}/verify_microdeposits",
+                                     data={"amounts[]": ["32", "45"]})
+        assert verified.json()["status"] == "succeeded", verified.text
+    saved = await client.post(f"/v1/clients/{client_id}/payment-methods", json={"setup_intent_id": intent_id},
+                              headers=headers)
+    assert saved.status_code == 201, saved.text
+    return saved.json()
+
+
 def signed(event: dict, *, secret: str | None = None, at: int | None = None) -> tuple[bytes, dict]:
     """A Stripe webhook delivery of `event`: body and a `Stripe-Signature` header as Stripe signs them."""
     body = json.dumps(event).encode()
@@ -152,4 +213,4 @@ def kit():
 
     return SimpleNamespace(deliver=deliver, seed_tenant=seed_tenant, seed_client=seed_client,
                            seed_invoice=seed_invoice, invoice_data=invoice_data, outbox_events=outbox_events,
-                           save_card=save_card, utc=utc, signed=signed)
+                           save_card=save_card, save_bank_account=save_bank_account, utc=utc, signed=signed)
