@@ -11,7 +11,8 @@ Entity field names are those of Intuit's XSD (`../shared/specs/quickbooks/Financ
 Accounts keep balances (debits positive for assets and expenses, credits positive for the rest),
 so a test can check that clearing returns to zero and that the bank holds the payouts.
 Control endpoints for tests and demos live under `/_sim` (create companies and invoices, close the
-books, revoke tokens, inject throttling or a response lost after the write was applied).
+books, revoke tokens, inject throttling or a response lost after the write was applied, and a
+JournalEntry as someone typing into QuickBooks itself would add, which a reconciliation should notice).
 
 Run: `python -m payloop.simulators.quickbooks --port 8210`.
 """
@@ -300,6 +301,28 @@ def create_sales_receipt(company: Company, body: dict[str, Any]) -> dict[str, An
     return _receipt(company, "SalesReceipt", body, +1)
 
 
+def create_journal_entry(company: Company, body: dict[str, Any]) -> dict[str, Any]:
+    """A manual JournalEntry (Intuit's shape: lines with `JournalEntryLineDetail.PostingType` Debit or
+    Credit and an `AccountRef`); debits must equal credits, as QuickBooks insists."""
+    _check_period(company, body)
+    postings, balance = [], Decimal("0")
+    for line in body.get("Line", []):
+        detail = line.get("JournalEntryLineDetail") or {}
+        sign = {"Debit": 1, "Credit": -1}.get(detail.get("PostingType"))
+        if sign is None:
+            raise Fault(400, "2020", "Required param missing, need to supply the required value for the API",
+                        "Required parameter Line.JournalEntryLineDetail.PostingType is missing in the request")
+        amount = sign * _money(line["Amount"])
+        postings.append((company.account(detail.get("AccountRef"), "JournalEntryLineDetail.AccountRef"), amount))
+        balance += amount
+    if balance != 0 or not postings:
+        raise Fault(400, "6000", "A business validation error has occurred while processing your request",
+                    "Business Validation Error: Your Journal Entry is not in balance.")
+    for account, debit in postings:
+        company.post(account, debit)
+    return company.add("JournalEntry", {**body, "TotalAmt": sum(a for _, a in postings if a > 0)})
+
+
 WRITERS = {"payment": ("Payment", create_payment), "deposit": ("Deposit", create_deposit),
            "refundreceipt": ("RefundReceipt", create_refund_receipt),
            "salesreceipt": ("SalesReceipt", create_sales_receipt)}
@@ -502,6 +525,12 @@ def create_app(sim: Simulator | None = None) -> FastAPI:
         company.post(next(a for a in company.entities["Account"].values() if a["AccountType"] == "Accounts Receivable"), amount)
         company.post(sim.account_named(company, "Sales of Product Income"), -amount)
         return _json(200, {"Invoice": invoice})
+
+    @app.post("/_sim/companies/{realm_id}/journal-entries")
+    async def sim_journal_entry(realm_id: str, request: Request) -> Response:
+        company = sim.company(realm_id)
+        entry = create_journal_entry(company, json.loads(await request.body(), parse_float=Decimal))
+        return _json(200, {"JournalEntry": _public(entry)})
 
     @app.post("/_sim/companies/{realm_id}/faults")
     async def sim_faults(realm_id: str, request: Request) -> Response:

@@ -12,8 +12,11 @@ schema does not declare is refused like a malformed value, so what we send is wh
 The document is read from `PAYLOOP_XERO_SPEC` or `specs/xero/xero_accounting.yaml` of the repository above this
 checkout; without it writes are checked by the simulator's own rules only.
 
-Accounts keep balances (debits positive for asset and expense accounts), so a test can check that the
-clearing account returns to zero. Control endpoints for tests and demos live under `/_sim`.
+Accounts keep balances (debits positive for asset and expense accounts), dated, so a test can check that
+the clearing account returns to zero and `GET /Reports/BankSummary` answers each bank account's opening and
+closing balance for a date range (needs the `accounting.reports.read` scope, as Xero's does). Control
+endpoints for tests and demos live under `/_sim` (among them a manual journal, what an accountant
+typing into Xero's UI would add).
 
 Run: `python -m payloop.simulators.xero --port 8211`.
 """
@@ -31,7 +34,7 @@ import secrets
 import time
 import uuid
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -154,6 +157,8 @@ class Organisation:
     bank_transactions: dict[str, dict[str, Any]] = field(default_factory=dict)
     bank_transfers: dict[str, dict[str, Any]] = field(default_factory=dict)
     balances: dict[str, Decimal] = field(default_factory=dict)  # AccountID -> balance (debit positive)
+    postings: list[tuple[date, str, Decimal]] = field(default_factory=list)  # (day, AccountID, debit)
+    manual_journals: dict[str, dict[str, Any]] = field(default_factory=dict)
     lock_date: date | None = None
     responses: dict[str, tuple[int, dict[str, Any]]] = field(default_factory=dict)  # Idempotency-Key -> answer
     requests: list[dict[str, Any]] = field(default_factory=list)
@@ -186,9 +191,15 @@ class Organisation:
     def receivable(self) -> dict[str, Any]:
         return next(a for a in self.accounts.values() if a.get("SystemAccount") == "DEBTORS")
 
-    def post(self, account: dict[str, Any], debit: Decimal) -> None:
+    def post(self, account: dict[str, Any], debit: Decimal, day: date) -> None:
         sign = 1 if account["Type"] in DEBIT_NORMAL else -1
         self.balances[account["AccountID"]] += sign * debit
+        self.postings.append((day, account["AccountID"], debit))
+
+    def debits(self, account_id: str, start: date, end: date) -> tuple[Decimal, Decimal]:
+        """Debits and credits (both positive) of one account from start to end, inclusive."""
+        moves = [debit for day, account, debit in self.postings if account == account_id and start <= day <= end]
+        return sum((m for m in moves if m > 0), Decimal("0")), -sum((m for m in moves if m < 0), Decimal("0"))
 
     def contact(self, ref: dict[str, Any] | None) -> dict[str, Any]:
         """A contact by ContactID, or by Name (created when new, as Xero does for transactions)."""
@@ -313,8 +324,8 @@ def create_payment(org: Organisation, record: dict[str, Any]) -> dict[str, Any]:
     invoice["AmountPaid"] += amount
     if invoice["AmountDue"] == 0:
         invoice["Status"], invoice["FullyPaidOnDate"] = "PAID", _ms_date(day)
-    org.post(account, amount)
-    org.post(org.receivable(), -amount)
+    org.post(account, amount, day)
+    org.post(org.receivable(), -amount, day)
     payment = {"PaymentID": str(uuid.uuid4()), "Date": _ms_date(day), "Amount": amount, "BankAmount": amount,
                "CurrencyRate": Decimal("1"), "Reference": record.get("Reference", ""), "Status": "AUTHORISED",
                "PaymentType": "ACCRECPAYMENT", "IsReconciled": False, "HasAccount": True, "UpdatedDateUTC": _now_ms(),
@@ -357,9 +368,9 @@ def create_bank_transaction(org: Organisation, record: dict[str, Any]) -> dict[s
         raise validation_error("The total of a bank transaction must be greater than zero")
     org.check_lock(day)
     receive = kind.startswith("RECEIVE")
-    org.post(bank, total if receive else -total)
+    org.post(bank, total if receive else -total, day)
     for account, amount, _ in lines:
-        org.post(account, -amount if receive else amount)
+        org.post(account, -amount if receive else amount, day)
     transaction = {
         "BankTransactionID": str(uuid.uuid4()), "Type": kind, "Status": "AUTHORISED", "Date": _ms_date(day),
         "Reference": record.get("Reference", ""), "CurrencyCode": record.get("CurrencyCode", org.base_currency),
@@ -388,8 +399,8 @@ def create_bank_transfer(org: Organisation, record: dict[str, Any]) -> dict[str,
         raise validation_error("The amount of a bank transfer must be greater than zero")
     day = _day(record)
     org.check_lock(day)
-    org.post(source, -amount)
-    org.post(target, amount)
+    org.post(source, -amount, day)
+    org.post(target, amount, day)
     transfer = {"BankTransferID": str(uuid.uuid4()), "Date": _ms_date(day), "Amount": amount,
                 "CurrencyRate": Decimal("1"), "Reference": record.get("Reference", ""), "Status": "AUTHORISED",
                 "FromBankTransactionID": str(uuid.uuid4()), "ToBankTransactionID": str(uuid.uuid4()),
@@ -406,11 +417,41 @@ WRITERS = {"Payments": (create_payment, "PaymentID", "payments"),
            "BankTransactions": (create_bank_transaction, "BankTransactionID", "bank_transactions"),
            "BankTransfers": (create_bank_transfer, "BankTransferID", "bank_transfers")}
 READABLE = {"Accounts": ("AccountID", "accounts"), "Contacts": ("ContactID", "contacts"),
-            "Invoices": ("InvoiceID", "invoices"), **{k: (v[1], v[2]) for k, v in WRITERS.items()}}
+            "Invoices": ("InvoiceID", "invoices"), "ManualJournals": ("ManualJournalID", "manual_journals"),
+            **{k: (v[1], v[2]) for k, v in WRITERS.items()}}
 PAGED = {"Invoices", "Payments", "BankTransactions", "Contacts"}
 
 
 # --- reads ----------------------------------------------------------------------------------------
+
+def _amount_cell(value: Decimal, account_id: str | None = None) -> dict[str, Any]:
+    cell: dict[str, Any] = {"Value": f"{value:.2f}"}
+    if account_id:
+        cell["Attributes"] = [{"Value": account_id, "Id": "account"}]
+    return cell
+
+
+def bank_summary(org: Organisation, start: date, end: date) -> dict[str, Any]:
+    """The Bank Summary report (`ReportWithRows`): per bank account, the opening balance on `start`,
+    cash received and spent up to `end`, the closing balance; a summary row of totals."""
+    rows, totals = [], [Decimal("0")] * 4
+    for account in (a for a in org.accounts.values() if a["Type"] == "BANK"):
+        before_in, before_out = org.debits(account["AccountID"], date.min, start - timedelta(days=1))
+        received, spent = org.debits(account["AccountID"], start, end)
+        figures = [before_in - before_out, received, spent, before_in - before_out + received - spent]
+        totals = [t + f for t, f in zip(totals, figures)]
+        rows.append({"RowType": "Row", "Cells": [
+            {"Value": account["Name"], "Attributes": [{"Value": account["AccountID"], "Id": "accountID"}]},
+            *(_amount_cell(f, account["AccountID"] if n in (1, 2) else None) for n, f in enumerate(figures))]})
+    rows.append({"RowType": "SummaryRow", "Cells": [{"Value": "Total"}, *(_amount_cell(t) for t in totals)]})
+    return {"ReportID": "BankSummary", "ReportName": "Bank Summary", "ReportType": "BankSummary",
+            "ReportTitles": ["Bank Summary", org.name, f"From {start:%d %B %Y} to {end:%d %B %Y}"],
+            "ReportDate": f"{date.today():%d %B %Y}", "UpdatedDateUTC": _now_ms(), "Fields": [],
+            "Rows": [{"RowType": "Header", "Cells": [{"Value": "Bank Accounts"}, {"Value": "Opening Balance"},
+                                                      {"Value": "Cash Received"}, {"Value": "Cash Spent"},
+                                                      {"Value": "Closing Balance"}]},
+                     {"RowType": "Section", "Title": "", "Rows": rows}]}
+
 
 _CONDITION = re.compile(r'^\s*(?P<field>[A-Za-z]+(?:\.[A-Za-z]+)*)\s*(?P<op>==|!=)\s*'
                         r'(?:"(?P<text>[^"]*)"|Guid\("(?P<guid>[^"]*)"\)|(?P<bare>[A-Za-z0-9.]+))\s*$')
@@ -567,6 +608,19 @@ def create_app(sim: Simulator | None = None) -> FastAPI:
         return org, {"X-MinLimit-Remaining": str(org.rate_limit_per_minute - len(org.calls)),
                      "X-DayLimit-Remaining": str(max(DAILY_LIMIT - org.day_calls, 0))}
 
+    @app.get("/api.xro/2.0/Reports/BankSummary")
+    async def report_bank_summary(request: Request, fromDate: date | None = None,  # noqa: N803 (Xero's names)
+                                  toDate: date | None = None) -> Response:  # noqa: N803
+        if "accounting.reports.read" not in _grant(request).scope.split():
+            raise _problem(403, "Forbidden", "The access token does not carry the accounting.reports.read scope")
+        org, headers = _organisation(request)
+        end = toDate or date.today()
+        start = fromDate or end.replace(day=1)
+        if start > end:
+            raise validation_error("fromDate must not be after toDate")
+        return _json(200, {"Id": str(uuid.uuid4()), "Status": "OK", "ProviderName": "Payloop",
+                           "DateTimeUTC": _now_ms(), "Reports": [bank_summary(org, start, end)]}, headers)
+
     @app.get("/api.xro/2.0/{collection}")
     async def read_many(request: Request, collection: str, where: str | None = None, page: int | None = None,
                         pageSize: int | None = None, InvoiceNumbers: str | None = None) -> Response:  # noqa: N803
@@ -635,12 +689,12 @@ def create_app(sim: Simulator | None = None) -> FastAPI:
         writer = WRITERS[collection][0]
         records = payload.get(collection, []) if schema != "Payment" else [payload]
         # All or nothing, as with summarizeErrors=true: a refused record undoes the ones before it.
-        saved = copy.deepcopy((org.balances, org.contacts, org.invoices, org.payments, org.bank_transactions,
-                               org.bank_transfers))
+        saved = copy.deepcopy((org.balances, org.postings, org.contacts, org.invoices, org.payments,
+                               org.bank_transactions, org.bank_transfers))
         try:
             created = [writer(org, record) for record in records]
         except XeroError:
-            (org.balances, org.contacts, org.invoices, org.payments, org.bank_transactions,
+            (org.balances, org.postings, org.contacts, org.invoices, org.payments, org.bank_transactions,
              org.bank_transfers) = saved
             raise
         return {"Id": str(uuid.uuid4()), "Status": "OK", "ProviderName": "Payloop", "DateTimeUTC": _now_ms(),
@@ -683,9 +737,30 @@ def create_app(sim: Simulator | None = None) -> FastAPI:
                                   "AccountCode": "200", "LineAmount": amount}],
                    "UpdatedDateUTC": _now_ms()}
         org.invoices[invoice["InvoiceID"]] = invoice
-        org.post(org.receivable(), amount)
-        org.post(org.account_named("Sales"), -amount)
+        org.post(org.receivable(), amount, date.today())
+        org.post(org.account_named("Sales"), -amount, date.today())
         return _json(200, {"Invoices": [invoice]})
+
+    @app.post("/_sim/organisations/{tenant_id}/manual-journals")
+    async def sim_manual_journal(tenant_id: str, request: Request) -> Response:
+        """A manual journal as an accountant would type it into Xero (not through our app): Xero's
+        ManualJournal shape, `JournalLines[{AccountCode, LineAmount}]` with debits positive, balanced."""
+        org = sim.organisation(tenant_id)
+        body = json.loads(await request.body(), parse_float=Decimal)
+        day = date.fromisoformat(body.get("Date") or date.today().isoformat())
+        lines = [(org.account({"Code": line["AccountCode"]}, "JournalLines.AccountCode"), _money(line["LineAmount"]))
+                 for line in body.get("JournalLines") or []]
+        if len(lines) < 2 or sum(amount for _, amount in lines) != 0:
+            raise validation_error("The manual journal must have at least two lines and balance")
+        org.check_lock(day)
+        for account, amount in lines:
+            org.post(account, amount, day)
+        journal = {"ManualJournalID": str(uuid.uuid4()), "Date": _ms_date(day), "Status": "POSTED",
+                   "Narration": body.get("Narration", ""), "LineAmountTypes": "NoTax", "UpdatedDateUTC": _now_ms(),
+                   "JournalLines": [{"AccountCode": a["Code"], "AccountID": a["AccountID"], "LineAmount": amount}
+                                    for a, amount in lines]}
+        org.manual_journals[journal["ManualJournalID"]] = journal
+        return _json(200, {"ManualJournals": [journal]})
 
     @app.post("/_sim/organisations/{tenant_id}/faults")
     async def sim_faults(tenant_id: str, request: Request) -> Response:
@@ -718,7 +793,8 @@ def _organisation_view(org: Organisation) -> dict[str, Any]:
             "Accounts": list(org.accounts.values()), "Contacts": list(org.contacts.values()),
             "Invoices": list(org.invoices.values()), "Payments": list(org.payments.values()),
             "BankTransactions": list(org.bank_transactions.values()),
-            "BankTransfers": list(org.bank_transfers.values())}
+            "BankTransfers": list(org.bank_transfers.values()),
+            "ManualJournals": list(org.manual_journals.values())}
 
 
 def main() -> None:

@@ -1,6 +1,8 @@
 """Routes of the gl_posting service: connection, account mapping, journal, exceptions, reconciliation."""
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from datetime import UTC, date, datetime, timedelta
 from typing import Literal
 
@@ -14,7 +16,7 @@ from payloop.db import db_session
 from payloop.problems import PROBLEM_RESPONSES, Problem
 from payloop.secrets import mask, secret_box
 from payloop_gl_posting import account_mapping, reconciliation, repository
-from payloop_gl_posting.connectors.base import PostingError
+from payloop_gl_posting.connectors.base import Ledger, PostingError
 from payloop_gl_posting.journal import Purpose
 from payloop_gl_posting.models import AccountMapping, Connection
 from payloop_gl_posting.posting import PRODUCER, ledger_for
@@ -73,6 +75,14 @@ async def get_mapping(principal: Principal = require("ar:read"),
     return AccountMappingState(configured=True, mapping=AccountMappingView.model_validate(mapping, from_attributes=True))
 
 
+@asynccontextmanager
+async def connected_ledger(request: Request, connection: Connection) -> AsyncIterator[Ledger]:
+    """The tenant's accounting system for the length of one request."""
+    settings = GlSettings()
+    async with httpx.AsyncClient(timeout=settings.http_timeout_s) as http:
+        yield ledger_for(connection, http, settings, request.app.state.session_factory)
+
+
 @router.put("/account-mapping", response_model=AccountMappingState,
             summary="Set the account mapping; checked against the chart of accounts when connected")
 async def put_mapping(body: AccountMappingIn, request: Request, principal: Principal = require("gl:write"),
@@ -80,9 +90,7 @@ async def put_mapping(body: AccountMappingIn, request: Request, principal: Princ
     connection = await session.get(Connection, principal.tenant_id)
     validated_at = None
     if connection is not None and connection.status == "connected":
-        settings = GlSettings()
-        async with httpx.AsyncClient(timeout=settings.http_timeout_s) as http:
-            ledger = ledger_for(connection, http, settings, request.app.state.session_factory)
+        async with connected_ledger(request, connection) as ledger:
             try:
                 accounts, items = await ledger.chart_of_accounts(), await ledger.items()
             except (PostingError, httpx.HTTPError) as exc:
@@ -142,8 +150,8 @@ async def retry(body: RetryRequest, principal: Principal = require("gl:write"),
 
 
 @router.get("/reconciliation", response_model=ReconciliationReport,
-            summary="Reconciliation of a period (default: the current month)")
-async def get_reconciliation(period_start: date | None = None, period_end: date | None = None,
+            summary="Reconciliation of a period (default: the current month), read back from the accounting system")
+async def get_reconciliation(request: Request, period_start: date | None = None, period_end: date | None = None,
                              principal: Principal = require("ar:read"),
                              session: AsyncSession = Depends(db_session)) -> ReconciliationReport:
     today = datetime.now(UTC).date()
@@ -151,4 +159,10 @@ async def get_reconciliation(period_start: date | None = None, period_end: date 
     end = period_end or (start.replace(day=28) + timedelta(days=4)).replace(day=1) - timedelta(days=1)
     if end < start:
         raise Problem(422, "Invalid input", "period_end is before period_start")
-    return ReconciliationReport(**await reconciliation.report(session, principal.tenant_id, start, end))
+    connection = await session.get(Connection, principal.tenant_id)
+    mapping = await session.get(AccountMapping, principal.tenant_id)
+    if connection is None or connection.status != "connected" or mapping is None:
+        return ReconciliationReport(**await reconciliation.report(session, principal.tenant_id, start, end))
+    async with connected_ledger(request, connection) as ledger:
+        return ReconciliationReport(**await reconciliation.report(session, principal.tenant_id, start, end,
+                                                                  ledger=ledger, mapping=mapping))

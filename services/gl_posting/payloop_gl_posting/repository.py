@@ -4,7 +4,7 @@ from __future__ import annotations
 import uuid
 from datetime import UTC, date, datetime, timedelta
 
-from sqlalchemy import and_, func, or_, select, update
+from sqlalchemy import and_, func, or_, select, text, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -158,3 +158,19 @@ async def account_balance(session: AsyncSession, tenant_id: str, account: str, *
     if posted_only:
         query = query.where(Entry.state == "posted")
     return int(await session.scalar(query))
+
+
+async def invoices(session: AsyncSession, tenant_id: str, invoice_ids: list[str]) -> list[Invoice]:
+    return list((await session.scalars(select(Invoice).where(
+        Invoice.tenant_id == tenant_id, Invoice.invoice_id.in_(invoice_ids)).order_by(Invoice.number))).all())
+
+
+async def posted_allocations(session: AsyncSession, tenant_id: str, invoice_ids: list[str]) -> dict[str, int]:
+    """What our posted payments applied to each invoice, all dates."""
+    rows = await session.execute(text("""
+        SELECT a->>'invoice_id', sum((a->>'amount_minor')::bigint)
+        FROM gl_entries e, jsonb_array_elements(e.details->'allocations') a
+        WHERE e.tenant_id = :tenant AND e.purpose = 'payment' AND e.state = 'posted'
+          AND a->>'invoice_id' = ANY(:ids)
+        GROUP BY 1"""), {"tenant": tenant_id, "ids": invoice_ids})
+    return {invoice_id: int(total) for invoice_id, total in rows.all()}

@@ -108,6 +108,30 @@ class PurposeTotals(BaseModel):
     posted_amount_minor: int
 
 
+class LedgerAccountBalance(BaseModel):
+    role: Literal["clearing", "bank"]
+    account_id: str
+    ours_minor: int = Field(description="What our posted journal entries put in the account")
+    theirs_minor: int | None = Field(description="The accounting system's balance (debit positive); null if not found")
+
+
+class LedgerInvoiceBalance(BaseModel):
+    invoice_id: str
+    number: str
+    ours_minor: int = Field(description="The invoice total less every posted payment applied to it")
+    theirs_minor: int | None = Field(description="What the accounting system shows due; null if it has no such invoice")
+
+
+class LedgerReadBack(BaseModel):
+    """The accounting system's own numbers, read back for the report."""
+
+    system: Literal["quickbooks", "xero"]
+    as_of: date | None = Field(description="Balances at the end of this day (Xero's Bank Summary); null: the "
+                               "current balances over all dates (QuickBooks' Account CurrentBalance)")
+    accounts: list[LedgerAccountBalance]
+    invoices: list[LedgerInvoiceBalance] = Field(description="The invoices the period's payments paid")
+
+
 class ReconciliationReport(BaseModel):
     tenant_id: str
     period_start: date
@@ -121,5 +145,7 @@ class ReconciliationReport(BaseModel):
     fees_minor: int
     clearing_balance_minor: int
     clearing_posted_balance_minor: int
+    ledger: LedgerReadBack | None = Field(description="Null when the tenant has no connected, mapped accounting "
+                                          "system, or it could not be read (a `ledger_unreadable` mismatch)")
     balanced: bool
     mismatches: list[dict]

@@ -129,3 +129,22 @@ def processor_expense(payouts) -> int:
     """What the fee expense account should hold: fees plus the processor's own adjustments."""
     return sum(i["fee_minor"] - (i["gross_minor"] if i["type"] == "adjustment" else 0)
                for e in payouts for i in e.data["items"])
+
+
+def books_total_differs(t: str) -> list:
+    """An invoice whose total in the books (90.00, see BOOKS_TOTAL_DIFFERS) is not the PSA's (100.00), paid 90.00."""
+    return [invoice_event(t, "inv-7", "1007", 10_000), settled(t, "p8", 9_000, 290, [("inv-7", 9_000)])]
+
+
+BOOKS_TOTAL_DIFFERS = ("1007", "Delta Dental", "90.00")
+
+
+def assert_planted_mismatches(report: dict) -> None:
+    """12.34 moved by hand from clearing to the bank, and invoice 1007 whose books say 10.00 less."""
+    assert report["balanced"] is False
+    found = {m["kind"]: m for m in report["mismatches"]}
+    assert set(found) == {"clearing_balance_differs", "bank_balance_differs", "invoice_balance_differs"}, found
+    assert found["clearing_balance_differs"]["amount_minor"] == -1_234
+    assert found["bank_balance_differs"]["amount_minor"] == 1_234
+    assert (found["invoice_balance_differs"]["number"], found["invoice_balance_differs"]["ours_minor"],
+            found["invoice_balance_differs"]["theirs_minor"]) == ("1007", 1_000, 0)

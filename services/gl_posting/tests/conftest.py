@@ -54,6 +54,15 @@ class QuickBooksSim:
     async def requests(self, realm: str) -> list[dict]:
         return (await self.http.get(f"/_sim/companies/{realm}/requests")).json()["requests"]
 
+    async def journal_entry(self, realm: str, lines: list[tuple[str, str, str]]) -> None:
+        """A JournalEntry typed into QuickBooks by hand: (Debit|Credit, account id, amount) per line."""
+        answer = await self.http.post(f"/_sim/companies/{realm}/journal-entries", json={
+            "PrivateNote": "entered by hand", "Line": [
+                {"Amount": amount, "DetailType": "JournalEntryLineDetail",
+                 "JournalEntryLineDetail": {"PostingType": side, "AccountRef": {"value": account}}}
+                for side, account, amount in lines]})
+        answer.raise_for_status()
+
     async def consent(self, realm: str, redirect_uri: str = "http://127.0.0.1/callback") -> str:
         """Walk the consent screen as the MSP would; returns the authorization code."""
         answer = await self.http.get("/connect/oauth2", params={
@@ -117,8 +126,16 @@ class XeroSim:
     async def requests(self, tenant: str) -> list[dict]:
         return (await self.http.get(f"/_sim/organisations/{tenant}/requests")).json()["requests"]
 
+    async def manual_journal(self, tenant: str, lines: list[tuple[str, str]]) -> None:
+        """A manual journal typed into Xero by hand: (account code, amount, debit positive) per line."""
+        answer = await self.http.post(f"/_sim/organisations/{tenant}/manual-journals", json={
+            "Narration": "entered by hand", "JournalLines": [{"AccountCode": code, "LineAmount": amount}
+                                                           for code, amount in lines]})
+        answer.raise_for_status()
+
     async def consent(self, tenant: str, redirect_uri: str = "http://127.0.0.1/callback",
-                      scope: str = "openid offline_access accounting.transactions accounting.settings") -> str:
+                      scope: str = "openid offline_access accounting.transactions accounting.settings "
+                                   "accounting.reports.read") -> str:
         """Walk the consent screen as the MSP would; returns the authorization code."""
         answer = await self.http.get("/identity/connect/authorize", params={
             "response_type": "code", "client_id": "payloop-dev", "redirect_uri": redirect_uri, "scope": scope,

@@ -7,8 +7,8 @@ import json
 from decimal import Decimal
 
 from gl_activity import (
-    DAY, INVOICES, all_posted, apply, entries, exception_for, invoice_event, month_of_activity, processor_expense,
-    settled, tenant, wait_for,
+    BOOKS_TOTAL_DIFFERS, DAY, INVOICES, all_posted, apply, assert_planted_mismatches, books_total_differs, entries,
+    exception_for, invoice_event, month_of_activity, processor_expense, settled, tenant, wait_for,
 )
 from sqlalchemy import text
 
@@ -59,7 +59,7 @@ async def test_a_month_of_activity_reconciles_to_the_cent(infra, qbo, token):
     realm = await setup_company(qbo)
     async with running_service(infra, SERVICE, consumers=False) as client:
         await connect(client, qbo, headers, realm)
-        await map_accounts(client, qbo, headers, realm)
+        accounts_by_name = await map_accounts(client, qbo, headers, realm)
         events = month_of_activity(t)
         await apply(client, *events)
         posted = await wait_for(lambda: all_posted(client, headers, 14))
@@ -98,11 +98,26 @@ async def test_a_month_of_activity_reconciles_to_the_cent(infra, qbo, token):
         assert report["disputes_won"] == {"count": 1, "amount_minor": 70_000, "posted_count": 1,
                                           "posted_amount_minor": 70_000}
         assert report["fees_minor"] == fees and report["clearing_balance_minor"] == 0
+        # Read back from QuickBooks: its clearing, bank and invoices agree with our journal to the cent.
+        ledger = report["ledger"]
+        assert ledger["system"] == "quickbooks" and ledger["as_of"] is None
+        assert {a["role"]: (a["ours_minor"], a["theirs_minor"]) for a in ledger["accounts"]} == \
+            {"clearing": (0, 0), "bank": (sum(e.data["amount_minor"] for e in payouts),) * 2}
+        assert {i["number"]: i["theirs_minor"] for i in ledger["invoices"]} == {n: 0 for _, n, _, _ in INVOICES}
 
         async with client.app.state.session_factory() as session:
             published = (await session.execute(text("SELECT topic, count(*) FROM outbox GROUP BY topic"))).all()
         # Besides the postings: the audit entries of connecting and of mapping the accounts.
         assert dict(published) == {"gl.posted": 14, "audit.recorded": 2}
+
+        # Someone moves 12.34 from clearing to the bank by hand in QuickBooks, and an invoice there says
+        # 90.00 where the PSA says 100.00: the report lists each difference.
+        await qbo.journal_entry(realm, [("Debit", accounts_by_name["Checking"], "12.34"),
+                                        ("Credit", accounts_by_name["Undeposited Funds"], "12.34")])
+        await qbo.invoice(realm, *BOOKS_TOTAL_DIFFERS)
+        await apply(client, *books_total_differs(t))
+        await wait_for(lambda: all_posted(client, headers, 15))
+        assert_planted_mismatches((await client.get("/v1/gl/reconciliation", headers=headers)).json())
 
 
 async def test_redelivered_events_and_a_lost_response_post_nothing_twice(infra, qbo, token):

@@ -8,8 +8,8 @@ import json
 from decimal import Decimal
 
 from gl_activity import (
-    DAY, INVOICES, all_posted, apply, entries, exception_for, invoice_event, month_of_activity, processor_expense,
-    settled, tenant, wait_for,
+    BOOKS_TOTAL_DIFFERS, DAY, INVOICES, all_posted, apply, assert_planted_mismatches, books_total_differs, entries,
+    exception_for, invoice_event, month_of_activity, processor_expense, settled, tenant, wait_for,
 )
 from sqlalchemy import text
 
@@ -107,10 +107,24 @@ async def test_a_month_of_activity_reconciles_to_the_cent(infra, xero_sim, token
         assert report["payments"]["posted_count"] == 7 and report["deposits"]["posted_count"] == 3
         assert report["disputes_won"]["posted_amount_minor"] == 70_000
         assert report["fees_minor"] == fees and report["clearing_balance_minor"] == 0
+        # Read back from Xero (Bank Summary at the period's end, invoices' AmountDue): all agree to the cent.
+        ledger = report["ledger"]
+        assert ledger["system"] == "xero" and ledger["as_of"] == report["period_end"]
+        assert {a["role"]: (a["ours_minor"], a["theirs_minor"]) for a in ledger["accounts"]} == \
+            {"clearing": (0, 0), "bank": (sum(e.data["amount_minor"] for e in payouts),) * 2}
+        assert {i["number"]: i["theirs_minor"] for i in ledger["invoices"]} == {n: 0 for _, n, _, _ in INVOICES}
         async with client.app.state.session_factory() as session:
             published = (await session.execute(text("SELECT topic, count(*) FROM outbox GROUP BY topic"))).all()
         # Besides the postings: the audit entries of connecting and of mapping the accounts.
         assert dict(published) == {"gl.posted": 14, "audit.recorded": 2}
+
+        # Someone moves 12.34 from clearing to the bank by a manual journal in Xero, and an invoice there
+        # says 90.00 where the PSA says 100.00: the report lists each difference.
+        await xero_sim.manual_journal(organisation, [("090", "12.34"), ("091", "-12.34")])
+        await xero_sim.invoice(organisation, *BOOKS_TOTAL_DIFFERS)
+        await apply(client, *books_total_differs(t))
+        await wait_for(lambda: all_posted(client, headers, 15))
+        assert_planted_mismatches((await client.get("/v1/gl/reconciliation", headers=headers)).json())
 
 
 async def test_redelivered_events_and_a_lost_response_post_nothing_twice(infra, xero_sim, token):

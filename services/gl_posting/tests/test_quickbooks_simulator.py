@@ -84,3 +84,20 @@ def test_every_field_the_simulator_accepts_is_in_intuits_xsd():
     for nested in ("LinkedTxn", "DepositLineDetail", "SalesItemLineDetail", "Amount", "DetailType", "Description"):
         assert nested in line, nested
     assert {"AccountRef"} <= xsd_fields("DepositLineDetail") and {"TxnId", "TxnType"} <= xsd_fields("LinkedTxn")
+
+
+async def test_a_journal_entry_typed_by_hand_moves_balances_and_must_balance(qbo):
+    realm = (await qbo.company())["realm_id"]
+    accounts = {a["Name"]: a["Id"] for a in (await qbo.state(realm))["entities"]["Account"]}
+    await qbo.journal_entry(realm, [("Debit", accounts["Checking"], "12.34"),
+                                    ("Credit", accounts["Undeposited Funds"], "12.34")])
+    headers = {"Authorization": f"Bearer {(await tokens_for(qbo, realm))['access_token']}"}
+    query = f"select * from Account where Id in ('{accounts['Checking']}', '{accounts['Undeposited Funds']}')"
+    found = (await qbo.http.get(f"/v3/company/{realm}/query", headers=headers, params={"query": query})).json()
+    assert {a["Name"]: str(a["CurrentBalance"]) for a in found["QueryResponse"]["Account"]} == \
+        {"Checking": "12.34", "Undeposited Funds": "-12.34"}
+    unbalanced = await qbo.http.post(f"/_sim/companies/{realm}/journal-entries", json={"Line": [
+        {"Amount": 1, "DetailType": "JournalEntryLineDetail",
+         "JournalEntryLineDetail": {"PostingType": "Debit", "AccountRef": {"value": accounts["Checking"]}}}]})
+    assert unbalanced.status_code == 400 and "not in balance" in unbalanced.json()["Fault"]["Error"][0]["Detail"]
+    assert "JournalEntryLineDetail" in xsd_fields("Line") and {"PostingType", "AccountRef"} <= xsd_fields("JournalEntryLineDetail")

@@ -83,3 +83,28 @@ async def test_same_idempotency_key_pays_once_and_bodies_follow_the_schema(xero_
                                        headers=headers)
     assert "exceeds the amount outstanding" in too_much.text
     assert len((await xero_sim.state(tenant))["Payments"]) == 1
+
+
+async def test_bank_summary_follows_the_report_schema_and_needs_the_reports_scope(xero_sim):
+    tenant = await xero_sim.organisation()
+    await xero_sim.manual_journal(tenant, [("090", "25.50"), ("200", "-25.50")])
+    tokens = await tokens_for(xero_sim, tenant)
+    answer = await xero_sim.http.get(f"{API}/Reports/BankSummary", headers=api_headers(tokens, tenant),
+                                     params={"fromDate": "2000-01-01", "toDate": "2999-12-31"})
+    assert answer.status_code == 200, answer.text
+    body = answer.json()
+    validator = xero.spec_validator(xero.find_spec())
+    assert validator.errors("ReportWithRows", {"Reports": body["Reports"]}) == []
+    section = next(r for r in body["Reports"][0]["Rows"] if r["RowType"] == "Section")
+    closing = {row["Cells"][0]["Value"]: row["Cells"][4]["Value"] for row in section["Rows"] if row["RowType"] == "Row"}
+    assert closing == {"Business Bank Account": "25.50", "Stripe Clearing": "0.00"}
+    # Before the journal's day the account was empty: the report is as of its dates.
+    before = await xero_sim.http.get(f"{API}/Reports/BankSummary", headers=api_headers(tokens, tenant),
+                                     params={"fromDate": "2000-01-01", "toDate": "2000-01-31"})
+    assert {c["Value"] for c in before.json()["Reports"][0]["Rows"][-1]["Rows"][0]["Cells"][1:]} == {"0.00"}
+
+    code = await xero_sim.consent(tenant, scope="offline_access accounting.transactions accounting.settings")
+    narrow = (await xero_sim.http.post("/connect/token", auth=("payloop-dev", "payloop-dev-secret"), data={
+        "grant_type": "authorization_code", "code": code, "redirect_uri": "http://127.0.0.1/callback"})).json()
+    refused = await xero_sim.http.get(f"{API}/Reports/BankSummary", headers=api_headers(narrow, tenant))
+    assert refused.status_code == 403

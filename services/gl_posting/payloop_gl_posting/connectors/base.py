@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass
+from datetime import date
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -75,6 +76,15 @@ class LedgerItem:
     name: str
 
 
+@dataclass(frozen=True)
+class LedgerBalances:
+    """What the accounting system itself says, read back to reconcile our journal against it."""
+
+    as_of: date | None  # the end of that day; None: the current balances (all dates)
+    accounts: dict[str, int]  # vendor account id -> balance in minor units, debit positive
+    invoices: dict[str, int]  # invoice number -> amount still due in minor units (absent: no such invoice)
+
+
 class Ledger(Protocol):
     """An accounting system as posting sees it; QuickBooks and Xero each implement it."""
 
@@ -90,10 +100,26 @@ class Ledger(Protocol):
     async def post(self, entry: JournalEntry, mapping: AccountMapping, context: PostingContext) -> str:
         """Write the entry; returns the vendor id of its main record."""
 
+    async def read_back(self, account_ids: list[str], invoice_numbers: list[str], currency: str,
+                        as_of: date) -> LedgerBalances:
+        """The accounts' balances (at the end of `as_of` where the vendor can say) and the invoices' amounts due."""
+
 
 def to_decimal(amount_minor: int, currency: str) -> Decimal:
     """Minor units to the vendor's decimal amount: exact, never through float."""
     return Decimal(amount_minor).scaleb(-exponent(currency))
+
+
+def to_minor(amount: Any, currency: str) -> int:
+    """A vendor's decimal amount (JSON number or report string) to minor units, exactly."""
+    scaled = Decimal(str(amount)).scaleb(exponent(currency))
+    if scaled != scaled.to_integral_value():
+        raise PostingError(f"amount {amount} has more decimals than {currency} allows")
+    return int(scaled)
+
+
+def chunks(values: list[str], size: int) -> list[list[str]]:
+    return [values[n:n + size] for n in range(0, len(values), size)]
 
 
 _DECIMAL_MARK = re.compile(r'"__decimal__(-?[0-9.]+)"')

@@ -16,14 +16,15 @@ Vendor facts we rely on are in docs/vendors/quickbooks.md.
 from __future__ import annotations
 
 import json
+from datetime import date
 from decimal import Decimal
 from typing import Any
 
 import httpx
 
 from payloop_gl_posting.connectors.base import (
-    CustomerNotFound, InvoiceNotFound, LedgerAccount, LedgerItem, PeriodClosed, PostingContext, PostingError,
-    RateLimited, Rejected, TokenRevoked, WaitingForPayment, dumps, to_decimal,
+    CustomerNotFound, InvoiceNotFound, LedgerAccount, LedgerBalances, LedgerItem, PeriodClosed, PostingContext,
+    PostingError, RateLimited, Rejected, TokenRevoked, WaitingForPayment, chunks, dumps, to_decimal, to_minor,
 )
 from payloop_gl_posting.journal import PROCESSOR_ITEMS, JournalEntry
 from payloop_gl_posting.models import AccountMapping
@@ -105,6 +106,19 @@ class QuickBooks:
         if not found:
             raise InvoiceNotFound(f"no QuickBooks invoice numbered {number!r}")
         return found[0]
+
+    async def read_back(self, account_ids: list[str], invoice_numbers: list[str], currency: str,
+                        as_of: date) -> LedgerBalances:
+        """`CurrentBalance` of the accounts and `Balance` of the invoices, by query. An account's
+        CurrentBalance covers every date (the query API has no as-of), hence `as_of=None`."""
+        accounts = {row["Id"]: to_minor(row["CurrentBalance"], currency)
+                    for row in await self.query(f"select * from Account where Id in ({_listed(account_ids)})")} \
+            if account_ids else {}
+        invoices: dict[str, int] = {}
+        for part in chunks(invoice_numbers, 100):
+            for row in await self.query(f"select * from Invoice where DocNumber in ({_listed(part)})"):
+                invoices.setdefault(row["DocNumber"], to_minor(row["Balance"], currency))
+        return LedgerBalances(None, accounts, invoices)
 
     # --- posting ----------------------------------------------------------------------------------
 
@@ -196,3 +210,7 @@ class QuickBooks:
 
 def _quote(value: str) -> str:
     return value.replace("\\", "\\\\").replace("'", "\\'")
+
+
+def _listed(values: list[str]) -> str:
+    return ", ".join(f"'{_quote(value)}'" for value in values)

@@ -20,14 +20,15 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from datetime import date
 from decimal import Decimal
 from typing import Any
 
 import httpx
 
 from payloop_gl_posting.connectors.base import (
-    CustomerNotFound, InvoiceNotFound, LedgerAccount, LedgerItem, PeriodClosed, PostingContext, PostingError,
-    RateLimited, Rejected, TokenRevoked, WaitingForPayment, dumps, to_decimal,
+    CustomerNotFound, InvoiceNotFound, LedgerAccount, LedgerBalances, LedgerItem, PeriodClosed, PostingContext,
+    PostingError, RateLimited, Rejected, TokenRevoked, WaitingForPayment, chunks, dumps, to_decimal, to_minor,
 )
 from payloop_gl_posting.journal import JournalEntry
 from payloop_gl_posting.models import AccountMapping
@@ -143,6 +144,28 @@ class Xero:
         await context.remember("invoice_contact", invoice_id, found[0]["Contact"]["ContactID"])
         return found[0]["InvoiceID"], found[0]["Contact"]["ContactID"]
 
+    async def read_back(self, account_ids: list[str], invoice_numbers: list[str], currency: str,
+                        as_of: date) -> LedgerBalances:
+        """Closing balances at the end of `as_of` from the Bank Summary report (clearing and bank are both
+        bank accounts in Xero), and `AmountDue` of the receivable invoices by number."""
+        answer = await self._call("GET", "Reports/BankSummary",
+                                  params={"fromDate": as_of.isoformat(), "toDate": as_of.isoformat()})
+        closing = bank_summary_closing(answer)
+        accounts = {account: to_minor(closing[account], currency) for account in account_ids if account in closing}
+        invoices: dict[str, int] = {}
+        # InvoiceNumbers goes in the query string: a few dozen numbers a call keep the URL short.
+        for part in chunks(invoice_numbers, 40):
+            page = 1
+            while True:
+                found = await self._records("Invoices", {"InvoiceNumbers": ",".join(part), "page": str(page)})
+                for invoice in found:
+                    if invoice.get("Type") == "ACCREC" and invoice.get("Status") not in ("DELETED", "VOIDED"):
+                        invoices.setdefault(invoice["InvoiceNumber"], to_minor(invoice["AmountDue"], currency))
+                if len(found) < 100:
+                    break
+                page += 1
+        return LedgerBalances(as_of, accounts, invoices)
+
     # --- posting ----------------------------------------------------------------------------------
 
     async def find_posted(self, entry: JournalEntry, context: PostingContext) -> str | None:
@@ -251,6 +274,25 @@ class Xero:
             if item["type"] == "charge" and item.get("payment_id") and \
                     await context.posted_payment(item["payment_id"]) is None:
                 raise WaitingForPayment(f"payment {item['payment_id']} of this payout is not posted yet")
+
+
+def bank_summary_closing(answer: dict[str, Any]) -> dict[str, str]:
+    """AccountID -> closing balance of a Bank Summary report (`ReportWithRows`): the header row names the
+    columns, each account row carries its id as the `accountID` attribute of its first cell."""
+    report = (answer.get("Reports") or [{}])[0]
+    rows = report.get("Rows") or []
+    header = next((r["Cells"] for r in rows if r.get("RowType") == "Header"), [])
+    column = next((n for n, cell in enumerate(header) if cell.get("Value") == "Closing Balance"), None)
+    if column is None:
+        raise PostingError("Xero's Bank Summary report has no Closing Balance column")
+    closing = {}
+    for section in (r for r in rows if r.get("RowType") == "Section"):
+        for row in (r for r in section.get("Rows") or [] if r.get("RowType") == "Row"):
+            cells = row["Cells"]
+            account = next((a["Value"] for a in cells[0].get("Attributes") or [] if a.get("Id") == "accountID"), None)
+            if account:
+                closing[account] = cells[column]["Value"]
+    return closing
 
 
 def reference(entry: JournalEntry, step: Step) -> str:
