@@ -8,21 +8,20 @@ empty view rather than 404, so a client id says nothing about whether it exists.
 from __future__ import annotations
 
 import html
-from datetime import timedelta
 
 from fastapi import APIRouter, Depends, Path, Query, Request
 from fastapi.responses import HTMLResponse
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from payloop.auth import Principal, require
+from payloop.clock import ClockOut, ClockWrite, clock_out, move
 from payloop.db import db_session
 from payloop.problems import PROBLEM_RESPONSES, NotFound, Problem
-from payloop.settings import platform_settings
 
 from payloop_collections import cases, mailer, repository, sequences, unsubscribe
 from payloop_collections.policy import Policy
 from payloop_collections.schemas import (
-    BehaviourOut, ClientOut, ClientPolicyWrite, ClockOut, ClockWrite, MessageOut, OpenInvoiceOut, PauseWrite,
+    BehaviourOut, ClientOut, ClientPolicyWrite, MessageOut, OpenInvoiceOut, PauseWrite,
     PolicyOut, PolicyWrite, PreviewItemOut, PromiseOut, PromiseWrite, SendNowOut, StepModel, TaskDoneWrite, TaskOut,
     TimelineEntryOut, TimelinePage,
 )
@@ -215,23 +214,15 @@ def build_router(collections: Collections) -> APIRouter:
     async def get_clock(principal: Principal = require("ar:read"),
                         session: AsyncSession = Depends(db_session)) -> ClockOut:
         await known_tenant(session, principal)
-        return _clock_out(collections)
+        return clock_out(collections.clock)
 
     @router.put("/clock", response_model=ClockOut, summary="Move or speed up the clock (not in production)",
                 description="The clock is the whole service's, so this needs the `admin` scope.")
     async def put_clock(body: ClockWrite, principal: Principal = require("admin"),
                         session: AsyncSession = Depends(db_session)) -> ClockOut:
         await known_tenant(session, principal)
-        clock = collections.clock
-        if platform_settings().env == "prod":
-            raise Problem(409, "Conflict", "the clock follows wall time in production and cannot be moved")
-        if body.now is not None:
-            clock.set(body.now, body.speed)
-        elif body.speed is not None:
-            clock.set(clock.now(), body.speed)
-        if body.advance_seconds:
-            clock.advance(timedelta(seconds=body.advance_seconds))
-        return _clock_out(collections)
+        move(collections.clock, body)
+        return clock_out(collections.clock)
 
     return router
 
@@ -267,8 +258,3 @@ def build_public_router(collections: Collections) -> APIRouter:
 
     return router
 
-
-def _clock_out(collections: Collections) -> ClockOut:
-    clock = collections.clock
-    return ClockOut(now=clock.now(), speed=getattr(clock, "speed", None),
-                    settable=platform_settings().env != "prod")

@@ -216,16 +216,3 @@ class TaskDoneWrite(BaseModel):
 
     note: str | None = Field(None, max_length=2000, description="What the person did")
 
-
-class ClockOut(BaseModel):
-    now: datetime
-    speed: float | None
-    settable: bool
-
-
-class ClockWrite(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    now: datetime | None = Field(None, description="Jump to this instant")
-    advance_seconds: int | None = Field(None, ge=0, description="Or move forward by this much")
-    speed: float | None = Field(None, gt=0, le=100_000, description="Simulated seconds per real second")

@@ -9,8 +9,10 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from payloop import audit
 from payloop.auth import Principal, require
+from payloop.clock import AdjustableClock, Clock, clock_router
 from payloop.db import db_session
 from payloop.problems import PROBLEM_RESPONSES, NotFound
+from payloop.tenant_replica import load_profile
 
 from payloop_payments import charging, installments, methods, refunds, repository
 from payloop_payments.charging import PRODUCER, PaymentRequest
@@ -34,6 +36,26 @@ def gateway_of(app: FastAPI) -> StripeGateway:
     if getattr(app.state, "gateway", None) is None:
         app.state.gateway = StripeGateway(payments_settings())
     return app.state.gateway
+
+
+def clock_of(app: FastAPI) -> Clock:
+    """The service's clock (what the scheduler and the API take as now), made on first use."""
+    if getattr(app.state, "clock", None) is None:
+        settings = payments_settings()
+        app.state.clock = AdjustableClock.starting(settings.payments_clock_start, settings.payments_clock_speed)
+    return app.state.clock
+
+
+async def _known_tenant(request: Request, principal: Principal) -> None:
+    """Only a tenant this service has heard of (by tenant.updated) may read or move its clock."""
+    async with request.app.state.session_factory() as session:
+        if await load_profile(session, principal.tenant_id) is None:
+            raise NotFound("tenant")
+
+
+# Before `router`, whose /v1/payments/{payment_id} would otherwise take /v1/payments/clock.
+clock_routes = clock_router("/v1/payments", lambda request: clock_of(request.app), tag="payments",
+                            known_tenant=_known_tenant)
 
 
 async def _known_client(session: AsyncSession, tenant_id: str, client_id: str) -> None:
@@ -128,7 +150,8 @@ async def create_payment(body: PaymentCreate, request: Request, idempotency_key:
         tenant_id=principal.tenant_id, client_id=body.client_id, payment_method_id=body.payment_method_id,
         idempotency_key=_key(idempotency_key), origin="manual", client_initiated=True,
         amount_minor=body.amount_minor, invoice_ids=body.invoice_ids,
-        allocations={a.invoice_id: a.amount_minor for a in body.allocations} if body.allocations else None))
+        allocations={a.invoice_id: a.amount_minor for a in body.allocations} if body.allocations else None),
+        now=clock_of(request.app).now())
     async with request.app.state.session_factory() as session:
         return await payment_out(session, principal.tenant_id, payment_id)
 
@@ -172,12 +195,12 @@ async def payment_out(session: AsyncSession, tenant_id: str, payment_id: uuid.UU
 
 @router.post("/clients/{client_id}/installment-plans", response_model=InstallmentPlanOut, status_code=201,
              summary="Split an invoice's open balance into scheduled parts on a stored method")
-async def create_installment_plan(client_id: str, body: InstallmentPlanCreate,
+async def create_installment_plan(client_id: str, body: InstallmentPlanCreate, request: Request,
                                   idempotency_key: str | None = IdempotencyKey,
                                   principal: Principal = require("payments:write"),
                                   session: AsyncSession = Depends(db_session)) -> InstallmentPlanOut:
     plan = await installments.create_plan(session, principal.tenant_id, client_id, idempotency_key=_key(idempotency_key),
-                                          **body.model_dump())
+                                          now=clock_of(request.app).now(), **body.model_dump())
     return await plan_out(session, plan)
 
 

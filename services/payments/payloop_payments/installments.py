@@ -10,7 +10,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, timedelta
+from datetime import date, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import select
@@ -45,7 +45,7 @@ class PartState:
 
 async def create_plan(session: AsyncSession, tenant_id: str, client_id: str, *, invoice_id: str,
                       payment_method_id: uuid.UUID, parts: int, first_due_on: date | None, every_days: int,
-                      idempotency_key: str, today: date | None = None) -> InstallmentPlan:
+                      idempotency_key: str, now: datetime) -> InstallmentPlan:
     existing = await session.scalar(select(InstallmentPlan).where(
         InstallmentPlan.tenant_id == tenant_id, InstallmentPlan.idempotency_key == idempotency_key))
     if existing is not None:
@@ -67,10 +67,10 @@ async def create_plan(session: AsyncSession, tenant_id: str, client_id: str, *, 
         amounts = split_installments(balance, parts)
     except AllocationError as exc:
         raise Problem(422, "Cannot split the balance", str(exc)) from None
-    start = first_due_on or today or await _tenant_today(session, tenant_id)
+    start = first_due_on or await _tenant_today(session, tenant_id, now)
     plan = InstallmentPlan(tenant_id=tenant_id, client_id=client_id, invoice_id=invoice_id,
                            payment_method_id=method.id, idempotency_key=idempotency_key, currency=invoice.currency,
-                           total_minor=balance, status="active", created_at=datetime.now(UTC))
+                           total_minor=balance, status="active", created_at=now)
     session.add(plan)
     try:
         async with session.begin_nested():
@@ -90,9 +90,9 @@ async def create_plan(session: AsyncSession, tenant_id: str, client_id: str, *, 
     return plan
 
 
-async def _tenant_today(session: AsyncSession, tenant_id: str) -> date:
+async def _tenant_today(session: AsyncSession, tenant_id: str, now: datetime) -> date:
     profile = await load_profile(session, tenant_id)
-    return datetime.now(ZoneInfo(profile.timezone if profile else "UTC")).date()
+    return now.astimezone(ZoneInfo(profile.timezone if profile else "UTC")).date()
 
 
 async def plan_parts(session: AsyncSession, plan: InstallmentPlan) -> list[PartState]:

@@ -8,7 +8,7 @@ a parameter (`now`), so tests advance a clock instead of waiting.
 from __future__ import annotations
 
 import asyncio
-from datetime import UTC, date, datetime, timedelta
+from datetime import date, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 import structlog
@@ -129,11 +129,11 @@ async def scheduler_loop(app: FastAPI, stop: asyncio.Event) -> None:
     if not settings.payments_run_scheduler:
         await stop.wait()  # stay alive: /readyz counts a finished background task as a failure
         return
-    from payloop_payments.api import gateway_of
+    from payloop_payments.api import clock_of, gateway_of
 
     while not stop.is_set():
         try:
-            await run_once(app.state.session_factory, gateway_of(app), now=datetime.now(UTC))
+            await run_once(app.state.session_factory, gateway_of(app), now=clock_of(app).now())
         except Exception:
             log.exception("payments.scheduler.pass_failed")
         try:

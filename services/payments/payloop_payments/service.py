@@ -14,7 +14,7 @@ SERVICE = ServiceDefinition(
     description="Payments: processor customers, payment methods, auto-pay, attempts, installment plans, checkout, payouts",
     metadata=metadata,
     migrations_dir=Path(__file__).parent / "migrations",
-    routers=[tenant_replica.router, api.router, checkout_pages.router, webhooks.router],
+    routers=[tenant_replica.router, api.clock_routes, api.router, checkout_pages.router, webhooks.router],
     handlers=HANDLERS,
     background=[scheduler_loop],
 )

@@ -1,6 +1,7 @@
 """Settings of the payments service (`PAYLOOP_STRIPE_*`, `PAYLOOP_PAYMENTS_*`)."""
 from __future__ import annotations
 
+from datetime import datetime
 from functools import lru_cache
 
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -27,6 +28,9 @@ class PaymentsSettings(BaseSettings):
     stripe_webhook_rate_per_s: float = 50.0
     stripe_webhook_burst: int = 500
     payments_scheduler_interval_s: float = 5.0
+    # The service clock (scheduler, API): start at this instant, run `speed` times faster (dev, demos).
+    payments_clock_start: datetime | None = None
+    payments_clock_speed: float = 1.0
     payments_run_scheduler: bool = True
     # Public URL prefix of hosted checkout pages (what links in emails point at).
     payments_public_url: str = "http://127.0.0.1:8102"
