@@ -20,7 +20,7 @@ from payloop_payments.models import InstallmentPlan
 from payloop_payments.schemas import (
     AllocationOut, AttemptOut, AutopayOut, AutopayWrite, InstallmentPartOut, InstallmentPlanCreate, InstallmentPlanOut,
     InvoiceOut, PaymentCreate, PaymentMethodCreate, PaymentMethodOut, PaymentOut, PaymentPage, RefundCreate, RefundOut,
-    SetupIntentCreate, SetupIntentOut,
+    RetryCreate, SetupIntentCreate, SetupIntentOut,
 )
 from payloop_payments.settings import payments_settings
 from payloop_payments.stripe_gateway import StripeGateway
@@ -170,6 +170,21 @@ async def list_payments(client_id: str | None = None, cursor: uuid.UUID | None =
 async def get_payment(payment_id: uuid.UUID, principal: Principal = require("ar:read"),
                       session: AsyncSession = Depends(db_session)) -> PaymentOut:
     return await payment_out(session, principal.tenant_id, payment_id)
+
+
+@router.post("/payments/{payment_id}/retry", response_model=PaymentOut,
+             summary="Retry a failed payment now, at the client's request",
+             description="A client's retry is not a dunning retry: it uses none of the retry budget, and if it "
+                         "fails the scheduled retries go on. The same Idempotency-Key retries once.")
+async def retry_payment(payment_id: uuid.UUID, request: Request, body: RetryCreate | None = None,
+                        idempotency_key: str | None = IdempotencyKey,
+                        principal: Principal = require("payments:write")) -> PaymentOut:
+    await charging.retry_now(request.app.state.session_factory, gateway_of(request.app),
+                             tenant_id=principal.tenant_id, payment_id=payment_id,
+                             payment_method_id=body.payment_method_id if body else None,
+                             idempotency_key=idempotency_key, now=clock_of(request.app).now())
+    async with request.app.state.session_factory() as session:
+        return await payment_out(session, principal.tenant_id, payment_id)
 
 
 @router.post("/payments/{payment_id}/refunds", response_model=RefundOut, status_code=201,

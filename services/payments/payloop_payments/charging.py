@@ -305,10 +305,13 @@ async def _fail(session: AsyncSession, payment: Payment, attempt: PaymentAttempt
 async def _failure(session: AsyncSession, payment: Payment, attempt: PaymentAttempt, method: PaymentMethod,
                    result: ChargeResult, now: datetime) -> Failure:
     attempts = await repository.attempts_of(session, payment.id)
+    # The client's own try at a payment we are dunning (auto-pay, installment) is judged as if it were
+    # not there: the next scheduled retry still comes, and the try used none of the retry budget.
+    dunning = payment.origin in ("autopay", "installment")
     return Failure(at=now, payment_id=str(payment.id), method_type=method.type, decline_code=result.decline_code,
-                   client_initiated=attempt.client_initiated, card_brand=method.brand,
+                   client_initiated=attempt.client_initiated and not dunning, card_brand=method.brand,
                    first_attempt_at=attempts[0].created_at if attempts else now,
-                   is_retry=attempt.attempt_no > 1)
+                   is_retry=attempt.attempt_no > 1 and not attempt.client_initiated)
 
 
 async def _history(session: AsyncSession, method: PaymentMethod, current: PaymentAttempt,
@@ -359,25 +362,66 @@ async def retry(factory: async_sessionmaker[AsyncSession], gateway: StripeGatewa
         if payment is None or payment.status != ("retrying" if claimed else "failed"):
             return None
         method = await session.get(PaymentMethod, payment.payment_method_id)
-        allocations = await repository.allocations_of(session, payment.id)
-        invoices = {a.invoice_id: await repository.invoice(session, payment.tenant_id, a.invoice_id, lock=True)
-                    for a in allocations}
-        still_open = method.status == "active" and all(
-            repository.invoice_open_minor(invoices[a.invoice_id]) >= a.amount_minor for a in allocations)
         payment.next_attempt_at = None
-        if not still_open:
+        if not await _hold_again(session, payment, method):
             payment.status = "failed"
             log.info("payments.retry.dropped", payment_id=str(payment.id), reason="invoice or method changed")
             return None
-        for allocation in allocations:
-            invoices[allocation.invoice_id].pending_minor += allocation.amount_minor
-        payment.attempt_count += 1
-        payment.status = "pending"
-        attempt = PaymentAttempt(tenant_id=payment.tenant_id, payment_id=payment.id, payment_method_id=method.id,
-                                 attempt_no=payment.attempt_count, client_initiated=False, status="created",
-                                 created_at=now)
-        session.add(attempt)
-        await session.flush()
-        attempt_id = attempt.id
+        attempt_id = (await _next_attempt(session, payment, method, now, client_initiated=False)).id
     await present(factory, gateway, attempt_id, now=now)
     return attempt_id
+
+
+async def retry_now(factory: async_sessionmaker[AsyncSession], gateway: StripeGateway, *, tenant_id: str,
+                    payment_id: uuid.UUID, payment_method_id: uuid.UUID | None, idempotency_key: str | None,
+                    now: datetime) -> uuid.UUID:
+    """The client pays a failed payment now, on its method or another saved one.
+
+    A client's attempt is not a dunning retry: it does not count against the retry budget, and if it
+    fails the payment's schedule goes on (`_failure`). The same Idempotency-Key retries once.
+    """
+    async with factory() as session, session.begin():
+        payment = await repository.payment(session, tenant_id, payment_id, lock=True)
+        if payment is None:
+            raise NotFound("payment")
+        if idempotency_key and await repository.attempt_by_key(session, payment.id, idempotency_key):
+            return payment.id
+        if payment.status != "failed":
+            raise Problem(409, "Not retryable", f"the payment is {payment.status}")
+        method = await repository.method(session, tenant_id, payment_method_id or payment.payment_method_id)
+        if method is None or method.client_id != payment.client_id:
+            raise NotFound("payment method")
+        if method.status != "active":
+            raise Problem(409, "Payment method unusable", f"the payment method is {method.status}")
+        if not await _hold_again(session, payment, method):
+            raise Problem(409, "Nothing to retry", "what this payment paid has changed; start a new payment")
+        payment.payment_method_id, payment.next_attempt_at = method.id, None
+        attempt_id = (await _next_attempt(session, payment, method, now, client_initiated=True,
+                                          idempotency_key=idempotency_key)).id
+    await present(factory, gateway, attempt_id, now=now)
+    return payment_id
+
+
+async def _hold_again(session: AsyncSession, payment: Payment, method: PaymentMethod) -> bool:
+    """Hold what a failed payment pays as pending again; False when the method or an invoice changed."""
+    allocations = await repository.allocations_of(session, payment.id)
+    invoices = {a.invoice_id: await repository.invoice(session, payment.tenant_id, a.invoice_id, lock=True)
+                for a in allocations}
+    if method.status != "active" or any(
+            repository.invoice_open_minor(invoices[a.invoice_id]) < a.amount_minor for a in allocations):
+        return False
+    for allocation in allocations:
+        invoices[allocation.invoice_id].pending_minor += allocation.amount_minor
+    return True
+
+
+async def _next_attempt(session: AsyncSession, payment: Payment, method: PaymentMethod, now: datetime, *,
+                        client_initiated: bool, idempotency_key: str | None = None) -> PaymentAttempt:
+    payment.attempt_count += 1
+    payment.status = "pending"
+    attempt = PaymentAttempt(tenant_id=payment.tenant_id, payment_id=payment.id, payment_method_id=method.id,
+                             attempt_no=payment.attempt_count, client_initiated=client_initiated,
+                             idempotency_key=idempotency_key, status="created", created_at=now)
+    session.add(attempt)
+    await session.flush()
+    return attempt

@@ -101,6 +101,7 @@ class CheckoutView:
     client: Client
     invoices: list[OpenInvoiceView]
     currency: str
+    bank_accounts: list[PaymentMethod]  # saved and usable: the page offers them beside a new card
 
 
 async def brand_of(session: AsyncSession, tenant_id: str) -> Brand:
@@ -124,7 +125,13 @@ async def load_view(session: AsyncSession, grant: CheckoutGrant, now: datetime) 
     views = [OpenInvoiceView(i, repository.invoice_open_minor(i), i.due_on < today) for i in invoices
              if repository.invoice_open_minor(i) > 0]
     currency = views[0].invoice.currency if views else (profile.currency if profile else "USD")
-    return CheckoutView(grant, Brand.of(profile), client, views, currency)
+    return CheckoutView(grant, Brand.of(profile), client, views, currency,
+                        await _saved_bank_accounts(session, grant))
+
+
+async def _saved_bank_accounts(session: AsyncSession, grant: CheckoutGrant) -> list[PaymentMethod]:
+    return [m for m in await repository.methods_of(session, grant.tenant_id, grant.client_id)
+            if m.type == "ach" and m.status == "active"]
 
 
 async def start_card_setup(factory: async_sessionmaker[AsyncSession], gateway: StripeGateway,
@@ -136,9 +143,10 @@ async def start_card_setup(factory: async_sessionmaker[AsyncSession], gateway: S
 
 
 async def pay(factory: async_sessionmaker[AsyncSession], gateway: StripeGateway, grant: CheckoutGrant, *,
-              link: str, nonce: str, setup_intent_id: str, allocations: dict[str, int], keep: bool,
-              autopay: bool) -> uuid.UUID:
-    """Charge the card the page just saved for the chosen invoices; one payment per page nonce.
+              link: str, nonce: str, setup_intent_id: str | None, bank_account_id: uuid.UUID | None,
+              allocations: dict[str, int], keep: bool, autopay: bool) -> uuid.UUID:
+    """Charge the card the page just saved (or a bank account the client saved before) for the chosen
+    invoices; one payment per page nonce.
 
     The nonce comes from the page (one per payment attempt), so a double click or a retried request
     finds the payment the first one made instead of charging again.
@@ -154,7 +162,14 @@ async def pay(factory: async_sessionmaker[AsyncSession], gateway: StripeGateway,
         if existing.client_id != grant.client_id:
             raise Problem(422, "Idempotency-Key reused", "this key belongs to another payment")
         return existing.id
-    method = await methods.save_method(factory, gateway, grant.tenant_id, grant.client_id, setup_intent_id)
+    if bank_account_id is not None:
+        async with factory() as session:
+            method = next((m for m in await _saved_bank_accounts(session, grant) if m.id == bank_account_id), None)
+        if method is None:
+            raise Problem(422, "Unknown bank account", "choose one of the bank accounts this page offers")
+        keep = True  # it was saved before this payment; paying with it does not forget it
+    else:
+        method = await methods.save_method(factory, gateway, grant.tenant_id, grant.client_id, setup_intent_id)
     payment_id, created = await charging.start(factory, gateway, PaymentRequest(
         tenant_id=grant.tenant_id, client_id=grant.client_id, payment_method_id=method.id, idempotency_key=key,
         origin="checkout", client_initiated=True, amount_minor=sum(allocations.values()), allocations=allocations))

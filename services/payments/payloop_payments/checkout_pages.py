@@ -110,7 +110,7 @@ async def checkout_setup(token: str, body: CheckoutSetup, request: Request) -> C
 
 
 @router.post("/checkout/{token}/payments", response_model=CheckoutPaid, status_code=201,
-             summary="Pay the chosen invoices with the card just saved (Idempotency-Key required)",
+             summary="Pay the chosen invoices with the card just saved or a saved bank account (Idempotency-Key required)",
              dependencies=[rate_limited(_LIMITER)])
 async def checkout_pay(token: str, body: CheckoutPay, request: Request,
                        idempotency_key: str = Header(alias="Idempotency-Key", max_length=64)) -> CheckoutPaid:
@@ -125,7 +125,8 @@ async def checkout_pay(token: str, body: CheckoutPay, request: Request,
         allocations[part.invoice_id] = part.amount_minor
     payment_id = await checkout.pay(factory, gateway_of(request.app), grant, link=checkout.link_ref(token),
                                     nonce=idempotency_key, setup_intent_id=body.setup_intent_id,
-                                    allocations=allocations, keep=body.save_method, autopay=body.autopay)
+                                    bank_account_id=body.payment_method_id, allocations=allocations,
+                                    keep=body.save_method, autopay=body.autopay)
     async with factory() as session:
         found = await checkout.receipt(session, grant, payment_id)
     payment = found.payment

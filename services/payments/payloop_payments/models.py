@@ -170,7 +170,7 @@ class PaymentAttempt(PaymentsBase):
     the Stripe Idempotency-Key, so a crash between the call and the outcome cannot charge twice."""
 
     __tablename__ = "payment_attempts"
-    __table_args__ = (UniqueConstraint("payment_id", "attempt_no"),)
+    __table_args__ = (UniqueConstraint("payment_id", "attempt_no"), UniqueConstraint("payment_id", "idempotency_key"))
 
     id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True, default=uuid7)
     tenant_id: Mapped[str] = mapped_column(String(64))
@@ -178,6 +178,7 @@ class PaymentAttempt(PaymentsBase):
     payment_method_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("payment_methods.id"), index=True)
     attempt_no: Mapped[int] = mapped_column(Integer)
     client_initiated: Mapped[bool] = mapped_column(Boolean)
+    idempotency_key: Mapped[str | None] = mapped_column(String(200))  # a client's retry: its Idempotency-Key
     status: Mapped[str] = mapped_column(String(16), default="created")  # created|processing|succeeded|failed
     decline_code: Mapped[str | None] = mapped_column(String(64))
     failure_message: Mapped[str | None] = mapped_column(String(500))

@@ -108,6 +108,11 @@ async def attempts_on_method(session: AsyncSession, method_id: uuid.UUID, *, sin
     ).order_by(PaymentAttempt.created_at))).all())
 
 
+async def attempt_by_key(session: AsyncSession, payment_id: uuid.UUID, key: str) -> PaymentAttempt | None:
+    return await session.scalar(select(PaymentAttempt).where(PaymentAttempt.payment_id == payment_id,
+                                                             PaymentAttempt.idempotency_key == key))
+
+
 async def attempt_by_intent(session: AsyncSession, intent_id: str) -> PaymentAttempt | None:
     return await session.scalar(select(PaymentAttempt).where(
         PaymentAttempt.stripe_payment_intent_id == intent_id).order_by(PaymentAttempt.attempt_no.desc()).limit(1))

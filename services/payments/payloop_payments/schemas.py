@@ -5,7 +5,7 @@ import uuid
 from datetime import date, datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 Minor = Field(strict=True, ge=0)
 
@@ -134,6 +134,13 @@ class PaymentPage(BaseModel):
     next_cursor: str | None
 
 
+class RetryCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    payment_method_id: uuid.UUID | None = Field(
+        None, description="Another saved method of the client to pay with (default: the payment's own)")
+
+
 class RefundCreate(BaseModel):
     amount_minor: int | None = Field(None, strict=True, gt=0, description="Omit for a full refund")
     reason: str | None = None
@@ -161,8 +168,16 @@ class CheckoutSetupOut(BaseModel):
 
 
 class CheckoutPay(CheckoutSetup):
-    setup_intent_id: str = Field(max_length=100, description="The SetupIntent the page confirmed with Stripe.js")
+    setup_intent_id: str | None = Field(None, max_length=100,
+                                        description="The SetupIntent the page confirmed with Stripe.js (a new card)")
+    payment_method_id: uuid.UUID | None = Field(None, description="Or a bank account the client saved before")
     allocations: list[AllocationIn] = Field(min_length=1, max_length=100)
+
+    @model_validator(mode="after")
+    def one_method(self) -> "CheckoutPay":
+        if (self.setup_intent_id is None) == (self.payment_method_id is None):
+            raise ValueError("give either setup_intent_id (a new card) or payment_method_id (a saved bank account)")
+        return self
 
 
 class CheckoutPaid(BaseModel):

@@ -102,3 +102,20 @@ async def test_a_flood_on_one_link_is_rate_limited(payments, kit):
     answers = [(await payments.post(f"/checkout/{link}/payments", json={})).status_code for _ in range(12)]
     assert answers[:10] == [422] * 10  # invalid requests still spend the link's budget
     assert answers[10:] == [429, 429]
+
+
+async def test_only_the_clients_own_saved_bank_account_can_pay(payments, token, kit):
+    headers = token("t-own", "admin")
+    await kit.seed_tenant(payments, "t-own")
+    for client_id in ("acme", "other"):
+        await kit.seed_client(payments, "t-own", client_id)
+    await kit.seed_invoice(payments, "t-own", "acme", "o-1", 5_000, due=date.today())
+    others = await kit.save_bank_account(payments, headers, "other")
+    link = mint_checkout_token("t-own", "acme", [])
+    body = {"payment_method_id": others["id"], "allocations": [{"invoice_id": "o-1", "amount_minor": 5_000}]}
+    refused = await payments.post(f"/checkout/{link}/payments", json=body, headers={"Idempotency-Key": "nonce-other-1"})
+    assert refused.status_code == 422, refused.text
+    both = await payments.post(f"/checkout/{link}/payments", headers={"Idempotency-Key": "nonce-both-1"},
+                               json={**body, "setup_intent_id": "seti_x"})
+    assert both.status_code == 422
+    assert await kit.outbox_events(payments, "payment.initiated", "t-own") == []

@@ -178,3 +178,35 @@ async def test_refused_links_get_a_friendly_page(payments, kit):
         assert await page.text_content("#refused-title") == "This payment link is not valid"
         assert "Northwind" not in await page.content()  # a forged link learns nothing
         await shot(page, "link-tampered")
+
+
+async def test_a_saved_bank_account_pays_from_the_page(payments, stripe_webhooks, token, kit):
+    headers = token("t-bank", "admin")
+    await kit.seed_tenant(payments, "t-bank", branding=BRANDING)
+    await kit.seed_client(payments, "t-bank", "acme")
+    await kit.seed_invoice(payments, "t-bank", "acme", "bk-1", 64_000, due=date.today())
+    account = await kit.save_bank_account(payments, headers, "acme")
+    link = mint_checkout_token("t-bank", "acme", [])
+
+    async with browser_on(payments) as page:
+        await page.goto(f"{page.base}/checkout/{link}")
+        saved = page.get_by_label("Bank account at Stripe Test Bank ending 6789")
+        assert await saved.is_checked()
+        assert await page.locator("#card-fields").is_hidden()  # no card to type for a saved account
+        await page.get_by_label("A new card").check()
+        assert await page.locator("#card-fields").is_visible()
+        await saved.check()
+        await shot(page, "checkout-bank-account")
+        await page.click("#pay-button")
+        await page.wait_for_url("**/receipts/*")
+        assert await page.text_content("#receipt-title") == "Payment processing"
+        assert page.errors == []
+
+    initiated = await kit.outbox_events(payments, "payment.initiated", "t-bank")
+    assert [(e["data"]["method"]["type"], e["data"]["amount_minor"]) for e in initiated] == [("ach", 64_000)]
+    assert await open_minor(payments, headers, "acme") == {"bk-1": 0}  # held while the debit processes
+    await stripe_webhooks.advance(days=4)
+    settled = await kit.outbox_events(payments, "payment.settled", "t-bank")
+    assert [e["data"]["payment_id"] for e in settled] == [initiated[0]["data"]["payment_id"]]
+    methods = (await payments.get("/v1/clients/acme/payment-methods", headers=headers)).json()
+    assert [(m["id"], m["status"]) for m in methods] == [(account["id"], "active")]  # still saved

@@ -1,4 +1,5 @@
-// The hosted checkout page: choose invoices and amounts, save the card with Stripe.js, pay once.
+// The hosted checkout page: choose invoices and amounts, then a saved bank account or a new card
+// (saved with Stripe.js), and pay once.
 // Amounts are handled as integer minor units (cents) parsed from text, never as floats.
 (() => {
   'use strict';
@@ -52,6 +53,17 @@
     return {allocations, problems};
   }
 
+  // The saved bank account chosen on the page, or null for a new card.
+  function bankAccount() {
+    const picked = form.querySelector('input[name="method"]:checked');
+    return picked && picked.value !== 'card' ? picked.value : null;
+  }
+
+  function showCardFields() {
+    const cardFields = document.getElementById('card-fields');
+    cardFields.hidden = bankAccount() !== null;
+  }
+
   function refresh() {
     const {allocations} = chosen();
     const total = allocations.reduce((sum, a) => sum + a.amount_minor, 0);
@@ -78,7 +90,7 @@
   }
 
   form.addEventListener('input', refresh);
-  form.addEventListener('change', refresh);
+  form.addEventListener('change', () => { showCardFields(); refresh(); });
   form.addEventListener('submit', async event => {
     event.preventDefault();
     if (busy) return;
@@ -88,22 +100,26 @@
     button.disabled = true;
     button.setAttribute('aria-busy', 'true');
     errorBox.textContent = '';
-    progress.textContent = 'Checking your card…';
-    const options = {save_method: document.getElementById('save-card').checked,
+    const account = bankAccount();
+    const options = {save_method: !account && document.getElementById('save-card').checked,
                      autopay: document.getElementById('autopay').checked};
     try {
-      const setup = await post(form.dataset.setupUrl, options);
-      const confirmed = await stripe.confirmCardSetup(setup.client_secret, {payment_method: {card}});
-      if (confirmed.error) {
-        return fail(confirmed.error.message || 'Check your card details and try again.');
+      let method = {payment_method_id: account};
+      if (!account) {
+        progress.textContent = 'Checking your card…';
+        const setup = await post(form.dataset.setupUrl, options);
+        const confirmed = await stripe.confirmCardSetup(setup.client_secret, {payment_method: {card}});
+        if (confirmed.error) {
+          return fail(confirmed.error.message || 'Check your card details and try again.');
+        }
+        method = {setup_intent_id: confirmed.setupIntent.id};
       }
       progress.textContent = 'Paying…';
-      const paid = await post(form.dataset.payUrl,
-                              {...options, setup_intent_id: confirmed.setupIntent.id, allocations},
+      const paid = await post(form.dataset.payUrl, {...options, ...method, allocations},
                               {'Idempotency-Key': idempotencyKey});
       if (paid.status === 'failed') {
         idempotencyKey = newKey();  // a declined card may be replaced: that is a new payment
-        return fail(paid.message || 'Your card was declined.');
+        return fail(paid.message || 'The payment was declined.');
       }
       progress.textContent = 'Paid. Opening your receipt…';
       window.location.assign(paid.receipt_url);
