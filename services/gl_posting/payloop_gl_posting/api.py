@@ -15,25 +15,28 @@ from payloop.auth import Principal, require
 from payloop.db import db_session
 from payloop.problems import PROBLEM_RESPONSES, Problem
 from payloop.secrets import mask, secret_box
-from payloop_gl_posting import account_mapping, reconciliation, repository
+from payloop_gl_posting import account_mapping, consent, reconciliation, repository
 from payloop_gl_posting.connectors.base import Ledger, PostingError
 from payloop_gl_posting.journal import Purpose
 from payloop_gl_posting.models import AccountMapping, Connection
 from payloop_gl_posting.posting import PRODUCER, ledger_for
 from payloop_gl_posting.schemas import (
-    AccountMappingIn, AccountMappingState, AccountMappingView, ConnectionCreate, ConnectionView, EntryPage,
+    AccountMappingIn, AccountMappingState, AccountMappingView, ConnectionCreate, ConnectionView, ConsentRequest,
+    ConsentView, EntryPage,
     EntryView, ExceptionPage, ExceptionView, LineView, ReconciliationReport, RetryRequest, RetryResult,
 )
 from payloop_gl_posting.settings import GlSettings
 
 router = APIRouter(prefix="/v1/gl", tags=["gl posting"], responses=PROBLEM_RESPONSES)
+# The consent callback: reached by the MSP's browser coming back from the vendor, with no bearer token.
+consent_router = APIRouter(prefix="/gl", tags=["gl posting"], responses=PROBLEM_RESPONSES)
 
 
 def _connection_view(connection: Connection | None) -> ConnectionView:
     if connection is None:
         return ConnectionView(status="not_connected")
     token = secret_box().decrypt(connection.access_token_enc) if connection.access_token_enc else None
-    return ConnectionView(status=connection.status, system=connection.system, company_id=connection.company_id,
+    return ConnectionView(status=connection.status, system=connection.system, company_id=connection.company_id or None,
                           access_token=mask(token), access_expires_at=connection.access_expires_at,
                           connected_at=connection.connected_at, last_error=connection.last_error)
 
@@ -48,22 +51,71 @@ async def get_connection(principal: Principal = require("ar:read"),
             summary="Connect (or reconnect) with an OAuth authorization code; tokens are fetched in the background")
 async def put_connection(body: ConnectionCreate, principal: Principal = require("gl:write"),
                          session: AsyncSession = Depends(db_session)) -> ConnectionView:
+    return await begin_connection(session, principal, body.system, body.company_id, body.authorization_code,
+                                  body.redirect_uri)
+
+
+async def begin_connection(session: AsyncSession, principal: Principal, system: str, company_id: str | None,
+                           code: str, redirect_uri: str) -> ConnectionView:
+    """Store the authorization code (encrypted) for the posting loop to exchange; audited.
+
+    `company_id` None: a Xero consent that named no organisation; the grant's only one is taken."""
     connection = await session.get(Connection, principal.tenant_id, with_for_update=True)
     action = "accounting_connection.changed"
     if connection is None:
         connection = Connection(tenant_id=principal.tenant_id)
         session.add(connection)
         action = "accounting_connection.created"
-    connection.system, connection.company_id, connection.redirect_uri = body.system, body.company_id, body.redirect_uri
+    connection.system, connection.redirect_uri = system, redirect_uri
+    connection.company_id = company_id or ""  # learned from Xero's /connections after the exchange
     connection.status, connection.last_error = "authorizing", None
-    connection.authorization_code_enc = secret_box().encrypt(body.authorization_code)
+    connection.authorization_code_enc = secret_box().encrypt(code)
     connection.access_token_enc = connection.refresh_token_enc = connection.access_expires_at = None
     connection.updated_at = datetime.now(UTC)
     await session.flush()
     await audit.record(session, principal, action, ("accounting_connection", principal.tenant_id),
-                       {"system": body.system, "company_id": body.company_id, "redirect_uri": body.redirect_uri},
+                       {"system": system, "company_id": company_id, "redirect_uri": redirect_uri},
                        producer=PRODUCER)
     return _connection_view(connection)
+
+
+@router.post("/connection/consent", response_model=ConsentView,
+             summary="Start connecting: the vendor's consent URL, with a state bound to this tenant that expires")
+async def start_consent(body: ConsentRequest, principal: Principal = require("gl:write")) -> ConsentView:
+    settings = GlSettings()
+    state = consent.new_state(principal.tenant_id, body.system, principal.subject, principal.scopes,
+                              body.company_id, settings)
+    sealed = consent.seal(state)
+    return ConsentView(authorize_url=consent.authorize_url(body.system, sealed, settings), state=sealed,
+                       redirect_uri=settings.oauth_redirect_uri, expires_at=state.expires_at)
+
+
+@consent_router.get("/oauth/callback", response_model=ConnectionView, status_code=202,
+                    summary="Where the vendor sends the browser back: checks the state, then connects as "
+                            "PUT /v1/gl/connection does",
+                    description="Called by the MSP's browser, without our token (hence outside /v1): the sealed "
+                                "state says whose connection it is.")
+async def consent_callback(state: str = Query(min_length=1, max_length=2000), code: str | None = None,
+                           realmId: str | None = Query(None, description="QuickBooks: the company consented"),  # noqa: N803
+                           error: str | None = None, error_description: str | None = None,
+                           session: AsyncSession = Depends(db_session)) -> ConnectionView:
+    try:
+        opened = consent.open_state(state)
+    except consent.InvalidConsentState as exc:
+        raise Problem(401, "Invalid consent state", str(exc)) from None
+    if error:
+        raise Problem(400, "Consent refused", f"the {opened.system} consent answered {error}: {error_description or ''}".strip())
+    if not code:
+        raise Problem(422, "Invalid input", "the callback carries no authorization code")
+    if opened.system == "quickbooks" and not realmId:
+        raise Problem(422, "Invalid input", "QuickBooks' callback carries no realmId")
+    await repository.purge_consent_states(session)
+    if not await repository.use_consent_state(session, opened.nonce, opened.tenant_id, opened.expires_at):
+        raise Problem(409, "Consent already used", "this consent's callback was already received; start again")
+    principal = Principal(tenant_id=opened.tenant_id, scopes=frozenset(opened.scopes), subject=opened.subject)
+    return await begin_connection(session, principal, opened.system,
+                                  realmId if opened.system == "quickbooks" else opened.company_id,
+                                  code, GlSettings().oauth_redirect_uri)
 
 
 @router.get("/account-mapping", response_model=AccountMappingState, summary="The tenant's account mapping")

@@ -134,3 +134,13 @@ class PostingException(GlPostingBase):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
     resolved_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class ConsentState(GlPostingBase):
+    """A consent state the callback has used (states are sealed and expire; this makes them single-use)."""
+
+    __tablename__ = "gl_consent_states"
+    nonce: Mapped[str] = mapped_column(Text, primary_key=True)
+    tenant_id: Mapped[str] = mapped_column(Text)
+    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    used_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())

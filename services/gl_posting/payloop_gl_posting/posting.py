@@ -99,9 +99,8 @@ async def complete_authorizations(session_factory: async_sessionmaker[AsyncSessi
                 tokens = await request_tokens(http, token_endpoint(connection.system, settings), {
                     "grant_type": "authorization_code", "redirect_uri": connection.redirect_uri,
                     "code": secret_box().decrypt(connection.authorization_code_enc)})
-                if connection.system == "xero" and connection.company_id not in \
-                        await connected_tenants(http, settings, tokens["access_token"]):
-                    raise PostingError(f"the consent does not reach Xero organisation {connection.company_id}")
+                if connection.system == "xero":
+                    connection.company_id = await xero_organisation(http, settings, tokens, connection.company_id)
             except (PostingError, httpx.HTTPError) as exc:
                 connection.status, connection.last_error = "failed", f"authorization failed: {exc}"
                 log.warning("gl.connection.authorization_failed", tenant_id=tenant_id, error=str(exc))
@@ -114,6 +113,20 @@ async def complete_authorizations(session_factory: async_sessionmaker[AsyncSessi
             await repository.requeue(session, tenant_id, reasons=["token_revoked"])
             log.info("gl.connection.connected", tenant_id=tenant_id, system=connection.system)
     return len(pending)
+
+
+async def xero_organisation(http: httpx.AsyncClient, settings: GlSettings, tokens: dict, wanted: str) -> str:
+    """The organisation a Xero grant connects: the one named, which the grant must reach, or else the
+    grant's only one (Xero's consent redirect names none; the MSP picks them on Xero's screen)."""
+    reached = await connected_tenants(http, settings, tokens["access_token"])
+    if wanted:
+        if wanted not in reached:
+            raise PostingError(f"the consent does not reach Xero organisation {wanted}")
+        return wanted
+    if len(reached) != 1:
+        raise PostingError(f"the consent reaches {len(reached)} Xero organisations; connect again naming one "
+                           f"(company_id): {', '.join(reached) or 'none'}")
+    return reached[0]
 
 
 # --- posting --------------------------------------------------------------------------------------

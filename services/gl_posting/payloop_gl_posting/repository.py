@@ -4,13 +4,13 @@ from __future__ import annotations
 import uuid
 from datetime import UTC, date, datetime, timedelta
 
-from sqlalchemy import and_, func, or_, select, text, update
+from sqlalchemy import and_, delete, func, or_, select, text, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from payloop_gl_posting.journal import JournalEntry, JournalLine
 from payloop_gl_posting.models import (
-    AccountMapping, Connection, Entry, IdMap, Invoice, Line, PostingException,
+    AccountMapping, Connection, ConsentState, Entry, IdMap, Invoice, Line, PostingException,
 )
 
 
@@ -174,3 +174,14 @@ async def posted_allocations(session: AsyncSession, tenant_id: str, invoice_ids:
           AND a->>'invoice_id' = ANY(:ids)
         GROUP BY 1"""), {"tenant": tenant_id, "ids": invoice_ids})
     return {invoice_id: int(total) for invoice_id, total in rows.all()}
+
+
+async def use_consent_state(session: AsyncSession, nonce: str, tenant_id: str, expires_at: datetime) -> bool:
+    """Record a consent state as used; False when it was used before."""
+    return await session.scalar(insert(ConsentState).values(nonce=nonce, tenant_id=tenant_id, expires_at=expires_at)
+                                .on_conflict_do_nothing().returning(ConsentState.nonce)) is not None
+
+
+async def purge_consent_states(session: AsyncSession) -> None:
+    """Expired states are refused by their seal already; their nonces need no keeping."""
+    await session.execute(delete(ConsentState).where(ConsentState.expires_at < datetime.now(UTC)))

@@ -18,6 +18,19 @@ class ConnectionCreate(BaseModel):
     redirect_uri: str = Field(min_length=1, description="The redirect URI used for the consent")
 
 
+class ConsentRequest(BaseModel):
+    system: Literal["quickbooks", "xero"]
+    company_id: str | None = Field(None, min_length=1, description="Xero only: the organisation to connect, when "
+                                   "the MSP's login reaches several (QuickBooks names the company in its callback)")
+
+
+class ConsentView(BaseModel):
+    authorize_url: str = Field(description="Send the MSP's browser here; the vendor sends it back to redirect_uri")
+    state: str = Field(description="Sealed, bound to this tenant, single-use, expires at expires_at")
+    redirect_uri: str
+    expires_at: datetime
+
+
 class ConnectionView(BaseModel):
     status: Literal["not_connected", "authorizing", "connected", "revoked", "failed"]
     system: str | None = None

@@ -4,7 +4,7 @@ from pathlib import Path
 from payloop import tenant_replica
 from payloop.service import ServiceDefinition
 
-from payloop_gl_posting.api import router
+from payloop_gl_posting.api import consent_router, router
 from payloop_gl_posting.handlers import HANDLERS
 from payloop_gl_posting.models import metadata
 from payloop_gl_posting.posting import posting_loop
@@ -16,7 +16,7 @@ SERVICE = ServiceDefinition(
     description="GL posting: accounting connections, account mapping, the posting journal and its exceptions",
     metadata=metadata,
     migrations_dir=Path(__file__).parent / "migrations",
-    routers=[tenant_replica.router, router, rotation_router(STORED_SECRETS)],
+    routers=[tenant_replica.router, router, consent_router, rotation_router(STORED_SECRETS)],
     handlers=HANDLERS,
     background=[posting_loop],
     commands={"rotate-secrets": rotation_command(STORED_SECRETS)},

@@ -28,6 +28,10 @@ class GlSettings(BaseSettings):
     # The contact Xero records processor fees against (a bank transaction must name one).
     xero_fee_contact: str = "Stripe"
 
+    # Where the vendors send the MSP's browser back after consent (registered with each vendor's app).
+    oauth_redirect_uri: str = "http://127.0.0.1:8104/gl/oauth/callback"
+    consent_ttl_s: int = 600
+
     http_timeout_s: float = 20.0
     poll_interval_s: float = 0.5
     batch_size: int = 50
