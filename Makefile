@@ -34,8 +34,8 @@ test-fast: install browser ## everything except the multi-process fault drills
 schemas: install ## regenerate docs/events (AsyncAPI and JSON Schemas) from the catalogue
 	$(VENV)/bin/payloop events schema --write
 
-bench: install
-	$(VENV)/bin/payloop bench
+bench: install ## the benchmark (docs/benchmarks.md); `make bench BENCH=--quick` for small sizes
+	$(VENV)/bin/payloop bench $(BENCH)
 
 clean:
 	rm -rf $(VENV) .payloop .pytest_cache

@@ -302,22 +302,3 @@ def sync(args) -> int:
             print(f"  {run['status']}: {counts}" + (f"; error: {run['error']}" if run.get("error") else ""))
             failed += run["status"] != "succeeded"
     return 1 if failed else 0
-
-
-def bench(args) -> int:
-    """Run the benchmarks in `bench/*_bench.py` (each a script that starts its own infrastructure)."""
-    root = Path(args.root)
-    scripts = sorted((root / "bench").glob("*_bench.py"))
-    if args.names:
-        scripts = [s for s in scripts if s.stem.removesuffix("_bench") in args.names]
-    if not scripts:
-        raise CliError(f"no benchmarks found in {root / 'bench'}" +
-                       (f" named {', '.join(args.names)}" if args.names else ""))
-    failed = []
-    for script in scripts:
-        print(f"== {script.stem.removesuffix('_bench')} ({script})", flush=True)
-        if subprocess.run([sys.executable, str(script)]).returncode != 0:
-            failed.append(script.stem)
-    if failed:
-        raise CliError(f"benchmark(s) failed: {', '.join(failed)}")
-    return 0

@@ -5,7 +5,7 @@ import argparse
 import asyncio
 import sys
 
-from payloop.cli import backbone_commands, dev
+from payloop.cli import backbone_commands, bench, dev
 from payloop.cli.errors import CliError
 
 
@@ -72,10 +72,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--url", help="psa_ingest base URL (default http://127.0.0.1:8101)")
     p.set_defaults(func=backbone_commands.sync)
 
-    p = sub.add_parser("bench", help="run the benchmarks in bench/ (backbone throughput and latency, aging at 1M)")
-    p.add_argument("names", nargs="*", help="only these, e.g. backbone aging")
+    p = sub.add_parser("bench", help="measure the platform on the embedded stack, print a table, write "
+                       "bench/results/<date>.json (docs/benchmarks.md)")
+    p.add_argument("parts", nargs="*", help=f"only these of {', '.join(bench.PARTS)} (default: all)")
+    p.add_argument("--quick", action="store_true", help="small sizes, about two minutes")
+    p.add_argument("--keep", action="store_true", help="keep the run's directory (logs, databases)")
     p.add_argument("--root", default=".", help="repository root")
-    p.set_defaults(func=backbone_commands.bench)
+    p.set_defaults(func=bench.bench)
 
     consumers = sub.add_parser("consumers", help="consumer groups")
     consumers_sub = consumers.add_subparsers(dest="consumers_command", required=True)

@@ -12,6 +12,8 @@ managed-services invoices with per-device, per-user and tiered additions, seat c
 pro-rated lines, time-and-materials and product invoices, credits, a void, an edited invoice and a
 billing-dispute ticket). Tests drive it in-process (`ConnectWiseSimulator`), edit its state and
 inject faults (`fail_next`); `python -m payloop.simulators.connectwise --port N` serves it alone.
+`ConnectWiseSimulator(invoices=N)` (`--invoices N`) seeds a generated book of N plain invoices
+instead, built in linear time, for benchmarks.
 """
 from __future__ import annotations
 
@@ -94,7 +96,9 @@ def parse_conditions(text: str | None) -> list[tuple[str, str, Any]]:
             raise BadConditions(f"cannot parse condition {part!r}")
         op = match["op"].strip().lower()
         raw = match["value"]
-        value = [_literal(v) for v in raw.strip("()").split(",") if v.strip()] if op == "in" else _literal(raw)
+        # A set: `invoice/id in (...)` with a page of ids is tested against every product of the book.
+        value = frozenset(_literal(v) for v in raw.strip("()").split(",") if v.strip()) if op == "in" \
+            else _literal(raw)
         clauses.append((match["field"], op, value))
     return clauses
 
@@ -273,6 +277,74 @@ def seed(state: ConnectWiseState, *, companies: int = 40, months: int = 12, rng_
     add_ticket(state, disputed, "Client disputes the server count on this invoice", stamp=stamp)
 
 
+def seed_generated(state: ConnectWiseState, *, companies: int, invoices: int, rng_seed: int = 7) -> None:
+    """A large book for benchmarks: `companies` companies with a managed-services agreement each and
+    `invoices` invoices spread evenly over them across the past two years (one agreement line, plus a
+    product line on every fourth), due in 30 days, all but the last few months' paid. Totals are
+    computed here, not by `_recompute` (which scans every line of the book per invoice)."""
+    rng = random.Random(rng_seed)
+    stamp = state.tick()
+    today = datetime.now(UTC).date()
+    base_desc, base_uom, base_price = CATALOG["MS-BASE"]
+    agreement_of: dict[int, int] = {}
+    for n in range(companies):
+        cid = state.new_id()
+        slug = f"Bench{n:05d}"
+        state.companies[cid] = {
+            "id": cid, "identifier": slug, "name": f"Bench Client {n:05d} LLC",
+            "status": {"id": 1, "name": "Active"}, "billingTerms": {"id": 1, "name": "Net 30"},
+            "timeZoneSetup": {"id": 1, "name": "America/New_York"},
+            "currency": {"id": 1, "currencyCode": "USD", "numberOfDecimals": 2},
+            "invoiceToEmailAddress": f"ap@{slug.lower()}.example", "invoiceCCEmailAddress": None,
+            "deletedFlag": False, "_info": _info(stamp)}
+        aid = agreement_of[cid] = state.new_id()
+        state.agreements[aid] = {
+            "id": aid, "name": f"{slug} - Managed Services", "type": {"id": 1, "name": "Managed Services"},
+            "company": {"id": cid, "identifier": slug, "name": state.companies[cid]["name"]},
+            "startDate": "2024-01-01T00:00:00Z", "endDate": None, "noEndingDateFlag": True,
+            "billingCycle": {"id": 1, "name": "Monthly"}, "billingTerms": {"id": 1, "name": "Net 30"},
+            "currency": {"id": 1, "currencyCode": "USD", "numberOfDecimals": 2}, "agreementStatus": "Active",
+            "_info": _info(stamp)}
+        addition = state.new_id()
+        state.additions[addition] = {
+            "id": addition, "agreementId": aid, "product": {"id": addition, "identifier": "MS-BASE"},
+            "description": base_desc, "quantity": 1.0, "unitPrice": _money(base_price), "uom": base_uom,
+            "billCustomer": "Billable", "effectiveDate": "2024-01-01T00:00:00Z", "cancelledDate": None,
+            "extPrice": _money(base_price), "_info": _info(stamp)}
+    company_ids = list(agreement_of)
+    for k in range(invoices):
+        cid = company_ids[k % companies]
+        company, aid = state.companies[cid], agreement_of[cid]
+        issued = today - timedelta(days=rng.randrange(730))
+        iid = state.new_id()
+        lines = [("MS-BASE", Decimal(1), Decimal(rng.randrange(20_000, 500_000)) / 100, base_desc, aid)]
+        if k % 4 == 0:
+            lines.append(("HW-DOCK", Decimal(rng.randint(1, 3)), Decimal("189.00"), "Docking station", None))
+        total = sum((qty * price).quantize(Decimal("0.01")) for _, qty, price, _, _ in lines)
+        paid = issued < today - timedelta(days=75) or rng.random() < 0.3
+        invoice = {
+            "id": iid, "invoiceNumber": f"{24000 + iid}", "type": "Agreement",
+            "status": ({"id": 5, "name": "Paid", "isClosed": True} if paid
+                       else {"id": 1, "name": "Sent", "isClosed": False}),
+            "company": {"id": cid, "identifier": company["identifier"], "name": company["name"]},
+            "billingTerms": {"id": 1, "name": "Net 30"}, "date": f"{issued.isoformat()}T00:00:00Z",
+            "dueDate": f"{(issued + timedelta(days=30)).isoformat()}T00:00:00Z",
+            "currency": {"id": 1, "currencyCode": "USD", "numberOfDecimals": 2},
+            "agreement": {"id": aid, "name": state.agreements[aid]["name"], "type": "Managed Services"},
+            "applyToType": "All", "applyToId": None, "taxableFlag": True, "salesTax": 0,
+            "subtotal": _money(total), "total": _money(total), "payments": _money(total) if paid else 0,
+            "credits": 0, "balance": 0 if paid else _money(total), "_info": _info(stamp)}
+        state.invoices[iid] = invoice
+        for identifier, qty, price, desc, agreement in lines:
+            _add_line(state, invoice, identifier, qty, price, desc, agreement)
+        if paid:
+            pid = state.new_id()
+            paid_on = issued + timedelta(days=rng.randint(5, 40))
+            state.payments[pid] = {"id": pid, "type": "Payment", "invoice": {"id": iid}, "amount": _money(total),
+                                   "paymentDate": f"{paid_on.isoformat()}T00:00:00Z", "appliedBy": "ach-import",
+                                   "source": "bank", "_info": _info(stamp)}
+
+
 def _add_invoice(state: ConnectWiseState, company_id: int, issued: date, lines: list, *, rng: random.Random,
                  paid: bool, stamp: str, agreement_id: int | None = None, time: list | None = None,
                  kind: str | None = None, apply_to: int | None = None) -> int:
@@ -378,9 +450,11 @@ def _error(status: int, code: str, message: str, headers: dict | None = None) ->
 class ConnectWiseSimulator:
     """The simulator's state and its HTTP app; `start()` serves it on a port of this event loop."""
 
-    def __init__(self, *, seeded: bool = True, companies: int = 40, months: int = 12):
+    def __init__(self, *, seeded: bool = True, companies: int = 40, months: int = 12, invoices: int | None = None):
         self.state = ConnectWiseState()
-        if seeded:
+        if seeded and invoices is not None:
+            seed_generated(self.state, companies=companies, invoices=invoices)
+        elif seeded:
             seed(self.state, companies=companies, months=months)
         self.faults: list[Fault] = []
         self.requests: list[dict] = []
@@ -648,10 +722,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--port", type=int, default=8200)
     parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--invoices", type=int, help="serve a generated book of this many invoices (benchmarks)")
+    parser.add_argument("--companies", type=int, default=40, help="companies of the book")
     args = parser.parse_args()
 
     async def serve() -> None:
-        sim = ConnectWiseSimulator()
+        sim = ConnectWiseSimulator(companies=args.companies, invoices=args.invoices)
         await sim.start(args.port, args.host)
         print(f"ConnectWise simulator at {sim.api_url} (company {COMPANY_ID}, public key {PUBLIC_KEY}, "
               f"private key {PRIVATE_KEY}, clientId {CLIENT_ID})", flush=True)

@@ -1,0 +1,100 @@
+"""Event hop latency at a steady rate, and reporting's freshness, on the running platform.
+
+`invoice.created` events are written into psa_ingest's outbox at a steady `rate` per second (a
+transaction every 20 ms, through `payloop.outbox.publish_many`, as psa_ingest's own sync writes
+them), for one tenant of 200 clients. psa_ingest's relay publishes them; tenants, payments,
+collections, gl_posting and reporting consume them in their own processes. Per consumer: outbox
+commit to inbox commit (`pg_xact_commit_timestamp` of each row). Reporting's figure is the read
+model's freshness (issue 7: updated within a second).
+"""
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from datetime import date, timedelta
+
+import asyncpg
+from sqlalchemy.ext.asyncio import async_sessionmaker
+
+from payloop.db import make_engine
+from payloop.events import new_event
+from payloop.outbox import publish_many
+from ingestion import CONSUMERS, hop_samples, latency_summary, onboard
+from stack import Stack
+
+TICK_S = 0.02
+
+
+def invoice_event(tenant: str, client: str, n: int):
+    invoice_id = str(uuid.uuid4())
+    issued = date.today() - timedelta(days=n % 60)
+    total = 10_000 + (n * 7919) % 490_000
+    return new_event("invoice.created", tenant_id=tenant, client_id=client, producer="psa_ingest", data={
+        "invoice_id": invoice_id, "psa": {"source": "connectwise", "external_id": f"hop-{n}"},
+        "number": f"HOP-{n:07d}", "agreement": None, "currency": "USD", "issued_on": issued.isoformat(),
+        "due_on": (issued + timedelta(days=30)).isoformat(), "terms": "Net 30", "status": "open",
+        "subtotal_minor": total, "tax_minor": 0, "total_minor": total, "balance_minor": total,
+        "lines": [{"kind": "product", "description": "Bench line", "quantity": "1", "unit_price_minor": total,
+                   "amount_minor": total}]})
+
+
+async def run(stack: Stack, *, rate: int, seconds: float, drain_timeout_s: float) -> dict:
+    tenant = f"bench-hop-{uuid.uuid4().hex[:6]}"
+    await onboard(stack, tenant)
+    clients = [str(uuid.uuid4()) for _ in range(200)]
+    engine = make_engine(stack.database_url("psa_ingest"))
+    factory = async_sessionmaker(engine, expire_on_commit=False)
+    total = int(rate * seconds)
+    ids: list[uuid.UUID] = []
+    print(f"  writing {total:,} invoice.created at {rate}/s into psa_ingest's outbox (a transaction every "
+          f"{TICK_S * 1000:.0f} ms with the events due by then)", flush=True)
+    started = time.perf_counter()
+    try:
+        tick, last_report = 0, started
+        while len(ids) < total:
+            await asyncio.sleep(max(0.0, started + tick * TICK_S - time.perf_counter()))
+            # What is due by now, so a slow tick (a busy machine) is made up by the next, not lost.
+            due = min(total, int((time.perf_counter() - started) * rate)) - len(ids)
+            events = [invoice_event(tenant, clients[(len(ids) + k) % len(clients)], len(ids) + k)
+                      for k in range(due)]
+            if events:
+                async with factory() as session, session.begin():
+                    await publish_many(session, events)
+                ids += [e.id for e in events]
+            tick += 1
+            if time.perf_counter() - last_report >= 5:
+                print(f"  {time.perf_counter() - started:5.0f}s  {len(ids):,} written", flush=True)
+                last_report = time.perf_counter()
+        achieved = len(ids) / (time.perf_counter() - started)
+    finally:
+        await engine.dispose()
+    psa_db = await asyncpg.connect(stack.dsn("psa_ingest"))
+    try:
+        produced = {r["event_id"]: r["committed"] for r in await psa_db.fetch(
+            "SELECT event_id, pg_xact_commit_timestamp(xmin) AS committed FROM outbox WHERE event_id = ANY($1)",
+            ids)}
+    finally:
+        await psa_db.close()
+    deadline = time.monotonic() + drain_timeout_s
+    measured = {service: await _applied(stack, service, produced, deadline) for service in CONSUMERS}
+    pooled = [ms for samples, _ in measured.values() for ms in samples]
+    return {"rate_per_s": rate, "achieved_rate_per_s": achieved, "events": total, "tenant": tenant,
+            "consumers": {service: latency_summary(samples, pending)
+                          for service, (samples, pending) in measured.items()},
+            "all_consumers": latency_summary(pooled, sum(pending for _, pending in measured.values()))}
+
+
+async def _applied(stack: Stack, service: str, produced: dict, deadline: float) -> tuple[list[float], int]:
+    """Wait until `service` applied every event, or the deadline (then the rest count as lower bounds)."""
+    conn = await asyncpg.connect(stack.dsn(service))
+    try:
+        while time.monotonic() < deadline:
+            done = await conn.fetchval("SELECT count(DISTINCT event_id) FROM inbox WHERE event_id = ANY($1::uuid[])",
+                                       list(produced))
+            if done >= len(produced):
+                break
+            await asyncio.sleep(0.5)
+        return await hop_samples(conn, produced)
+    finally:
+        await conn.close()
