@@ -52,12 +52,13 @@ class Sizes:
     aging_requests: int = 2000
     drain_timeout_s: float = 300  # longest wait for every consumer to apply a part's events
     autopay_timeout_s: float = 600  # longest auto-pay run measured (the charges done by then count)
+    ingestion_timeout_s: float = 1200  # longest ingestion measured (the invoices visible by then count)
 
 
 QUICK = Sizes(raw_events=20_000, raw_rows=20_000, raw_hop_seconds=5, tenants=2, companies=20,
-              invoices_per_tenant=1_000, hop_seconds=10, autopay_charges=300, aging_invoices=50_000,
-              aging_tenants=10, aging_requests=300, drain_timeout_s=120,
-              autopay_timeout_s=180)
+              invoices_per_tenant=500, hop_seconds=5, autopay_charges=100, aging_invoices=50_000,
+              aging_tenants=10, aging_requests=300, drain_timeout_s=60, autopay_timeout_s=60,
+              ingestion_timeout_s=120)
 
 
 def step(title: str) -> None:
@@ -89,19 +90,23 @@ def run_raw(run: Run, sizes: Sizes, stack: Stack) -> dict:
     return raw
 
 
-async def run_ingestion(run: Run, sizes: Sizes, stack: Stack, raw: dict | None) -> None:
+async def run_ingestion(run: Run, sizes: Sizes, stack: Stack, raw: dict | None, drain_timeout_s: float) -> None:
     import ingestion
     step(f"ingestion: {sizes.tenants} tenants x {sizes.invoices_per_tenant:,} invoices "
          f"({sizes.tenants * sizes.companies:,} clients)")
     result = await ingestion.run(stack, tenants=sizes.tenants, companies=sizes.companies,
-                                 invoices=sizes.invoices_per_tenant, drain_timeout_s=sizes.drain_timeout_s)
+                                 invoices=sizes.invoices_per_tenant, timeout_s=sizes.ingestion_timeout_s,
+                                 drain_timeout_s=drain_timeout_s)
     run.details["ingestion"] = result
-    print(f"  {result['invoices']:,} invoices visible in reporting in {result['seconds']:.1f}s", flush=True)
+    print(f"  {result['visible']:,} of {result['invoices']:,} invoices visible in reporting after "
+          f"{result['seconds']:.1f}s", flush=True)
     limit = raw["pipeline_limit_per_s"] if raw else None
     ratio_ok = None if limit is None else result["invoices_per_s"] / limit >= 0.25
     run.add(Figure("ingestion.invoices_per_s", "(i) ingestion, PSA pages -> reporting rows",
                    result["invoices_per_s"], "invoices/s", raw=limit, raw_label="slowest raw stage",
-                   target=">= 0.25 of raw", met=ratio_ok))
+                   target=">= 0.25 of raw", met=ratio_ok,
+                   note="" if result["complete"] else f"cut at {result['seconds'] / 60:.0f} min: "
+                   f"{result['visible']:,} of {result['invoices']:,} visible"))
     fresh = result["freshness_under_load"]
     if fresh.get("count"):
         run.add(Figure("ingestion.freshness_p99", "    reporting freshness p99 during ingestion", fresh["p99_ms"],
@@ -194,13 +199,14 @@ async def platform_parts(run: Run, sizes: Sizes, stack: Stack, raw: dict | None,
             stack.extra_env.update(stripe.env())
         step("starting the six services as processes (as `payloop dev` does)")
         await asyncio.to_thread(stack.start_services)
-        for part in parts:
+        on_platform = [p for p in parts if p in ("hop", "autopay", "ingestion")]
+        for part in on_platform:
             if part == "hop":
                 await run_hop(run, sizes, stack, raw)
             elif part == "autopay":
                 await run_autopay(run, sizes, stack, stripe)
-            elif part == "ingestion":
-                await run_ingestion(run, sizes, stack, raw)
+            elif part == "ingestion":  # last: its backlog only needs draining if a part follows
+                await run_ingestion(run, sizes, stack, raw, sizes.drain_timeout_s if part != on_platform[-1] else 0)
         record_rss(run, stack)
         run.host["after_platform"] = host_load()
         await asyncio.to_thread(stack.platform.stop)
