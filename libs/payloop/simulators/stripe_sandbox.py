@@ -242,6 +242,7 @@ class StripeSandbox:
         r.add_get("/v1/payment_intents/{id}", self._own_or_forward)
         r.add_get("/v1/setup_intents/{id}", self._own_or_forward)
         r.add_get("/v1/payment_methods/{id}", self._own_or_forward)
+        r.add_get("/v1/mandates/{id}", self._own_or_forward)
         r.add_post("/v1/payment_methods", self._create_payment_method)
         r.add_post("/v1/payment_methods/{id}/attach", self._attach)
         r.add_post("/v1/payment_methods/{id}/detach", self._detach)
@@ -455,7 +456,8 @@ class StripeSandbox:
             return _error(401, "Invalid API Key provided", "authentication_error")
         intent_id = _id("seti")
         intent = {"id": intent_id, "object": "setup_intent",
-                  "client_secret": f"{intent_id}_secret_{secrets.token_hex(12)}", "created": self.now(), "customer": form.get("customer"), "description": form.get("description"),
+                  "client_secret": f"{intent_id}_secret_{secrets.token_hex(12)}", "created": self.now(),
+                  "customer": form.get("customer"), "description": form.get("description"),
                   "last_setup_error": None, "latest_attempt": None, "livemode": False, "mandate": None,
                   "metadata": form.get("metadata") or {}, "next_action": None, "payment_method": None,
                   "payment_method_options": {"us_bank_account": {"verification_method": "automatic"}},
@@ -595,6 +597,7 @@ class StripeSandbox:
             return _error(400, "amount and currency are required", param="amount")
         intent_id = _id("pi")
         intent = {"id": intent_id, "object": "payment_intent", "amount": amount, "amount_capturable": 0,
+                  "amount_details": {"tip": {}},
                   "amount_received": 0, "capture_method": "automatic", "confirmation_method": "automatic",
                   "client_secret": f"{intent_id}_secret_{secrets.token_hex(12)}", "created": self.now(),
                   "currency": form["currency"].lower(), "customer": form.get("customer"),
@@ -618,14 +621,24 @@ class StripeSandbox:
         return self._decline_card_payment(intent, chosen, code, decline_code)
 
     def _charge(self, intent: dict[str, Any], details: dict[str, Any]) -> dict[str, Any]:
-        charge = {"id": _id("py" if details["type"] == "us_bank_account" else "ch"), "object": "charge",
-                  "amount": intent["amount"], "amount_captured": intent["amount"], "amount_refunded": 0,
-                  "balance_transaction": None, "captured": True, "created": self.now(),
+        charge_id = _id("py" if details["type"] == "us_bank_account" else "ch")
+        method = self.objects.get(intent["payment_method"]) or {}
+        charge = {"id": charge_id, "object": "charge", "amount": intent["amount"], "amount_captured": intent["amount"],
+                  "amount_refunded": 0, "application": None, "application_fee": None, "application_fee_amount": None,
+                  "balance_transaction": None, "billing_details": method.get("billing_details") or {
+                      "address": None, "email": None, "name": None, "phone": None},
+                  "calculated_statement_descriptor": None, "captured": True, "created": self.now(),
                   "currency": intent["currency"], "customer": intent["customer"], "description": None,
                   "disputed": False, "failure_balance_transaction": None, "failure_code": None,
-                  "failure_message": None, "livemode": False, "metadata": intent["metadata"], "outcome": None,
-                  "paid": False, "payment_intent": intent["id"], "payment_method": intent["payment_method"],
-                  "payment_method_details": details, "refunded": False, "status": "pending"}
+                  "failure_message": None, "fraud_details": {}, "invoice": None, "livemode": False,
+                  "metadata": intent["metadata"], "on_behalf_of": None, "outcome": None, "paid": False,
+                  "payment_intent": intent["id"], "payment_method": intent["payment_method"],
+                  "payment_method_details": details, "receipt_email": None, "receipt_number": None,
+                  "receipt_url": None, "refunded": False, "review": None, "shipping": None, "source_transfer": None,
+                  "statement_descriptor": None, "statement_descriptor_suffix": None, "status": "pending",
+                  "transfer_data": None, "transfer_group": None,
+                  "refunds": {"object": "list", "data": [], "has_more": False,
+                              "url": f"/v1/charges/{charge_id}/refunds"}}
         self.objects[charge["id"]] = charge
         intent["latest_charge"] = charge["id"]
         return charge
