@@ -5,9 +5,11 @@ import json
 import uuid
 from datetime import UTC, datetime
 
-from fastapi import APIRouter, Body, Depends, Query, Request
+from fastapi import APIRouter, Body, Depends, Query, Request, Response
+from pydantic import ValidationError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from payloop import audit
 from payloop.auth import Principal, require
 from payloop.db import db_session
 from payloop.problems import PROBLEM_RESPONSES, NotFound, Problem
@@ -16,12 +18,12 @@ from payloop.secrets import mask, secret_box
 from payloop_psa_ingest import repository
 from payloop_psa_ingest.connectors import open_connector
 from payloop_psa_ingest.connectors.base import PsaError
-from payloop_psa_ingest.models import Connection, SyncRun
+from payloop_psa_ingest.models import DISCONNECTED, Connection, SyncRun
 from payloop_psa_ingest.schemas import (
-    ConnectionCheck, ConnectionCreate, ConnectionList, ConnectionOut, PsaRecordOut, PsaRecordPage, SyncRequest,
+    ConnectionCheck, ConnectionCreate, ConnectionList, ConnectionOut, ConnectionUpdate, PsaRecordOut, PsaRecordPage, SyncRequest,
     SyncRunList, SyncRunOut, WebhookRegistration, WritebackList, WritebackOut,
 )
-from payloop_psa_ingest.sync import SyncBusy, run_sync
+from payloop_psa_ingest.sync import PRODUCER, Disconnected, SyncBusy, run_sync
 from payloop_psa_ingest.writeback import retry_now
 
 router = APIRouter(prefix="/v1/psa", tags=["psa"], responses=PROBLEM_RESPONSES)
@@ -45,16 +47,28 @@ async def _owned(session: AsyncSession, principal: Principal, connection_id: uui
     return connection
 
 
+async def _connected(session: AsyncSession, principal: Principal, connection_id: uuid.UUID) -> Connection:
+    """The tenant's connection, refused with 409 once disconnected (its history stays readable)."""
+    connection = await _owned(session, principal, connection_id)
+    if connection.status == DISCONNECTED:
+        raise Problem(409, "Conflict", "this PSA connection was disconnected; connect the PSA anew")
+    return connection
+
+
+def _store_credentials(connection: Connection, credentials: dict) -> None:
+    connection.credentials_encrypted = secret_box().encrypt(json.dumps(credentials))
+    connection.credentials_hint = {k: v if k in PLAIN_CREDENTIAL_FIELDS or v is None else mask(v)
+                                   for k, v in credentials.items()}
+
+
 @router.post("/connections", status_code=201, response_model=ConnectionOut, summary="Connect a PSA")
 async def create_connection(body: ConnectionCreate, principal: Principal = require("psa:write"),
                             session: AsyncSession = Depends(db_session)) -> ConnectionOut:
-    credentials = body.credentials.model_dump()
     connection = Connection(
         id=uuid.uuid4(), tenant_id=principal.tenant_id, source=body.source, name=body.name, base_url=body.base_url,
-        credentials_encrypted=secret_box().encrypt(json.dumps(credentials)),
-        credentials_hint={k: v if k in PLAIN_CREDENTIAL_FIELDS else mask(v) for k, v in credentials.items()},
         settings=body.settings.model_dump(), status="active", cursors={}, webhook_ids=[],
         poll_interval_s=body.poll_interval_s, next_sync_at=datetime.now(UTC))
+    _store_credentials(connection, body.credentials.model_dump())
     session.add(connection)
     await session.flush()
     await session.refresh(connection)
@@ -73,11 +87,56 @@ async def get_connection(connection_id: uuid.UUID, principal: Principal = requir
     return _out(await _owned(session, principal, connection_id))
 
 
+@router.put("/connections/{connection_id}", response_model=ConnectionOut,
+            responses={409: {"description": "The connection was disconnected"}},
+            summary="Change a connection's credentials or settings (audited); a connection stopped by refused "
+                    "credentials syncs again at once")
+async def update_connection(connection_id: uuid.UUID, body: ConnectionUpdate, principal: Principal = require("psa:write"),
+                            session: AsyncSession = Depends(db_session)) -> ConnectionOut:
+    connection = await _connected(session, principal, connection_id)
+    try:
+        credentials = body.credentials_for(connection.source)
+    except ValidationError as exc:
+        fields = ", ".join(".".join(str(p) for p in e["loc"]) or "credentials" for e in exc.errors())
+        raise Problem(422, "Unprocessable Content", f"credentials are not valid {connection.source} credentials "
+                                                    f"(check {fields})") from None
+    changed = sorted(body.model_dump(exclude_unset=True))
+    if credentials is not None:
+        _store_credentials(connection, credentials)
+    for field in ("name", "base_url", "poll_interval_s"):
+        if getattr(body, field) is not None:
+            setattr(connection, field, getattr(body, field))
+    if body.settings is not None:
+        connection.settings = body.settings.model_dump()
+    if connection.status == "error" or credentials is not None or body.base_url is not None:
+        # New credentials or a new address: try them now rather than at the next poll.
+        connection.status, connection.last_error, connection.next_sync_at = "active", None, datetime.now(UTC)
+    await audit.record(session, principal, "psa_connection.updated", ("psa_connection", str(connection.id)),
+                       {"fields": changed, "source": connection.source}, producer=PRODUCER)
+    await session.flush()
+    await session.refresh(connection)
+    return _out(connection)
+
+
+@router.delete("/connections/{connection_id}", status_code=204, response_class=Response,
+               summary="Disconnect a PSA: syncing and write-back stop, stored credentials are erased, the synced "
+                       "records and history stay (audited)")
+async def disconnect_connection(connection_id: uuid.UUID, principal: Principal = require("psa:write"),
+                                session: AsyncSession = Depends(db_session)) -> Response:
+    connection = await _owned(session, principal, connection_id)
+    if connection.status != DISCONNECTED:
+        connection.status, connection.next_sync_at, connection.last_error = DISCONNECTED, None, None
+        _store_credentials(connection, {})
+        await audit.record(session, principal, "psa_connection.disconnected", ("psa_connection", str(connection.id)),
+                           {"source": connection.source, "name": connection.name}, producer=PRODUCER)
+    return Response(status_code=204)
+
+
 @router.post("/connections/{connection_id}/test", response_model=ConnectionCheck,
              summary="Check the credentials against the PSA")
 async def test_connection(connection_id: uuid.UUID, principal: Principal = require("psa:write"),
                           session: AsyncSession = Depends(db_session)) -> ConnectionCheck:
-    connection = await _owned(session, principal, connection_id)
+    connection = await _connected(session, principal, connection_id)
     connector = open_connector(connection.source, connection.base_url, connection.credentials_encrypted,
                                connection.settings)
     try:
@@ -90,7 +149,7 @@ async def test_connection(connection_id: uuid.UUID, principal: Principal = requi
 
 
 @router.post("/connections/{connection_id}/sync", response_model=SyncRunOut,
-             responses={409: {"description": "A sync of this connection is already running"}},
+             responses={409: {"description": "A sync of this connection is already running, or it was disconnected"}},
              summary="Run a sync now and return its result (what `payloop sync` calls)")
 async def sync_now(request: Request, connection_id: uuid.UUID, body: SyncRequest | None = Body(None),
                    principal: Principal = require("psa:write")) -> SyncRunOut:
@@ -101,6 +160,8 @@ async def sync_now(request: Request, connection_id: uuid.UUID, body: SyncRequest
         raise NotFound("PSA connection") from None
     except SyncBusy:
         raise Problem(409, "Conflict", "a sync of this connection is already running") from None
+    except Disconnected:
+        raise Problem(409, "Conflict", "this PSA connection was disconnected; connect the PSA anew") from None
     return _run_out(run)
 
 
@@ -124,7 +185,7 @@ async def sync_runs(connection_id: uuid.UUID, principal: Principal = require("ar
 async def register_webhooks(connection_id: uuid.UUID, body: WebhookRegistration,
                             principal: Principal = require("psa:write"),
                             session: AsyncSession = Depends(db_session)) -> ConnectionOut:
-    connection = await _owned(session, principal, connection_id)
+    connection = await _connected(session, principal, connection_id)
     connector = open_connector(connection.source, connection.base_url, connection.credentials_encrypted,
                                connection.settings)
     try:

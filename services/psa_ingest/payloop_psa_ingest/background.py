@@ -13,7 +13,7 @@ from fastapi import FastAPI
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from payloop_psa_ingest import repository
-from payloop_psa_ingest.sync import SyncBusy, run_sync
+from payloop_psa_ingest.sync import Disconnected, SyncBusy, run_sync
 from payloop_psa_ingest.writeback import process_due_writebacks
 
 log = structlog.get_logger(__name__)
@@ -27,7 +27,7 @@ async def sync_due_connections(factory: async_sessionmaker[AsyncSession]) -> int
     for tenant_id, connection_id in due:
         try:
             await run_sync(factory, tenant_id, connection_id, trigger="poll")
-        except (SyncBusy, LookupError):
+        except (SyncBusy, Disconnected, LookupError):
             continue
     return len(due)
 

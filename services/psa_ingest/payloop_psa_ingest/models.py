@@ -22,6 +22,10 @@ class PsaIngestBase(Base):
 metadata = PsaIngestBase.metadata
 
 
+# A connection the tenant disconnected: no syncs, no write-backs, no webhooks; its records and history stay.
+DISCONNECTED = "disconnected"
+
+
 class Connection(PsaIngestBase):
     """One tenant's link to one PSA. Credentials are a Fernet token (payloop.secrets), never returned."""
 
@@ -35,7 +39,7 @@ class Connection(PsaIngestBase):
     credentials_encrypted: Mapped[str] = mapped_column(Text)
     credentials_hint: Mapped[dict[str, Any]] = mapped_column(JSONB, default=dict)
     settings: Mapped[dict[str, Any]] = mapped_column(JSONB, default=dict)
-    status: Mapped[str] = mapped_column(String(20), default="active")  # active | error | paused
+    status: Mapped[str] = mapped_column(String(20), default="active")  # active | error | paused | disconnected
     last_error: Mapped[str | None] = mapped_column(Text)
     # Per entity kind: the newest vendor "last updated" stored so far (ISO instant).
     cursors: Mapped[dict[str, str]] = mapped_column(JSONB, default=dict)

@@ -7,7 +7,7 @@ from datetime import datetime
 from sqlalchemy import select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from payloop_psa_ingest.models import Connection, PaymentWriteback, PsaRecord, SyncRun
+from payloop_psa_ingest.models import DISCONNECTED, Connection, PaymentWriteback, PsaRecord, SyncRun
 
 
 async def get_connection(session: AsyncSession, tenant_id: str, connection_id: uuid.UUID) -> Connection | None:
@@ -30,7 +30,8 @@ async def claim_sync_lease(session: AsyncSession, tenant_id: str, connection_id:
     """Take the connection's sync lease, so one sync at a time runs per connection across processes."""
     row = (await session.execute(text(
         "UPDATE psa_connections SET sync_lease_until = now() + make_interval(secs => :lease) "
-        "WHERE id = :id AND tenant_id = :tenant AND (sync_lease_until IS NULL OR sync_lease_until < now()) "
+        "WHERE id = :id AND tenant_id = :tenant AND status <> 'disconnected' "
+        "AND (sync_lease_until IS NULL OR sync_lease_until < now()) "
         "RETURNING id"), {"id": connection_id, "tenant": tenant_id, "lease": lease_s})).first()
     if row is None:
         return None
@@ -42,7 +43,7 @@ async def claim_sync_lease(session: AsyncSession, tenant_id: str, connection_id:
 
 async def due_connections(session: AsyncSession, now: datetime, limit: int = 20) -> list[tuple[str, uuid.UUID]]:
     rows = await session.execute(select(Connection.tenant_id, Connection.id).where(
-        Connection.status != "paused", Connection.next_sync_at <= now,
+        Connection.status.notin_(("paused", DISCONNECTED)), Connection.next_sync_at <= now,
         (Connection.sync_lease_until.is_(None)) | (Connection.sync_lease_until < now),
     ).order_by(Connection.next_sync_at).limit(limit))
     return [(t, i) for t, i in rows]

@@ -20,6 +20,12 @@ DEFAULT_URLS = {
 }
 
 
+def http_url(value: str | None) -> str | None:
+    if value is not None and not value.startswith(("https://", "http://")):
+        raise ValueError("base_url must be an http(s) URL")
+    return value.rstrip("/") if value else value
+
+
 class ConnectionSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -51,9 +57,7 @@ class ConnectionCreate(BaseModel):
     @field_validator("base_url")
     @classmethod
     def _http_url(cls, value: str | None) -> str | None:
-        if value is not None and not value.startswith(("https://", "http://")):
-            raise ValueError("base_url must be an http(s) URL")
-        return value.rstrip("/") if value else value
+        return http_url(value)
 
     @model_validator(mode="after")
     def _fits_the_source(self) -> "ConnectionCreate":
@@ -63,6 +67,29 @@ class ConnectionCreate(BaseModel):
             raise ValueError(f"a {self.source} connection needs its instance's base_url")
         self.base_url = self.base_url or DEFAULT_URLS[self.source]
         return self
+
+
+class ConnectionUpdate(BaseModel):
+    """Fields to change; credentials, when given, replace the stored ones whole (the vendor's fields)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str | None = Field(None, min_length=1, max_length=200)
+    base_url: str | None = Field(None, description="The PSA's API root, as on connect")
+    credentials: dict[str, Any] | None = Field(None, description="All of the vendor's credential fields")
+    settings: ConnectionSettings | None = None
+    poll_interval_s: int | None = Field(None, ge=5, le=86_400)
+
+    @field_validator("base_url")
+    @classmethod
+    def _http_url(cls, value: str | None) -> str | None:
+        return http_url(value)
+
+    def credentials_for(self, source: str) -> dict[str, Any] | None:
+        """The credentials validated as `source`'s; raises ValueError with the vendor's field errors."""
+        if self.credentials is None:
+            return None
+        return CREDENTIAL_MODELS[source].model_validate(self.credentials).model_dump()
 
 
 class ConnectionOut(BaseModel):

@@ -29,7 +29,7 @@ from payloop_psa_ingest.connectors.base import (
     ENTITY_KINDS, Line, PsaAgreement, PsaAuthError, PsaClient, PsaCreditMemo, PsaDisputeTicket, PsaError,
     PsaInvoice, Record,
 )
-from payloop_psa_ingest.models import Connection, PsaRecord, SyncRun
+from payloop_psa_ingest.models import DISCONNECTED, Connection, PsaRecord, SyncRun
 
 log = structlog.get_logger(__name__)
 
@@ -42,6 +42,10 @@ MAX_RUN_ERRORS = 200
 
 class SyncBusy(Exception):
     """Another sync of this connection is running."""
+
+
+class Disconnected(Exception):
+    """The tenant disconnected this PSA: nothing is synced any more."""
 
 
 def our_id(connection_id: uuid.UUID, kind: str, external_id: str) -> uuid.UUID:
@@ -63,9 +67,10 @@ async def run_sync(factory: async_sessionmaker[AsyncSession], tenant_id: str, co
     async with factory() as session, session.begin():
         connection = await repository.claim_sync_lease(session, tenant_id, connection_id, LEASE_S)
         if connection is None:
-            if await repository.get_connection(session, tenant_id, connection_id) is None:
+            stored = await repository.get_connection(session, tenant_id, connection_id)
+            if stored is None:
                 raise LookupError(connection_id)
-            raise SyncBusy(str(connection_id))
+            raise Disconnected(str(connection_id)) if stored.status == DISCONNECTED else SyncBusy(str(connection_id))
         run = SyncRun(id=uuid.uuid4(), tenant_id=tenant_id, connection_id=connection_id, trigger=trigger,
                       full=full, status="running", counts={}, errors=[])
         session.add(run)
@@ -119,21 +124,25 @@ async def _finish(session: AsyncSession, connection: Connection, run: SyncRun, c
     db_run = await session.get(SyncRun, run.id)
     db_run.counts, db_run.errors, db_run.finished_at = dict(counts), errors[:MAX_RUN_ERRORS], now
     stored.sync_lease_until = None
+    # Disconnected while this run was under way: the run is recorded, the connection stays stopped.
+    disconnected = stored.status == DISCONNECTED
     if error is None:
         db_run.status = "succeeded"
-        stored.status, stored.last_error = "active", None
-        # A callback that arrived during this run asked for another pass: keep its request.
-        requested_during_run = stored.next_sync_at is not None and stored.next_sync_at > db_run.started_at
-        if not requested_during_run:
-            stored.next_sync_at = now + timedelta(seconds=stored.poll_interval_s)
+        if not disconnected:
+            stored.status, stored.last_error = "active", None
+            # A callback that arrived during this run asked for another pass: keep its request.
+            requested_during_run = stored.next_sync_at is not None and stored.next_sync_at > db_run.started_at
+            if not requested_during_run:
+                stored.next_sync_at = now + timedelta(seconds=stored.poll_interval_s)
     else:
         db_run.status, db_run.error = "failed", str(error)
-        stored.last_error = str(error)
-        if isinstance(error, PsaAuthError):
-            # No point polling with refused credentials: an operator must fix them (PUT the connection).
-            stored.status, stored.next_sync_at = "error", None
-        else:
-            stored.next_sync_at = now + timedelta(seconds=min(stored.poll_interval_s, 60) * random.uniform(1, 1.5))
+        if not disconnected:
+            stored.last_error = str(error)
+            if isinstance(error, PsaAuthError):
+                # No point polling with refused credentials: an operator must fix them (PUT the connection).
+                stored.status, stored.next_sync_at = "error", None
+            else:
+                stored.next_sync_at = now + timedelta(seconds=min(stored.poll_interval_s, 60) * random.uniform(1, 1.5))
         await outbox.publish(session, new_event(
             "psa.sync_failed", tenant_id=stored.tenant_id, producer=PRODUCER, correlation_id=str(run.id),
             data={"connection_id": str(stored.id), "source": stored.source, "error": str(error),

@@ -19,7 +19,7 @@ from payloop.ratelimit import RateLimiter, rate_limited
 from payloop_psa_ingest import repository
 from payloop_psa_ingest.connectors import open_connector
 from payloop_psa_ingest.connectors.base import WebhookRejected
-from payloop_psa_ingest.models import WebhookReceipt
+from payloop_psa_ingest.models import DISCONNECTED, WebhookReceipt
 
 log = structlog.get_logger(__name__)
 
@@ -47,7 +47,7 @@ async def receive(connection_id: str, request: Request) -> dict:
     factory = request.app.state.session_factory
     async with factory() as session:
         connection = await repository.get_connection_any_tenant(session, cid)
-    if connection is None or connection.status == "paused":
+    if connection is None or connection.status in ("paused", DISCONNECTED):
         raise _rejected()
     connector = open_connector(connection.source, connection.base_url, connection.credentials_encrypted,
                                connection.settings)

@@ -25,7 +25,7 @@ from payloop.events.envelope import Envelope
 from payloop_psa_ingest import repository
 from payloop_psa_ingest.connectors import open_connector
 from payloop_psa_ingest.connectors.base import PsaError
-from payloop_psa_ingest.models import Connection, PaymentWriteback, PsaRecord
+from payloop_psa_ingest.models import DISCONNECTED, Connection, PaymentWriteback, PsaRecord
 from payloop_psa_ingest.sync import PRODUCER
 
 log = structlog.get_logger(__name__)
@@ -89,6 +89,10 @@ async def _attempt(session: AsyncSession, row: PaymentWriteback) -> None:
     connection = await session.get(Connection, row.connection_id)
     invoice = await session.get(PsaRecord, row.invoice_id)
     row.attempts += 1
+    if connection.status == DISCONNECTED:
+        await _fail(session, row, connection, PsaError(f"the {connection.source} connection was disconnected; "
+                                                       "record this payment in the PSA by hand"))
+        return
     if invoice.data.get("currency") != row.currency:
         await _fail(session, row, connection, PsaError(
             f"payment in {row.currency} cannot be applied to invoice {invoice.number} in {invoice.data.get('currency')}"))

@@ -6,8 +6,11 @@ from dataclasses import replace
 
 from sqlalchemy import text
 
+from payloop.events import new_event
+from payloop.events.catalogue import CATALOGUE
 from payloop.simulators.connectwise import CLIENT_ID, COMPANY_ID, PRIVATE_KEY, PUBLIC_KEY
 from payloop_psa_ingest.service import SERVICE
+from payloop_psa_ingest.writeback import on_payment_settled
 
 # The service without its background loop: tests that drive syncs and write-backs by hand must not
 # race the poller for the connection's lease.
@@ -33,6 +36,17 @@ async def outbox_events(client, event_type: str | None = None) -> list[dict]:
         rows = (await session.execute(text("SELECT topic, payload FROM outbox ORDER BY seq"))).all()
     events = [json.loads(payload) for topic, payload in rows]
     return [e for e in events if event_type is None or e["type"] == event_type]
+
+
+async def settle(client, tenant: str, invoice_id: str, amount_minor: int, payment_id: str) -> None:
+    """`payment.settled` of one payment for one invoice, handled as the consumer would hand it over."""
+    event = new_event("payment.settled", tenant_id=tenant, producer="payments", data={
+        "payment_id": payment_id, "method": {"type": "card", "brand": "visa", "last4": "4242"},
+        "amount_minor": amount_minor, "currency": "USD", "fee_minor": 30,
+        "allocations": [{"invoice_id": invoice_id, "amount_minor": amount_minor}],
+        "processor": {"payment_intent_id": f"pi_{payment_id}"}})
+    async with client.app.state.session_factory() as session, session.begin():
+        await on_payment_settled(session, event, CATALOGUE.parse(event.type, event.version, event.data))
 
 
 async def serve(app):
@@ -98,7 +112,7 @@ def psa():
     import types
     return types.SimpleNamespace(connect=connect, outbox_events=outbox_events, TENANT=TENANT,
                                  SERVICE_WITHOUT_POLLER=SERVICE_WITHOUT_POLLER, SERVICE=SERVICE,
-                                 credentials=credentials, serve=serve, wait_for=wait_for)
+                                 credentials=credentials, serve=serve, wait_for=wait_for, settle=settle)
 
 
 @pytest_asyncio.fixture(params=sorted(HARNESSES))

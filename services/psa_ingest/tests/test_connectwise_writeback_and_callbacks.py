@@ -7,21 +7,10 @@ import uvicorn
 from sqlalchemy import text
 
 from payloop.embedded import free_port
-from payloop.events import new_event
-from payloop.events.catalogue import CATALOGUE
 from payloop.simulators.connectwise import sign_callback
 from payloop.testing.plugin import running_service
-from payloop_psa_ingest.writeback import on_payment_settled, process_due_writebacks
+from payloop_psa_ingest.writeback import process_due_writebacks
 
-
-async def settle(client, tenant: str, invoice_id: str, amount_minor: int, payment_id: str):
-    event = new_event("payment.settled", tenant_id=tenant, producer="payments", data={
-        "payment_id": payment_id, "method": {"type": "ach", "brand": "Chase", "last4": "6789"},
-        "amount_minor": amount_minor, "currency": "USD", "fee_minor": 80,
-        "allocations": [{"invoice_id": invoice_id, "amount_minor": amount_minor}],
-        "processor": {"payment_intent_id": f"pi_{payment_id}"}})
-    async with client.app.state.session_factory() as session, session.begin():
-        await on_payment_settled(session, event, CATALOGUE.parse(event.type, event.version, event.data))
 
 
 async def open_invoices(client, psa, headers, connection_id, cw, count):
@@ -40,7 +29,7 @@ async def test_payment_settled_twice_and_a_timed_out_call_record_exactly_one_pay
 
         # Delivered twice: one write-back queued, one payment in the PSA.
         for _ in range(2):
-            await settle(client, psa.TENANT, first["invoice_id"], first["balance_minor"], "pay_1")
+            await psa.settle(client, psa.TENANT, first["invoice_id"], first["balance_minor"], "pay_1")
         assert await process_due_writebacks(factory) == 1
         sim_first = int(first["psa"]["external_id"])
         assert len(cw.payments_of(sim_first)) == 1
@@ -52,7 +41,7 @@ async def test_payment_settled_twice_and_a_timed_out_call_record_exactly_one_pay
 
         # The PSA applies the payment but answers after our timeout: the retry finds it, posts nothing.
         cw.fail_next(200, path_contains="/payments", method="POST", delay_s=2, apply_first=True)
-        await settle(client, psa.TENANT, second["invoice_id"], second["balance_minor"], "pay_2")
+        await psa.settle(client, psa.TENANT, second["invoice_id"], second["balance_minor"], "pay_2")
         await process_due_writebacks(factory)
         writebacks = (await client.get("/v1/psa/payment-writebacks?status=failed", headers=headers)).json()["items"]
         assert len(writebacks) == 1 and "timed out" in writebacks[0]["last_error"]
@@ -68,7 +57,7 @@ async def test_payment_settled_twice_and_a_timed_out_call_record_exactly_one_pay
         assert {r["status"] for r in all_rows} == {"recorded"}
 
         # Another tenant's payment for this invoice id is not ours to write back.
-        await settle(client, "someone-else", first["invoice_id"], 100, "pay_3")
+        await psa.settle(client, "someone-else", first["invoice_id"], 100, "pay_3")
         assert await process_due_writebacks(factory) == 0
 
 

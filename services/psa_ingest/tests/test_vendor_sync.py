@@ -5,10 +5,8 @@ from collections import Counter
 
 from sqlalchemy import text
 
-from payloop.events import new_event
-from payloop.events.catalogue import CATALOGUE
 from payloop.testing.plugin import running_service
-from payloop_psa_ingest.writeback import on_payment_settled, process_due_writebacks
+from payloop_psa_ingest.writeback import process_due_writebacks
 
 RECURRING_KINDS = {"recurring", "per_device", "per_user", "tiered", "proration"}
 
@@ -142,15 +140,6 @@ async def test_a_malformed_record_is_skipped_and_recorded_while_the_page_lands(i
         assert len(created) == vendor.counts()["invoice.created"] - 1
 
 
-async def settle(client, tenant: str, invoice_id: str, amount_minor: int, payment_id: str) -> None:
-    event = new_event("payment.settled", tenant_id=tenant, producer="payments", data={
-        "payment_id": payment_id, "method": {"type": "card", "brand": "visa", "last4": "4242"},
-        "amount_minor": amount_minor, "currency": "USD", "fee_minor": 30,
-        "allocations": [{"invoice_id": invoice_id, "amount_minor": amount_minor}],
-        "processor": {"payment_intent_id": f"pi_{payment_id}"}})
-    async with client.app.state.session_factory() as session, session.begin():
-        await on_payment_settled(session, event, CATALOGUE.parse(event.type, event.version, event.data))
-
 
 async def test_payment_settled_twice_and_a_timed_out_call_record_exactly_one_payment(infra, token, vendor, psa):
     headers = token(psa.TENANT, "psa:write", "ar:read")
@@ -162,13 +151,13 @@ async def test_payment_settled_twice_and_a_timed_out_call_record_exactly_one_pay
         factory = client.app.state.session_factory
 
         for _ in range(2):
-            await settle(client, psa.TENANT, first["invoice_id"], first["balance_minor"], "pay_1")
+            await psa.settle(client, psa.TENANT, first["invoice_id"], first["balance_minor"], "pay_1")
         assert await process_due_writebacks(factory) == 1
         assert vendor.payments_in_psa(first["psa"]["external_id"]) == 1 and vendor.paid_in_psa(first["psa"]["external_id"])
 
         # The PSA applies the payment but answers after our timeout: exactly one payment lands all the same.
         vendor.sim.fail_next(200, delay_s=2, apply_first=True, **vendor.writeback_fault)
-        await settle(client, psa.TENANT, second["invoice_id"], second["balance_minor"], "pay_2")
+        await psa.settle(client, psa.TENANT, second["invoice_id"], second["balance_minor"], "pay_2")
         await process_due_writebacks(factory)
         rows = (await client.get("/v1/psa/payment-writebacks", headers=headers)).json()["items"]
         for row in rows:
