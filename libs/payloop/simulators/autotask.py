@@ -27,12 +27,11 @@ from decimal import Decimal
 from typing import Any
 from urllib.parse import quote
 
-import httpx
-import uvicorn
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
 from payloop.simulators.connectwise import ConnectWiseState, seed as seed_book
+from payloop.simulators.serving import SimulatorServer
 
 API_ROOT = "/ATServicesRest/V1.0"
 INTEGRATION_CODE = "PAYLOOPDEMOINTEGRATION"
@@ -288,12 +287,13 @@ def _error(status: int, *messages: str, headers: dict | None = None) -> JSONResp
     return JSONResponse({"errors": list(messages)}, status_code=status, headers=headers)
 
 
-class AutotaskSimulator:
+class AutotaskSimulator(SimulatorServer):
     """The simulator's state and its HTTP app; `start()` serves it on a port of this event loop."""
 
     source = "autotask"
 
     def __init__(self, *, seeded: bool = True):
+        super().__init__()
         self.state = AutotaskState()
         if seeded:
             book = ConnectWiseState()
@@ -301,11 +301,7 @@ class AutotaskSimulator:
             render(book, self.state)
         self.faults: list[Fault] = []
         self.requests: list[dict] = []
-        self.deliveries: list[asyncio.Task] = []
-        self.base_url = ""
         self.app = self._build_app()
-        self._server: uvicorn.Server | None = None
-        self._task: asyncio.Task | None = None
 
     @property
     def api_url(self) -> str:
@@ -349,10 +345,6 @@ class AutotaskSimulator:
         self.notify("Companies", company_id, "Update", {"companyName": name})
         return company
 
-    async def settle_deliveries(self) -> None:
-        while self.deliveries:
-            await self.deliveries.pop(0)
-
     # --- webhooks ---
     def notify(self, entity: str, record_id: int, action: str, fields: dict) -> None:
         """Call out every active webhook of the entity, as Autotask does when a subscribed field changes."""
@@ -366,30 +358,7 @@ class AutotaskSimulator:
                                "EventTime": _iso(datetime.now(UTC)), "SequenceNumber": hook["_sequence"],
                                "PersonID": 29682885}).encode()
             signature = sign_webhook(hook["secretKey"], body)
-            self.deliveries.append(asyncio.ensure_future(self._deliver(hook["webhookUrl"], body, signature)))
-
-    async def _deliver(self, url: str, body: bytes, signature: str) -> None:
-        try:
-            async with httpx.AsyncClient(timeout=10) as client:
-                await client.post(url, content=body, headers={"content-type": "application/json",
-                                                               "x-hook-signature": signature})
-        except httpx.HTTPError:
-            pass
-
-    # --- serving ---
-    async def start(self, port: int, host: str = "127.0.0.1") -> None:
-        self.base_url = f"http://{host}:{port}"
-        self._server = uvicorn.Server(uvicorn.Config(self.app, host=host, port=port, log_level="warning",
-                                                     lifespan="off"))
-        self._task = asyncio.create_task(self._server.serve())
-        while not self._server.started:
-            await asyncio.sleep(0.01)
-
-    async def stop(self) -> None:
-        await self.settle_deliveries()
-        if self._server:
-            self._server.should_exit = True
-            await self._task
+            self.deliver(hook["webhookUrl"], body, {"x-hook-signature": signature})
 
     def _authorized(self, request: Request) -> bool:
         h = request.headers
@@ -544,7 +513,7 @@ def main() -> None:
         await sim.start(args.port, args.host)
         print(f"Autotask simulator at {sim.api_url} (integration code {INTEGRATION_CODE}, user {USERNAME}, "
               f"secret {SECRET})", flush=True)
-        await sim._task
+        await sim.serve_until_stopped()
 
     asyncio.run(serve())
 

@@ -22,12 +22,11 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
-import httpx
-import uvicorn
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
 from payloop.simulators.connectwise import ConnectWiseState, seed as seed_book
+from payloop.simulators.serving import SimulatorServer
 
 CLIENT_ID = "payloop-demo-halo-client"
 CLIENT_SECRET = "demo-halo-secret"
@@ -174,12 +173,13 @@ def _error(status: int, message: str, headers: dict | None = None) -> JSONRespon
                         status_code=status, headers=headers)
 
 
-class HaloSimulator:
+class HaloSimulator(SimulatorServer):
     """The simulator's state and its HTTP app; `start()` serves it on a port of this event loop."""
 
     source = "halopsa"
 
     def __init__(self, *, seeded: bool = True):
+        super().__init__()
         self.state = HaloState()
         if seeded:
             book = ConnectWiseState()
@@ -187,11 +187,7 @@ class HaloSimulator:
             render(book, self.state)
         self.faults: list[Fault] = []
         self.requests: list[dict] = []
-        self.deliveries: list[asyncio.Task] = []
-        self.base_url = ""
         self.app = self._build_app()
-        self._server: uvicorn.Server | None = None
-        self._task: asyncio.Task | None = None
 
     # --- test controls ---
     def fail_next(self, status: int, *, path_contains: str = "", retry_after: int | None = None,
@@ -227,10 +223,6 @@ class HaloSimulator:
                       for c, q, p, d in lines]}
         return self._changed(invoice, "Invoice Created")
 
-    async def settle_deliveries(self) -> None:
-        while self.deliveries:
-            await self.deliveries.pop(0)
-
     # --- webhooks ---
     def notify(self, entity: str, record_id: int, event: str) -> None:
         for hook in list(self.state.webhooks.values()):
@@ -240,30 +232,7 @@ class HaloSimulator:
                                "object_type": entity, "object_id": record_id,
                                "timestamp": _iso(datetime.now(UTC))}).encode()
             auth = basic_auth(hook["username"], hook["password"])
-            self.deliveries.append(asyncio.ensure_future(self._deliver(hook["url"], body, auth)))
-
-    async def _deliver(self, url: str, body: bytes, auth: str) -> None:
-        try:
-            async with httpx.AsyncClient(timeout=10) as client:
-                await client.post(url, content=body, headers={"content-type": "application/json",
-                                                               "authorization": auth})
-        except httpx.HTTPError:
-            pass
-
-    # --- serving ---
-    async def start(self, port: int, host: str = "127.0.0.1") -> None:
-        self.base_url = f"http://{host}:{port}"
-        self._server = uvicorn.Server(uvicorn.Config(self.app, host=host, port=port, log_level="warning",
-                                                     lifespan="off"))
-        self._task = asyncio.create_task(self._server.serve())
-        while not self._server.started:
-            await asyncio.sleep(0.01)
-
-    async def stop(self) -> None:
-        await self.settle_deliveries()
-        if self._server:
-            self._server.should_exit = True
-            await self._task
+            self.deliver(hook["url"], body, {"authorization": auth})
 
     def _listing(self, request: Request, name: str, records: list[dict]) -> JSONResponse:
         params = request.query_params
@@ -389,7 +358,7 @@ def main() -> None:
         sim = HaloSimulator()
         await sim.start(args.port, args.host)
         print(f"HaloPSA simulator at {sim.base_url} (client_id {CLIENT_ID}, client_secret {CLIENT_SECRET})", flush=True)
-        await sim._task
+        await sim.serve_until_stopped()
 
     asyncio.run(serve())
 

@@ -27,13 +27,12 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-import httpx
-import uvicorn
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from graphql import GraphQLError, OperationDefinitionNode, build_schema, execute, parse, validate
 
 from payloop.simulators.connectwise import ConnectWiseState, seed as seed_book
+from payloop.simulators.serving import SimulatorServer
 
 API_PATH = "/msp"
 API_TOKEN = "demo-superops-api-token"
@@ -268,12 +267,13 @@ def listing(records: list[dict], list_info: dict | None, key: str) -> dict:
 
 # --- the server ---------------------------------------------------------------------------------------
 
-class SuperOpsSimulator:
+class SuperOpsSimulator(SimulatorServer):
     """The simulator's state and its HTTP app; `start()` serves it on a port of this event loop."""
 
     source = "superops"
 
     def __init__(self, *, seeded: bool = True):
+        super().__init__()
         self.state = SuperOpsState()
         if seeded:
             book = ConnectWiseState()
@@ -284,11 +284,7 @@ class SuperOpsSimulator:
         self._window: list[float] = []
         self.faults: list[Fault] = []
         self.requests: list[dict] = []
-        self.deliveries: list[asyncio.Task] = []
-        self.base_url = ""
         self.app = self._build_app()
-        self._server: uvicorn.Server | None = None
-        self._task: asyncio.Task | None = None
 
     @property
     def api_url(self) -> str:
@@ -338,39 +334,14 @@ class SuperOpsSimulator:
                             price=p, details=details) for name, q, p, details in lines]}
         return self._changed(invoice, "invoice.created")
 
-    async def settle_deliveries(self) -> None:
-        while self.deliveries:
-            await self.deliveries.pop(0)
-
     # --- webhooks ---
     def notify(self, event: str, data: dict) -> None:
         for hook in self.state.webhooks:
             body = json.dumps({"eventId": secrets.token_hex(8), "event": event, "timestamp": _stamp(datetime.now(UTC)),
                                "data": data}).encode()
-            self.deliveries.append(asyncio.ensure_future(self._deliver(hook["url"], body, hook["headers"])))
-
-    async def _deliver(self, url: str, body: bytes, headers: dict[str, str]) -> None:
-        try:
-            async with httpx.AsyncClient(timeout=10) as client:
-                await client.post(url, content=body, headers={"content-type": "application/json", **headers})
-        except httpx.HTTPError:
-            pass
+            self.deliver(hook["url"], body, hook["headers"])
 
     # --- serving ---
-    async def start(self, port: int, host: str = "127.0.0.1") -> None:
-        self.base_url = f"http://{host}:{port}"
-        self._server = uvicorn.Server(uvicorn.Config(self.app, host=host, port=port, log_level="warning",
-                                                     lifespan="off"))
-        self._task = asyncio.create_task(self._server.serve())
-        while not self._server.started:
-            await asyncio.sleep(0.01)
-
-    async def stop(self) -> None:
-        await self.settle_deliveries()
-        if self._server:
-            self._server.should_exit = True
-            await self._task
-
     def _over_limit(self) -> bool:
         now = time.monotonic()
         self._window = [t for t in self._window if now - t < 60] + [now]
@@ -491,7 +462,7 @@ def main() -> None:
         await sim.start(args.port, args.host)
         print(f"SuperOps simulator at {sim.api_url} (API token {API_TOKEN}, CustomerSubDomain {SUBDOMAIN})",
               flush=True)
-        await sim._task
+        await sim.serve_until_stopped()
 
     asyncio.run(serve())
 
