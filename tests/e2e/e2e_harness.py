@@ -91,6 +91,8 @@ class PartnerReceiver:
     received: list[dict] = field(default_factory=list)
     rejected: list[str] = field(default_factory=list)
     port: int = field(default_factory=free_port)
+    # Seconds to hold the next answer after taking the event in: the sender times out on a delivered event.
+    stall_next_s: float = 0.0
     _runner: web.AppRunner | None = None
 
     @property
@@ -112,6 +114,9 @@ class PartnerReceiver:
             self.rejected.append(problem)
             return web.Response(status=400, text=problem)
         self.received.append(json.loads(body))
+        if self.stall_next_s:
+            stall, self.stall_next_s = self.stall_next_s, 0.0
+            await asyncio.sleep(stall)
         return web.Response(status=204)
 
     def of_type(self, event_type: str, tenant: str) -> list[dict]:
@@ -341,6 +346,10 @@ class Msp:
     async def books(self) -> dict:
         async with httpx.AsyncClient(base_url=self.platform.world.qbo.url) as http:
             return (await http.get(f"/_sim/companies/{self.realm}")).json()
+
+    async def qbo_faults(self, **faults) -> None:
+        async with httpx.AsyncClient(base_url=self.platform.world.qbo.url) as http:
+            (await http.post(f"/_sim/companies/{self.realm}/faults", json=faults)).raise_for_status()
 
     async def qbo_accounts(self) -> dict[str, dict]:
         return {a["Name"]: a for a in (await self.books())["entities"]["Account"]}

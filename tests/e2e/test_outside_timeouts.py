@@ -1,0 +1,90 @@
+"""Issue 9 (3): every outside system applies a write and then answers too late, once, in the auto-pay loop.
+
+ConnectWise records our payment but its answer never reaches psa_ingest in time; QuickBooks applies the
+payment, and later the deposit, and answers after gl_posting gave up; the partner's endpoint takes in
+payment.settled and keeps the line open past the sender's timeout. Each caller must find out what was
+applied before it tries again: afterwards ConnectWise holds one payment, QuickBooks one payment and one
+deposit, the partner one message id per event (seen twice, as at-least-once delivery allows), and the read
+models equal a recomputation from the services' own databases.
+"""
+from collections import Counter
+from decimal import Decimal
+
+from e2e_harness import today, wait_for
+from recomputation import settled_mismatches
+
+FEE = 1_477
+LATE_S = 6.0  # longer than the callers' timeouts in the e2e platform (PSA connection and gl_posting: 5 s)
+PARTNER_LATE_S = 11.0  # the webhook sender waits 10 s
+
+
+async def _async(value):
+    return value
+
+
+async def test_each_outside_write_timed_out_after_applying_is_not_repeated(msp):
+    cw = msp.cw
+    company_id = list(cw.state.companies)[3]
+    for old in [i for i in cw.state.invoices.values() if i["company"]["id"] == company_id]:
+        cw.update_invoice(old["id"], payments=old["total"])
+    invoice = cw.new_invoice(company_id, [("MS-BASE", "1", "499.00", "Managed Services - Base Platform")])
+    cw.update_invoice(invoice["id"], dueDate=f"{today().isoformat()}T00:00:00Z")
+    await msp.invoice_in_books(invoice["invoiceNumber"], cw.state.companies[company_id]["name"], 49_900)
+
+    # Each outside system applies our next write, then answers too late for us.
+    cw.fail_next(504, path_contains="/payments", method="POST", apply_first=True, delay_s=LATE_S)
+    await msp.qbo_faults(lose_responses=1, lose_delay_s=LATE_S)
+    msp.partner.stall_next_s = PARTNER_LATE_S
+
+    await msp.sync()
+    client_id = (await msp.psa_record("client", str(company_id)))["id"]
+    async with msp.api("payments") as payments:
+        async def client_known():
+            return (await payments.get(f"/v1/clients/{client_id}/invoices")).json()
+        await wait_for(client_known, "payments to learn of the client")
+        method = await msp.save_card(client_id)
+        answer = await payments.put(f"/v1/clients/{client_id}/autopay",
+                                    json={"payment_method_id": method["id"], "rule": "on_due"})
+        assert answer.status_code == 200, answer.text
+
+    async def paid_in_psa():
+        return cw.state.invoices[invoice["id"]]["status"]["name"] == "Paid"
+    await wait_for(paid_in_psa, "ConnectWise to show the invoice paid", timeout=90)
+
+    async def payment_posted():
+        async with msp.api("gl_posting") as gl:
+            entries = (await gl.get("/v1/gl/entries")).json()["items"]
+        return entries if [e["state"] for e in entries] == ["posted"] else None
+    await wait_for(payment_posted, "the payment posted to QuickBooks", timeout=90)
+
+    # The partner took payment.settled in while the sender timed out; it is sent again, same message id.
+    async def delivered_twice():
+        return len(msp.partner.of_type("payment.settled", msp.tenant)) >= 2
+    await wait_for(delivered_twice, "payment.settled delivered again", timeout=90)
+    [event] = {e["id"]: e for e in msp.partner.of_type("payment.settled", msp.tenant)}.values()
+
+    # The deposit's answer is lost too.
+    await msp.qbo_faults(lose_responses=1, lose_delay_s=LATE_S)
+    payout = await msp.platform.world.stripe.payout(
+        [{"type": "charge", "source": event["data"]["processor"]["charge_id"], "amount": 49_900, "fee": FEE}])
+    assert (await msp.deliver_stripe_event(payout["event"]))["duplicate"] is False
+
+    async def all_posted():
+        async with msp.api("gl_posting") as gl:
+            entries = (await gl.get("/v1/gl/entries")).json()["items"]
+        return entries if sorted((e["purpose"], e["state"]) for e in entries) == [
+            ("deposit", "posted"), ("payment", "posted")] else None
+    await wait_for(all_posted, "the deposit posted to QuickBooks", timeout=90)
+
+    # Every fault fired: each system really applied a write whose answer came too late.
+    assert cw.faults == [] and msp.platform.world.qbo_sim.companies[msp.realm].lose_next_response == 0
+    assert [Decimal(str(p["amount"])) for p in cw.payments_of(invoice["id"])] == [Decimal("499.00")]
+    books = await msp.books()
+    assert [Decimal(str(p["TotalAmt"])) for p in books["entities"]["Payment"]] == [Decimal("499.00")]
+    assert [Decimal(str(d["TotalAmt"])) for d in books["entities"]["Deposit"]] == [Decimal("484.23")]
+    accounts = {a["Name"]: Decimal(str(a["CurrentBalance"])) for a in books["entities"]["Account"]}
+    assert accounts["Undeposited Funds"] == 0 and accounts["Checking"] == Decimal("484.23")
+    ids = Counter(e["id"] for e in msp.partner.received if e["tenant_id"] == msp.tenant)
+    assert ids[event["id"]] >= 2 and len(msp.partner.of_type("payment.settled", msp.tenant)) == ids[event["id"]]
+    assert msp.partner.rejected == []
+    assert await settled_mismatches(msp.platform.databases, msp.tenant) == []
