@@ -11,7 +11,7 @@ from pathlib import Path
 
 from payloop.cli.errors import CliError
 
-PARTS = ("raw", "hop", "autopay", "ingestion", "aging")
+PARTS = ("raw", "freshness", "hop", "autopay", "ingestion", "aging")
 
 
 def bench(args) -> int:
