@@ -8,7 +8,7 @@ from payloop_psa_ingest import api, webhooks
 from payloop_psa_ingest.secrets_rotation import STORED_SECRETS
 from payloop_psa_ingest.background import psa_background
 from payloop_psa_ingest.models import metadata
-from payloop_psa_ingest.writeback import on_payment_refunded, on_payment_settled
+from payloop_psa_ingest.writeback import on_payment_disputed, on_payment_refunded, on_payment_settled
 from payloop.secrets_rotation import rotation_command, rotation_router
 
 SERVICE = ServiceDefinition(
@@ -21,6 +21,7 @@ SERVICE = ServiceDefinition(
         "tenant.updated": tenant_replica.apply_tenant_updated,
         "payment.settled": on_payment_settled,
         "payment.refunded": on_payment_refunded,
+        "payment.disputed": on_payment_disputed,
     },
     background=[psa_background],
     commands={"rotate-secrets": rotation_command(STORED_SECRETS)},

@@ -1,4 +1,4 @@
-"""Payment write-back: what payments settled or refunded becomes a payment on the invoice in the PSA.
+"""Payment write-back: what payments settled, refunded or lost for good becomes a payment on the invoice in the PSA.
 
 The event handlers only record what must be written (one row per payment and invoice, unique by a
 reference derived from our ids) in the consumer's transaction. The worker then applies each row:
@@ -34,24 +34,46 @@ RETRY_INITIAL_S = 5
 RETRY_MAX_S = 3600
 
 
+def _settlement(payment_id: str, attempt: int) -> str:
+    """Our reference of one settlement: a returned ACH debit re-presented later settles the same payment
+    again, and that second settlement is a payment of its own in the PSA."""
+    return payment_id if attempt <= 1 else f"{payment_id}.{attempt}"
+
+
 async def on_payment_settled(session: AsyncSession, event: Envelope, data: EventData) -> None:
     paid_on = (data.settled_at or event.occurred_at).date()
+    settlement = _settlement(data.payment_id, data.attempt)
     for allocation in data.allocations:
         await _queue(session, event, payment_id=data.payment_id, invoice_id=allocation.invoice_id,
-                     reference=f"payloop:{data.payment_id}:{allocation.invoice_id}",
+                     reference=f"payloop:{settlement}:{allocation.invoice_id}",
                      amount_minor=allocation.amount_minor, currency=data.currency, paid_on=paid_on)
 
 
 async def on_payment_refunded(session: AsyncSession, event: Envelope, data: EventData) -> None:
     """A refund reverses the payment on its invoices, in allocation order, up to the refunded amount."""
-    remaining = data.refunded_minor
+    await _reverse(session, event, data, reversal_id=data.refund_id, amount_minor=data.refunded_minor)
+
+
+# Dispute outcomes that take the money back for good: a lost chargeback, a returned ACH debit. While a
+# card dispute is open the PSA keeps the payment (the MSP may still win it); a won one never moved.
+FINAL_REVERSALS = ("lost", "returned")
+
+
+async def on_payment_disputed(session: AsyncSession, event: Envelope, data: EventData) -> None:
+    if data.status in FINAL_REVERSALS:
+        await _reverse(session, event, data, reversal_id=data.dispute_id, amount_minor=data.disputed_minor)
+
+
+async def _reverse(session: AsyncSession, event: Envelope, data: EventData, *, reversal_id: str,
+                   amount_minor: int) -> None:
+    remaining = amount_minor
     for allocation in data.allocations:
         amount = min(remaining, allocation.amount_minor)
         if amount <= 0:
             break
         remaining -= amount
         await _queue(session, event, payment_id=data.payment_id, invoice_id=allocation.invoice_id,
-                     reference=f"payloop:{data.refund_id}:{allocation.invoice_id}",
+                     reference=f"payloop:{reversal_id}:{allocation.invoice_id}",
                      amount_minor=-amount, currency=data.currency, paid_on=event.occurred_at.date())
 
 

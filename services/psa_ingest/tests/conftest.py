@@ -10,7 +10,7 @@ from payloop.events import new_event
 from payloop.events.catalogue import CATALOGUE
 from payloop.simulators.connectwise import CLIENT_ID, COMPANY_ID, PRIVATE_KEY, PUBLIC_KEY
 from payloop_psa_ingest.service import SERVICE
-from payloop_psa_ingest.writeback import on_payment_settled
+from payloop_psa_ingest.writeback import on_payment_disputed, on_payment_settled
 
 # The service without its background loop: tests that drive syncs and write-backs by hand must not
 # race the poller for the connection's lease.
@@ -38,15 +38,33 @@ async def outbox_events(client, event_type: str | None = None) -> list[dict]:
     return [e for e in events if event_type is None or e["type"] == event_type]
 
 
-async def settle(client, tenant: str, invoice_id: str, amount_minor: int, payment_id: str) -> None:
-    """`payment.settled` of one payment for one invoice, handled as the consumer would hand it over."""
-    event = new_event("payment.settled", tenant_id=tenant, producer="payments", data={
-        "payment_id": payment_id, "method": {"type": "card", "brand": "visa", "last4": "4242"},
-        "amount_minor": amount_minor, "currency": "USD", "fee_minor": 30,
-        "allocations": [{"invoice_id": invoice_id, "amount_minor": amount_minor}],
-        "processor": {"payment_intent_id": f"pi_{payment_id}"}})
+def _payment(payment_id: str, invoice_id: str, amount_minor: int, attempt: int = 1) -> dict:
+    return {"payment_id": payment_id, "method": {"type": "card", "brand": "visa", "last4": "4242"},
+            "amount_minor": amount_minor, "currency": "USD", "fee_minor": 30, "attempt": attempt,
+            "allocations": [{"invoice_id": invoice_id, "amount_minor": amount_minor}],
+            "processor": {"payment_intent_id": f"pi_{payment_id}"}}
+
+
+async def _handle(client, event, handler) -> None:
+    """Handle one event as the consumer would hand it over."""
     async with client.app.state.session_factory() as session, session.begin():
-        await on_payment_settled(session, event, CATALOGUE.parse(event.type, event.version, event.data))
+        await handler(session, event, CATALOGUE.parse(event.type, event.version, event.data))
+
+
+async def settle(client, tenant: str, invoice_id: str, amount_minor: int, payment_id: str, *,
+                 attempt: int = 1) -> None:
+    """`payment.settled` of one payment for one invoice."""
+    await _handle(client, new_event("payment.settled", tenant_id=tenant, producer="payments",
+                                    data=_payment(payment_id, invoice_id, amount_minor, attempt)), on_payment_settled)
+
+
+async def dispute(client, tenant: str, invoice_id: str, amount_minor: int, payment_id: str, *, dispute_id: str,
+                  status: str) -> None:
+    """`payment.disputed` of the whole payment (a chargeback, or an ACH debit returned)."""
+    data = {**_payment(payment_id, invoice_id, amount_minor), "dispute_id": dispute_id,
+            "disputed_minor": amount_minor, "status": status}
+    await _handle(client, new_event("payment.disputed", tenant_id=tenant, producer="payments", data=data),
+                  on_payment_disputed)
 
 
 async def serve(app):
@@ -112,7 +130,8 @@ def psa():
     import types
     return types.SimpleNamespace(connect=connect, outbox_events=outbox_events, TENANT=TENANT,
                                  SERVICE_WITHOUT_POLLER=SERVICE_WITHOUT_POLLER, SERVICE=SERVICE,
-                                 credentials=credentials, serve=serve, wait_for=wait_for, settle=settle)
+                                 credentials=credentials, serve=serve, wait_for=wait_for, settle=settle,
+                                 dispute=dispute)
 
 
 @pytest_asyncio.fixture(params=sorted(HARNESSES))

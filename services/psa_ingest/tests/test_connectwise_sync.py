@@ -2,7 +2,7 @@
 from collections import Counter
 from decimal import Decimal
 
-from payloop.simulators.connectwise import invoice_lines
+from payloop.simulators.psa_book import invoice_lines
 from payloop.testing.plugin import running_service
 
 ALL_LINE_KINDS = {"recurring", "per_device", "per_user", "tiered", "time", "product", "proration",

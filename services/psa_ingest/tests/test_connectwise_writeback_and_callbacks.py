@@ -2,6 +2,7 @@
 import asyncio
 import json
 import uuid
+from decimal import Decimal
 
 import uvicorn
 from sqlalchemy import text
@@ -59,6 +60,43 @@ async def test_payment_settled_twice_and_a_timed_out_call_record_exactly_one_pay
         # Another tenant's payment for this invoice id is not ours to write back.
         await psa.settle(client, "someone-else", first["invoice_id"], 100, "pay_3")
         assert await process_due_writebacks(factory) == 0
+
+
+def minor(amount) -> int:
+    return int(Decimal(str(amount)) * 100)
+
+
+async def test_a_returned_payment_is_reversed_in_the_psa_once_and_its_representment_recorded_again(
+        infra, token, cw, psa):
+    headers = token(psa.TENANT, "psa:write", "ar:read")
+    async with running_service(infra, psa.SERVICE_WITHOUT_POLLER, consumers=False, relay=False) as client:
+        connection_id = await psa.connect(client, headers, cw)
+        [invoice] = await open_invoices(client, psa, headers, connection_id, cw, 1)
+        factory, amount, sim_id = client.app.state.session_factory, invoice["balance_minor"], \
+            int(invoice["psa"]["external_id"])
+        await psa.settle(client, psa.TENANT, invoice["invoice_id"], amount, "pay_ach")
+        assert await process_due_writebacks(factory) == 1
+        assert cw.state.invoices[sim_id]["status"]["name"] == "Paid"
+
+        # An open card dispute leaves the PSA alone: the MSP may still win it.
+        await psa.dispute(client, psa.TENANT, invoice["invoice_id"], amount, "pay_ach", dispute_id="dp_1",
+                          status="needs_response")
+        assert await process_due_writebacks(factory) == 0
+
+        # The bank returns the debit (told twice): one reversing payment, the invoice owed again.
+        for _ in range(2):
+            await psa.dispute(client, psa.TENANT, invoice["invoice_id"], amount, "pay_ach",
+                              dispute_id="return:py_1", status="returned")
+        assert await process_due_writebacks(factory) == 1
+        assert [minor(p["amount"]) for p in cw.payments_of(sim_id)][-2:] == [amount, -amount]
+        assert minor(cw.state.invoices[sim_id]["balance"]) == amount
+        assert cw.state.invoices[sim_id]["status"]["name"] != "Paid"
+
+        # Re-presented, the same payment settles again (attempt 2): a payment of its own in the PSA.
+        await psa.settle(client, psa.TENANT, invoice["invoice_id"], amount, "pay_ach", attempt=2)
+        assert await process_due_writebacks(factory) == 1
+        assert [minor(p["amount"]) for p in cw.payments_of(sim_id)][-3:] == [amount, -amount, amount]
+        assert cw.state.invoices[sim_id]["status"]["name"] == "Paid"
 
 
 async def serve(app):
