@@ -30,7 +30,7 @@ from urllib.parse import quote
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
-from payloop.simulators.connectwise import ConnectWiseState, seed as seed_book
+from payloop.simulators.psa_book import Book, seed as seed_book
 from payloop.simulators.serving import SimulatorServer
 
 API_ROOT = "/ATServicesRest/V1.0"
@@ -167,7 +167,7 @@ class AutotaskState:
         return self.tables[entity]
 
 
-def render(book: ConnectWiseState, state: AutotaskState) -> None:
+def render(book: Book, state: AutotaskState) -> None:
     """The MSP book in Autotask's shapes: services are catalogue items, additions contract services."""
     stamp = state.tick()
     companies: dict[int, int] = {}
@@ -296,7 +296,7 @@ class AutotaskSimulator(SimulatorServer):
         super().__init__()
         self.state = AutotaskState()
         if seeded:
-            book = ConnectWiseState()
+            book = Book()
             seed_book(book)
             render(book, self.state)
         self.faults: list[Fault] = []

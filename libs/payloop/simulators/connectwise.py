@@ -7,7 +7,7 @@ Follows the vendor's formats (docs/vendors/connectwise.md): the API root is
 callbacks registered at `/system/callbacks` and signed with `x-content-signature`
 (base64 HMAC-SHA256 of the body keyed by SHA-256 of the signing key published at `Metadata.key_url`).
 
-It is stateful and seeded with a realistic MSP book (40 companies, a year of monthly
+It is stateful and serves the MSP book of `psa_book.py` as is (40 companies, a year of monthly
 managed-services invoices with per-device, per-user and tiered additions, seat changes with
 pro-rated lines, time-and-materials and product invoices, credits, a void, an edited invoice and a
 billing-dispute ticket). Tests drive it in-process (`ConnectWiseSimulator`), edit its state and
@@ -27,9 +27,8 @@ import random
 import re
 import secrets
 import uuid
-import zlib
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 from urllib.parse import urlencode
@@ -39,21 +38,16 @@ import uvicorn
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 
+from payloop.simulators.psa_book import (
+    Book, add_invoice, add_line, info, iso, money, recompute, seed, seed_generated,
+)
+
 API_ROOT = "/v4_6_release/apis/3.0"
 COMPANY_ID = "payloopdemo"
 PUBLIC_KEY = "demo-public-key"
 PRIVATE_KEY = "demo-private-key"
 CLIENT_ID = "00000000-demo-4000-8000-clientid0001"
 MAX_PAGE_SIZE = 1000
-
-
-def _iso(moment: datetime) -> str:
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def _money(value: Decimal) -> float:
-    # The vendor's wire format is a JSON number; two-decimal values print back exactly.
-    return float(value.quantize(Decimal("0.01")))
 
 
 # --- conditions ------------------------------------------------------------------------------------
@@ -151,294 +145,11 @@ class Fault:
 
 
 @dataclass
-class ConnectWiseState:
-    companies: dict[int, dict] = field(default_factory=dict)
-    agreements: dict[int, dict] = field(default_factory=dict)
-    additions: dict[int, dict] = field(default_factory=dict)
-    invoices: dict[int, dict] = field(default_factory=dict)
-    products: dict[int, dict] = field(default_factory=dict)
-    time_entries: dict[int, dict] = field(default_factory=dict)
-    tickets: dict[int, dict] = field(default_factory=dict)
-    payments: dict[int, dict] = field(default_factory=dict)
+class ConnectWiseState(Book):
+    """The book as the ConnectWise simulator serves it, with the callbacks registered on it."""
+
     callbacks: dict[int, dict] = field(default_factory=dict)
     signing_keys: dict[str, str] = field(default_factory=dict)
-    next_id: int = 1000
-    clock: datetime = field(default_factory=lambda: datetime(2026, 1, 1, tzinfo=UTC))
-
-    def new_id(self) -> int:
-        self.next_id += 1
-        return self.next_id
-
-    def tick(self) -> str:
-        """Each change gets a strictly later `lastUpdated`, like the vendor's per-save timestamps."""
-        self.clock = max(self.clock + timedelta(seconds=1), datetime.now(UTC).replace(microsecond=0))
-        return _iso(self.clock)
-
-
-def _info(updated: str) -> dict:
-    return {"lastUpdated": updated, "updatedBy": "payloop-sim"}
-
-
-CATALOG = {
-    # identifier: (description, uom, unit price)
-    "MS-BASE": ("Managed Services - Base Platform", "Each", Decimal("499.00")),
-    "DEV-WS": ("Managed Workstation", "Device", Decimal("45.00")),
-    "DEV-SRV": ("Managed Server", "Device", Decimal("150.00")),
-    "USR-M365": ("Microsoft 365 Business Premium Support", "User", Decimal("22.00")),
-    "TIER-BACKUP-1TB": ("Cloud Backup - Tier 1 (up to 1 TB)", "Each", Decimal("120.00")),
-    "TIER-BACKUP-5TB": ("Cloud Backup - Tier 2 (up to 5 TB)", "Each", Decimal("380.00")),
-}
-
-
-def seed(state: ConnectWiseState, *, companies: int = 40, months: int = 12, rng_seed: int = 7) -> None:
-    """A year of a mid-size MSP's billing, deterministic for a given seed."""
-    rng = random.Random(rng_seed)
-    first_month = date(2025, 1, 1)
-    stamp = state.tick()
-    names = ["Acme", "Birch", "Cobalt", "Delta", "Evergreen", "Falcon", "Granite", "Harbor", "Ironwood",
-             "Juniper", "Keystone", "Lakeside", "Maple", "Northstar", "Oakridge", "Pinnacle", "Quarry",
-             "Redwood", "Summit", "Tidewater"]
-    kinds = ["Dental", "Law", "Logistics", "Clinic", "Builders", "Realty", "Accounting", "Foods"]
-    for n in range(companies):
-        cid = state.new_id()
-        name = f"{names[n % len(names)]} {kinds[n % len(kinds)]} {'LLC' if n % 3 else 'Inc.'}"
-        slug = re.sub(r"[^A-Za-z]", "", name)[:20]
-        state.companies[cid] = {
-            "id": cid, "identifier": slug, "name": name, "status": {"id": 1, "name": "Active"},
-            "addressLine1": f"{100 + n} Main Street", "city": "Springfield", "state": "IL", "zip": "62701",
-            "phoneNumber": f"217555{1000 + n}", "billingTerms": {"id": 1, "name": "Net 30"},
-            "timeZoneSetup": {"id": 1, "name": "America/Chicago" if n % 2 else "America/New_York"},
-            "currency": {"id": 1, "currencyCode": "USD", "numberOfDecimals": 2},
-            "invoiceToEmailAddress": f"ap@{slug.lower()}.example",
-            "invoiceCCEmailAddress": f"controller@{slug.lower()}.example" if n % 4 == 0 else None,
-            "deletedFlag": False, "_info": _info(stamp),
-        }
-        agreement_id = state.new_id()
-        state.agreements[agreement_id] = {
-            "id": agreement_id, "name": f"{name} - Managed Services",
-            "type": {"id": 1, "name": "Managed Services"}, "company": {"id": cid, "identifier": slug, "name": name},
-            "contact": {"id": 1, "name": "Billing Contact"}, "startDate": "2025-01-01T00:00:00Z",
-            "endDate": None, "noEndingDateFlag": True, "billingCycle": {"id": 1, "name": "Monthly"},
-            "billingTerms": {"id": 1, "name": "Net 30"}, "billAmount": 0, "prorateFlag": True,
-            "currency": {"id": 1, "currencyCode": "USD", "numberOfDecimals": 2},
-            "agreementStatus": "Active", "_info": _info(stamp),
-        }
-        devices = rng.randint(10, 60)
-        users = rng.randint(5, 50)
-        plan = [("MS-BASE", Decimal(1)), ("DEV-WS", Decimal(devices)), ("USR-M365", Decimal(users))]
-        if n % 3 == 0:
-            plan.append(("DEV-SRV", Decimal(rng.randint(1, 4))))
-        plan.append(("TIER-BACKUP-5TB" if n % 5 == 0 else "TIER-BACKUP-1TB", Decimal(1)))
-        additions = {}
-        for identifier, qty in plan:
-            aid = state.new_id()
-            desc, uom, price = CATALOG[identifier]
-            additions[identifier] = state.additions[aid] = {
-                "id": aid, "agreementId": agreement_id, "product": {"id": aid, "identifier": identifier},
-                "description": desc, "quantity": float(qty), "unitPrice": _money(price), "uom": uom,
-                "billCustomer": "Billable", "effectiveDate": "2025-01-01T00:00:00Z", "cancelledDate": None,
-                "extPrice": _money(price * qty), "_info": _info(stamp),
-            }
-        for m in range(months):
-            issued = date(first_month.year + (first_month.month - 1 + m) // 12, (first_month.month - 1 + m) % 12 + 1, 1)
-            lines = [(identifier, Decimal(str(additions[identifier]["quantity"])),
-                      Decimal(str(additions[identifier]["unitPrice"])), additions[identifier]["description"],
-                      agreement_id) for identifier in additions]
-            if m == 6 and n % 2 == 0:
-                # Seat change mid-cycle: 3 more users from the 16th, pro-rated for half a month.
-                added = Decimal(3)
-                additions["USR-M365"]["quantity"] = float(Decimal(str(additions["USR-M365"]["quantity"])) + added)
-                price = Decimal(str(additions["USR-M365"]["unitPrice"]))
-                lines.append(("PRORATE-USR-M365", added, (price / 2).quantize(Decimal("0.01")),
-                              "Prorated: 3 additional users from the 16th", agreement_id))
-            _add_invoice(state, cid, issued, lines, agreement_id=agreement_id, rng=rng,
-                         paid=m < months - 2, stamp=stamp)
-        if n % 4 == 1:
-            _add_invoice(state, cid, date(2025, 9, 12), [], time=[(Decimal("3.5"), Decimal("165.00"),
-                         "Onsite: firewall replacement"), (Decimal("1.25"), Decimal("165.00"), "Remote: VPN fix")],
-                         rng=rng, paid=False, stamp=stamp)
-        if n % 5 == 2:
-            _add_invoice(state, cid, date(2025, 10, 3), [("HW-LAPTOP-14", Decimal(2), Decimal("1249.00"),
-                         "Business laptop 14in", None), ("ADJ-SHIPPING", Decimal(1), Decimal("35.00"),
-                         "Shipping adjustment", None)], rng=rng, paid=False, stamp=stamp)
-    first = next(iter(state.companies))
-    firsts = [i for i in state.invoices.values() if i["company"]["id"] == first and i["type"] == "Agreement"]
-    # A credit memo applied to one invoice; a void; an edited invoice; a billing-dispute ticket.
-    credit_id = _add_invoice(state, first, date(2025, 11, 20), [("CREDIT-SLA", Decimal(1), Decimal("-150.00"),
-                             "SLA credit: October outage", None)], rng=rng, paid=False, stamp=stamp,
-                             kind="Credit", apply_to=firsts[-1]["id"])
-    del credit_id
-    open_agreement_invoices = [i for i in state.invoices.values() if i["type"] == "Agreement" and i["balance"]]
-    edited, disputed, void = open_agreement_invoices[:3]
-    void["status"] = {"id": 9, "name": "Void", "isClosed": True}
-    void["balance"] = 0
-    _add_line(state, edited, "ADJ-DISCOUNT", Decimal(1), Decimal("-25.00"), "Loyalty discount", None)
-    _recompute(state, edited)
-    add_ticket(state, disputed, "Client disputes the server count on this invoice", stamp=stamp)
-
-
-def seed_generated(state: ConnectWiseState, *, companies: int, invoices: int, rng_seed: int = 7) -> None:
-    """A large book for benchmarks: `companies` companies with a managed-services agreement each and
-    `invoices` invoices spread evenly over them across the past two years (one agreement line, plus a
-    product line on every fourth), due in 30 days, all but the last few months' paid. Totals are
-    computed here, not by `_recompute` (which scans every line of the book per invoice)."""
-    rng = random.Random(rng_seed)
-    stamp = state.tick()
-    today = datetime.now(UTC).date()
-    base_desc, base_uom, base_price = CATALOG["MS-BASE"]
-    agreement_of: dict[int, int] = {}
-    for n in range(companies):
-        cid = state.new_id()
-        slug = f"Bench{n:05d}"
-        state.companies[cid] = {
-            "id": cid, "identifier": slug, "name": f"Bench Client {n:05d} LLC",
-            "status": {"id": 1, "name": "Active"}, "billingTerms": {"id": 1, "name": "Net 30"},
-            "timeZoneSetup": {"id": 1, "name": "America/New_York"},
-            "currency": {"id": 1, "currencyCode": "USD", "numberOfDecimals": 2},
-            "invoiceToEmailAddress": f"ap@{slug.lower()}.example", "invoiceCCEmailAddress": None,
-            "deletedFlag": False, "_info": _info(stamp)}
-        aid = agreement_of[cid] = state.new_id()
-        state.agreements[aid] = {
-            "id": aid, "name": f"{slug} - Managed Services", "type": {"id": 1, "name": "Managed Services"},
-            "company": {"id": cid, "identifier": slug, "name": state.companies[cid]["name"]},
-            "startDate": "2024-01-01T00:00:00Z", "endDate": None, "noEndingDateFlag": True,
-            "billingCycle": {"id": 1, "name": "Monthly"}, "billingTerms": {"id": 1, "name": "Net 30"},
-            "currency": {"id": 1, "currencyCode": "USD", "numberOfDecimals": 2}, "agreementStatus": "Active",
-            "_info": _info(stamp)}
-        addition = state.new_id()
-        state.additions[addition] = {
-            "id": addition, "agreementId": aid, "product": {"id": addition, "identifier": "MS-BASE"},
-            "description": base_desc, "quantity": 1.0, "unitPrice": _money(base_price), "uom": base_uom,
-            "billCustomer": "Billable", "effectiveDate": "2024-01-01T00:00:00Z", "cancelledDate": None,
-            "extPrice": _money(base_price), "_info": _info(stamp)}
-    company_ids = list(agreement_of)
-    for k in range(invoices):
-        cid = company_ids[k % companies]
-        company, aid = state.companies[cid], agreement_of[cid]
-        issued = today - timedelta(days=rng.randrange(730))
-        iid = state.new_id()
-        lines = [("MS-BASE", Decimal(1), Decimal(rng.randrange(20_000, 500_000)) / 100, base_desc, aid)]
-        if k % 4 == 0:
-            lines.append(("HW-DOCK", Decimal(rng.randint(1, 3)), Decimal("189.00"), "Docking station", None))
-        total = sum((qty * price).quantize(Decimal("0.01")) for _, qty, price, _, _ in lines)
-        paid = issued < today - timedelta(days=75) or rng.random() < 0.3
-        invoice = {
-            "id": iid, "invoiceNumber": f"{24000 + iid}", "type": "Agreement",
-            "status": ({"id": 5, "name": "Paid", "isClosed": True} if paid
-                       else {"id": 1, "name": "Sent", "isClosed": False}),
-            "company": {"id": cid, "identifier": company["identifier"], "name": company["name"]},
-            "billingTerms": {"id": 1, "name": "Net 30"}, "date": f"{issued.isoformat()}T00:00:00Z",
-            "dueDate": f"{(issued + timedelta(days=30)).isoformat()}T00:00:00Z",
-            "currency": {"id": 1, "currencyCode": "USD", "numberOfDecimals": 2},
-            "agreement": {"id": aid, "name": state.agreements[aid]["name"], "type": "Managed Services"},
-            "applyToType": "All", "applyToId": None, "taxableFlag": True, "salesTax": 0,
-            "subtotal": _money(total), "total": _money(total), "payments": _money(total) if paid else 0,
-            "credits": 0, "balance": 0 if paid else _money(total), "_info": _info(stamp)}
-        state.invoices[iid] = invoice
-        for identifier, qty, price, desc, agreement in lines:
-            _add_line(state, invoice, identifier, qty, price, desc, agreement)
-        if paid:
-            pid = state.new_id()
-            paid_on = issued + timedelta(days=rng.randint(5, 40))
-            state.payments[pid] = {"id": pid, "type": "Payment", "invoice": {"id": iid}, "amount": _money(total),
-                                   "paymentDate": f"{paid_on.isoformat()}T00:00:00Z", "appliedBy": "ach-import",
-                                   "source": "bank", "_info": _info(stamp)}
-
-
-def _add_invoice(state: ConnectWiseState, company_id: int, issued: date, lines: list, *, rng: random.Random,
-                 paid: bool, stamp: str, agreement_id: int | None = None, time: list | None = None,
-                 kind: str | None = None, apply_to: int | None = None) -> int:
-    company = state.companies[company_id]
-    iid = state.new_id()
-    invoice = {
-        "id": iid, "invoiceNumber": f"{24000 + iid}", "type": kind or ("Agreement" if agreement_id else "Standard"),
-        "status": {"id": 1, "name": "Sent", "isClosed": False},
-        "company": {"id": company_id, "identifier": company["identifier"], "name": company["name"]},
-        "billingTerms": {"id": 1, "name": "Net 30"}, "date": f"{issued.isoformat()}T00:00:00Z",
-        "dueDate": f"{(issued + timedelta(days=30)).isoformat()}T00:00:00Z",
-        "currency": {"id": 1, "currencyCode": "USD", "numberOfDecimals": 2},
-        "agreement": ({"id": agreement_id, "name": state.agreements[agreement_id]["name"], "type": "Managed Services"}
-                      if agreement_id else None),
-        "applyToType": "Invoice" if apply_to else "All", "applyToId": apply_to,
-        "taxableFlag": True, "salesTax": 0, "subtotal": 0, "total": 0, "payments": 0, "credits": 0, "balance": 0,
-        "_info": _info(stamp),
-    }
-    state.invoices[iid] = invoice
-    for identifier, qty, price, desc, agreement in lines:
-        _add_line(state, invoice, identifier, qty, price, desc, agreement)
-    for hours, rate, notes in time or []:
-        tid = state.new_id()
-        state.time_entries[tid] = {
-            "id": tid, "company": invoice["company"], "chargeToType": "ServiceTicket", "chargeToId": 500 + tid,
-            "member": {"id": 7, "identifier": "jtech", "name": "Jordan Tech"},
-            "timeStart": f"{issued.isoformat()}T14:00:00Z", "actualHours": float(hours), "hoursBilled": float(hours),
-            "hourlyRate": _money(rate), "notes": notes, "billableOption": "Billable",
-            "invoice": {"id": iid, "identifier": invoice["invoiceNumber"]}, "_info": _info(stamp),
-        }
-    _recompute(state, invoice)
-    if kind == "Credit" and apply_to:
-        target = state.invoices[apply_to]
-        target["credits"] = _money(Decimal(str(target["credits"])) - Decimal(str(invoice["total"])))
-        _recompute(state, target)
-        invoice["balance"] = 0
-    if paid and invoice["balance"]:
-        pid = state.new_id()
-        state.payments[pid] = {"id": pid, "type": "Payment", "invoice": {"id": iid}, "amount": invoice["balance"],
-                               "paymentDate": f"{(issued + timedelta(days=rng.randint(5, 40))).isoformat()}T00:00:00Z",
-                               "appliedBy": "ach-import", "source": "bank", "_info": _info(stamp)}
-        invoice["payments"] = invoice["balance"]
-        _recompute(state, invoice)
-    return iid
-
-
-def _add_line(state: ConnectWiseState, invoice: dict, identifier: str, qty: Decimal, price: Decimal, desc: str,
-              agreement_id: int | None) -> None:
-    pid = state.new_id()
-    state.products[pid] = {
-        "id": pid, "catalogItem": {"id": zlib.crc32(identifier.encode()) % 10000, "identifier": identifier},
-        "description": desc, "quantity": float(qty), "price": _money(price), "cost": _money(price * Decimal("0.6")),
-        "productClass": "Agreement" if agreement_id else "NonInventory",
-        "agreement": {"id": agreement_id} if agreement_id else None,
-        "invoice": {"id": invoice["id"], "identifier": invoice["invoiceNumber"]},
-        "company": invoice["company"], "_info": _info(invoice["_info"]["lastUpdated"]),
-    }
-
-
-def invoice_lines(state: ConnectWiseState, invoice_id: int) -> list[tuple[Decimal, Decimal]]:
-    """(quantity, unit price) of every line of an invoice: products and billed time."""
-    out = [(Decimal(str(p["quantity"])), Decimal(str(p["price"]))) for p in state.products.values()
-           if p["invoice"]["id"] == invoice_id]
-    out += [(Decimal(str(t["hoursBilled"])), Decimal(str(t["hourlyRate"]))) for t in state.time_entries.values()
-            if t["invoice"] and t["invoice"]["id"] == invoice_id]
-    return out
-
-
-def _recompute(state: ConnectWiseState, invoice: dict) -> None:
-    subtotal = sum((q * p).quantize(Decimal("0.01")) for q, p in invoice_lines(state, invoice["id"]))
-    tax = Decimal(str(invoice.get("salesTax") or 0))
-    total = subtotal + tax
-    paid = Decimal(str(invoice["payments"] or 0))
-    credits = Decimal(str(invoice["credits"] or 0))
-    invoice["subtotal"], invoice["total"] = _money(subtotal), _money(total)
-    if invoice["status"]["name"] != "Void":
-        balance = total - paid - credits if invoice["type"] != "Credit" else Decimal(0)
-        invoice["balance"] = _money(balance)
-        if invoice["type"] != "Credit" and balance <= 0 < total:
-            invoice["status"] = {"id": 5, "name": "Paid", "isClosed": True}
-
-
-def add_ticket(state: ConnectWiseState, invoice: dict, summary: str, *, stamp: str | None = None) -> dict:
-    tid = state.new_id()
-    ticket = {
-        "id": tid, "summary": summary, "recordType": "ServiceTicket", "board": {"id": 3, "name": "Accounting"},
-        "status": {"id": 1, "name": "New"}, "type": {"id": 12, "name": "Billing Dispute"},
-        "company": invoice["company"], "closedFlag": False,
-        "customFields": [{"id": 4, "caption": "Invoice Number", "type": "Text", "entryMethod": "EntryField",
-                          "numberOfDecimals": 0, "value": invoice["invoiceNumber"]}],
-        "_info": _info(stamp or state.tick()),
-    }
-    state.tickets[tid] = ticket
-    return ticket
 
 
 # --- the HTTP server -------------------------------------------------------------------------------
@@ -476,14 +187,14 @@ class ConnectWiseSimulator:
     def update_invoice(self, invoice_id: int, **changes: Any) -> dict:
         invoice = self.state.invoices[invoice_id]
         invoice.update(changes)
-        _recompute(self.state, invoice)
-        invoice["_info"] = _info(self.state.tick())
+        recompute(self.state, invoice)
+        invoice["_info"] = info(self.state.tick())
         self.notify("invoice", invoice_id, "updated")
         return invoice
 
     def add_invoice_line(self, invoice_id: int, identifier: str, qty: str, price: str, desc: str) -> dict:
         invoice = self.state.invoices[invoice_id]
-        _add_line(self.state, invoice, identifier, Decimal(qty), Decimal(price), desc,
+        add_line(self.state, invoice, identifier, Decimal(qty), Decimal(price), desc,
                   (invoice.get("agreement") or {}).get("id"))
         return self.update_invoice(invoice_id)
 
@@ -491,7 +202,7 @@ class ConnectWiseSimulator:
         return self.update_invoice(invoice_id, status={"id": 9, "name": "Void", "isClosed": True}, balance=0)
 
     def new_invoice(self, company_id: int, lines: list[tuple[str, str, str, str]]) -> dict:
-        iid = _add_invoice(self.state, company_id, datetime.now(UTC).date(),
+        iid = add_invoice(self.state, company_id, datetime.now(UTC).date(),
                            [(i, Decimal(q), Decimal(p), d, None) for i, q, p, d in lines],
                            rng=random.Random(1), paid=False, stamp=self.state.tick())
         self.notify("invoice", iid, "added")
@@ -665,7 +376,7 @@ class ConnectWiseSimulator:
             try:
                 body = json.loads(await request.body(), parse_float=Decimal)
                 amount = Decimal(str(body["amount"]))
-                paid_on = body.get("paymentDate") or _iso(datetime.now(UTC))
+                paid_on = body.get("paymentDate") or iso(datetime.now(UTC))
             except (ValueError, KeyError, ArithmeticError):
                 return _error(400, "InvalidObject", "amount is required")
             if body.get("type", "Payment") not in ("Payment", "Credit", "Refund"):
@@ -675,14 +386,14 @@ class ConnectWiseSimulator:
             pid = sim.state.new_id()
             stamp = sim.state.tick()
             payment = {"id": pid, "type": body.get("type", "Payment"), "invoice": {"id": invoice_id},
-                       "amount": _money(amount), "paymentDate": paid_on, "source": body.get("source"),
-                       "appliedBy": "api", "_info": _info(stamp)}
+                       "amount": money(amount), "paymentDate": paid_on, "source": body.get("source"),
+                       "appliedBy": "api", "_info": info(stamp)}
             sim.state.payments[pid] = payment
-            invoice["payments"] = _money(Decimal(str(invoice["payments"])) + amount)
+            invoice["payments"] = money(Decimal(str(invoice["payments"])) + amount)
             if invoice["status"]["name"] == "Paid" and amount < 0:
                 invoice["status"] = {"id": 1, "name": "Sent", "isClosed": False}
-            _recompute(sim.state, invoice)
-            invoice["_info"] = _info(stamp)
+            recompute(sim.state, invoice)
+            invoice["_info"] = info(stamp)
             return JSONResponse(payment, status_code=201)
 
         @app.post(API_ROOT + "/system/callbacks")
@@ -695,7 +406,7 @@ class ConnectWiseSimulator:
             key_id = str(uuid.uuid4())
             sim.state.signing_keys[key_id] = secrets.token_urlsafe(32)
             callback = {**body, "id": cid, "inactiveFlag": False, "_signingKeyId": key_id,
-                        "_info": _info(sim.state.tick())}
+                        "_info": info(sim.state.tick())}
             sim.state.callbacks[cid] = callback
             return JSONResponse({k: v for k, v in callback.items() if k != "_signingKeyId"}, status_code=201)
 

@@ -25,7 +25,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
-from payloop.simulators.connectwise import ConnectWiseState, seed as seed_book
+from payloop.simulators.psa_book import Book, seed as seed_book
 from payloop.simulators.serving import SimulatorServer
 
 CLIENT_ID = "payloop-demo-halo-client"
@@ -99,7 +99,7 @@ def recompute(invoice: dict) -> None:
         invoice["paymentstatus"] = PAID if due <= 0 else PART_PAID if invoice["amountpaid"] else UNPAID
 
 
-def render(book: ConnectWiseState, state: HaloState) -> None:
+def render(book: Book, state: HaloState) -> None:
     stamp = state.tick()
     items: dict[str, int] = {}
 
@@ -182,7 +182,7 @@ class HaloSimulator(SimulatorServer):
         super().__init__()
         self.state = HaloState()
         if seeded:
-            book = ConnectWiseState()
+            book = Book()
             seed_book(book)
             render(book, self.state)
         self.faults: list[Fault] = []

@@ -10,7 +10,7 @@ published schema (specs/superops/superops.graphql), so a query the real API woul
 
 SuperOps documents no webhook API: an MSP points a webhook at a URL with a header of its choosing in SuperOps
 itself; `add_webhook` plays that part (docs/vendors/superops.md says what the payload is assumed to be).
-The book is the same MSP year as the ConnectWise simulator's, rendered as SuperOps clients with HQ sites,
+The book is the MSP year of `psa_book.py` that every PSA simulator serves, rendered as SuperOps clients with HQ sites,
 service items, one client contract per recurring charge, invoices with items, and billing-dispute tickets.
 `python -m payloop.simulators.superops --port N` serves it alone.
 """
@@ -31,7 +31,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from graphql import GraphQLError, OperationDefinitionNode, build_schema, execute, parse, validate
 
-from payloop.simulators.connectwise import ConnectWiseState, seed as seed_book
+from payloop.simulators.psa_book import Book, seed as seed_book
 from payloop.simulators.serving import SimulatorServer
 
 API_PATH = "/msp"
@@ -117,7 +117,7 @@ def recompute(invoice: dict) -> None:
     invoice["totalAmount"] = _money(sum((Decimal(i["totalAmount"]) for i in invoice["items"]), Decimal(0)))
 
 
-def render(book: ConnectWiseState, state: SuperOpsState) -> None:
+def render(book: Book, state: SuperOpsState) -> None:
     stamp = state.tick()
     today = date.today()
     accounts: dict[int, str] = {}
@@ -276,7 +276,7 @@ class SuperOpsSimulator(SimulatorServer):
         super().__init__()
         self.state = SuperOpsState()
         if seeded:
-            book = ConnectWiseState()
+            book = Book()
             seed_book(book)
             render(book, self.state)
         self.schema = build_schema(SCHEMA_FILE.read_text())
