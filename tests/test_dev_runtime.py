@@ -75,6 +75,19 @@ def test_payloop_dev_is_ready_within_60s_and_ctrl_c_leaves_nothing_behind(tmp_pa
         assert links, f"no reminder with a checkout link reached the SMTP sink: {sent[:2]}"
         page = httpx.get(links[0], timeout=10)
         assert page.status_code == 200 and "Demo MSP" in page.text, (links[0], page.status_code)
+
+        # The second MSP (HaloPSA and Xero): its auto-pay charges settle and are posted to Xero.
+        xero_token = subprocess.run([str(Path(sys.executable).parent / "payloop"), "token", "--tenant",
+                                     "demo-msp-xero", "--scopes", "ar:read"], env=env, capture_output=True,
+                                    text=True, check=True).stdout.strip()
+        deadline = time.monotonic() + 90
+        while True:
+            posted = httpx.get(f"http://127.0.0.1:{8104 + OFFSET}/v1/gl/entries", params={"state": "posted"},
+                               headers={"Authorization": f"Bearer {xero_token}"}).json()["items"]
+            if posted or time.monotonic() > deadline:
+                break
+            time.sleep(1)
+        assert posted and {e["system"] for e in posted} == {"xero"}, "".join(output[-20:])
         descendants |= {p.pid for p in psutil.Process(proc.pid).children(recursive=True)}
         assert len(descendants) >= 8  # six services, PostgreSQL, broker, localstripe
     finally:

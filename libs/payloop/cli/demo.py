@@ -5,6 +5,9 @@ the tenant profile; a collection policy that sends at any hour; a QuickBooks con
 simulator's demo realm with its account mapping; a ConnectWise connection to the simulator's demo
 company and a first sync (40 clients, a year of invoices, the last months still open); and saved
 cards with auto-pay for a few clients (one card that declines), plus an installment plan.
+Then a second MSP, `demo-msp-xero`, on the other PSA and ledger: the HaloPSA simulator's company,
+connected to the Xero simulator's demo organisation through the consent step, with auto-pay cards
+so its settled payments are posted to Xero too.
 
 Only the tenant profile is essential to `payloop dev`: any later step that fails is reported with
 its reason and skipped, so a broken demo never stops the platform from running.
@@ -33,6 +36,10 @@ DEMO_TENANT = "demo-msp"
 CONNECTWISE_CREDENTIALS = {"company_id": "payloopdemo", "public_key": "demo-public-key",
                            "private_key": "demo-private-key", "client_id": "00000000-demo-4000-8000-clientid0001"}
 QUICKBOOKS_REALM = "9130350000000001"
+XERO_DEMO_TENANT = "demo-msp-xero"
+XERO_ORGANISATION = "5b3c2e7a-0d8f-4c1e-9a6b-3f2d1c0b9a87"  # payloop.simulators.xero.DEMO_TENANT_ID
+HALO_CREDENTIALS = {"client_id": "payloop-demo-halo-client", "client_secret": "demo-halo-secret"}
+XERO_AUTOPAY_CLIENTS = 3  # few: Xero allows 60 calls a minute per organisation
 # localstripe accepts any `sk_test_` key; the payments service uses this one in dev unless told otherwise.
 DEV_STRIPE_KEY = "sk_test_payloop_dev"
 # Stripe's test payment methods: a card that succeeds and one whose off-session charges decline.
@@ -47,8 +54,8 @@ class DemoStepFailed(Exception):
     pass
 
 
-def api(platform: "DevPlatform", service_name: str) -> httpx.Client:
-    token = mint_token(DEMO_TENANT, ["admin"])
+def api(platform: "DevPlatform", service_name: str, tenant: str = DEMO_TENANT) -> httpx.Client:
+    token = mint_token(tenant, ["admin"])
     return httpx.Client(base_url=f"http://127.0.0.1:{platform.service_port(service(service_name))}",
                         headers={"Authorization": f"Bearer {token}"}, timeout=60)
 
@@ -103,6 +110,7 @@ def seed_demo(platform: "DevPlatform") -> None:
             demo.say(f"WARNING: {what} not set up ({exc}); the platform runs on without it")
             if step is seed_connectwise:
                 break  # auto-pay needs the PSA's clients
+    seed_xero_demo(platform)
     platform.say(what_to_open(platform))
 
 
@@ -160,19 +168,25 @@ def seed_quickbooks(demo: Demo) -> None:
 def seed_connectwise(demo: Demo) -> None:
     """Connect the simulator's demo company and run the first sync now (then every 30 s by itself)."""
     base_url = simulator_url(demo.platform, "connectwise") + "/v4_6_release/apis/3.0"
-    with api(demo.platform, "psa_ingest") as psa:
+    run = connect_psa(demo, DEMO_TENANT, {"source": "connectwise", "name": "ConnectWise (simulator)",
+                                          "base_url": base_url, "credentials": CONNECTWISE_CREDENTIALS})
+    demo.say(f"ConnectWise connected; first sync: {run['counts']}")
+
+
+def connect_psa(demo: Demo, tenant: str, connection: dict) -> dict:
+    """Connect a PSA (once), run its first sync now (then every 30 s by itself), learn its clients."""
+    with api(demo.platform, "psa_ingest", tenant) as psa:
         existing = expect(psa.get("/v1/psa/connections"), "listing connections")["items"]
-        connection = next((c for c in existing if c["base_url"] == base_url), None)
-        if connection is None:  # a restarted `payloop dev` keeps its databases: connect once
-            connection = expect(psa.post("/v1/psa/connections", json={
-                "source": "connectwise", "name": "ConnectWise (simulator)", "base_url": base_url,
-                "credentials": CONNECTWISE_CREDENTIALS, "poll_interval_s": 30}), "connecting ConnectWise")
-        run = expect(psa.post(f"/v1/psa/connections/{connection['id']}/sync", json={}), "the first sync")
+        found = next((c for c in existing if c["base_url"] == connection["base_url"]), None)
+        if found is None:  # a restarted `payloop dev` keeps its databases: connect once
+            found = expect(psa.post("/v1/psa/connections", json={**connection, "poll_interval_s": 30}),
+                           f"connecting {connection['name']}")
+        run = expect(psa.post(f"/v1/psa/connections/{found['id']}/sync", json={}), "the first sync")
         if run["status"] != "succeeded":
             raise DemoStepFailed(f"the first sync {run['status']}: {run.get('error')}")
         demo.clients = expect(psa.get("/v1/psa/records", params={"kind": "client", "limit": 100}),
                               "listing clients")["items"]
-    demo.say(f"ConnectWise connected; first sync: {run['counts']}")
+    return run
 
 
 def seed_autopay(demo: Demo) -> None:
@@ -238,6 +252,92 @@ def mirror_into_quickbooks(demo: Demo, clients: list[dict], invoices: dict[str, 
                     "txn_date": invoice["issued_on"]}), f"copying invoice {invoice['number']} into QuickBooks")
 
 
+# --- the second MSP: HaloPSA and Xero ----------------------------------------------------------------
+
+def seed_xero_demo(platform: "DevPlatform") -> None:
+    """`demo-msp-xero`: its profile, Xero through the consent step, HaloPSA and a first sync, auto-pay.
+    Each step that fails is reported and the rest of that tenant skipped; the first demo is unaffected."""
+    demo = Demo(platform)
+    try:
+        with api(platform, "tenants", XERO_DEMO_TENANT) as tenants:
+            expect(tenants.put(f"/v1/tenants/{XERO_DEMO_TENANT}", json={
+                "name": "Demo MSP (Xero)", "timezone": "America/New_York", "currency": "USD",
+                "branding": {"primary_color": "#1d4ed8", "sender_name": "Demo MSP (Xero) Billing"}}),
+                "the second tenant's profile")
+        for step in (seed_xero, seed_halopsa, seed_xero_autopay):
+            step(demo)
+    except (DemoStepFailed, httpx.HTTPError) as exc:
+        demo.say(f"WARNING: {XERO_DEMO_TENANT} not fully set up ({exc}); the platform runs on without it")
+
+
+def seed_xero(demo: Demo) -> None:
+    """The consent step as the MSP walks it: our consent URL, Xero's screen (the simulator's says yes at
+    once and redirects), our callback; then the account mapping."""
+    xero = simulator_url(demo.platform, "xero")
+    with api(demo.platform, "gl_posting", XERO_DEMO_TENANT) as gl:
+        started = expect(gl.post("/v1/gl/connection/consent", json={"system": "xero", "company_id": XERO_ORGANISATION}),
+                         "starting the Xero consent")
+        screen = httpx.get(started["authorize_url"], timeout=10)
+        if screen.status_code != 302:
+            raise DemoStepFailed(f"the Xero simulator's consent answered {screen.status_code}")
+        back = urlparse(screen.headers["location"])
+        # The redirect names gl_posting's configured callback; this run's gl_posting may sit on another port.
+        expect(gl.get(f"{back.path}?{back.query}"), "the consent callback")
+
+        def connected() -> dict | None:
+            view = expect(gl.get("/v1/gl/connection"), "reading the connection")
+            if view["status"] == "failed":
+                raise DemoStepFailed(f"gl_posting could not connect Xero: {view['last_error']}")
+            return view if view["status"] == "connected" else None
+        wait_until(connected, "gl_posting to exchange the Xero authorization code")
+        state = expect(httpx.get(f"{xero}/_sim/organisations/{XERO_ORGANISATION}", timeout=10), "reading the books")
+        accounts = {a["Name"]: a["AccountID"] for a in state["Accounts"]}
+        expect(gl.put("/v1/gl/account-mapping", json={
+            "clearing_account_id": accounts["Stripe Clearing"], "bank_account_id": accounts["Business Bank Account"],
+            "fee_account_id": accounts["Merchant Processing Fees"],
+            "refunds_account_id": accounts["Refunds and Chargebacks"]}), "mapping the Xero accounts")
+    demo.say(f"Xero organisation {XERO_ORGANISATION} connected (consent step) and mapped for {XERO_DEMO_TENANT}")
+
+
+def seed_halopsa(demo: Demo) -> None:
+    run = connect_psa(demo, XERO_DEMO_TENANT, {"source": "halopsa", "name": "HaloPSA (simulator)",
+                                               "base_url": simulator_url(demo.platform, "halopsa"),
+                                               "credentials": HALO_CREDENTIALS})
+    demo.say(f"HaloPSA connected for {XERO_DEMO_TENANT}; first sync: {run['counts']}")
+
+
+def seed_xero_autopay(demo: Demo) -> None:
+    """Good cards on auto-pay for a few HaloPSA clients; their open invoices copied into Xero first."""
+    chosen = demo.clients[:XERO_AUTOPAY_CLIENTS]
+    with api(demo.platform, "payments", XERO_DEMO_TENANT) as payments:
+        invoices = {c["id"]: wait_until(lambda c=c: client_invoices(payments, c["id"]),
+                                        f"payments to learn of {c['data']['name']}'s invoices") for c in chosen}
+        mirror_into_xero(demo, chosen, invoices)
+        enrolled = 0
+        for client in chosen:
+            if payments.get(f"/v1/clients/{client['id']}/payment-methods").json():
+                continue  # seeded by an earlier run
+            method = save_card(demo, payments, client["id"], GOOD_CARD)
+            expect(payments.put(f"/v1/clients/{client['id']}/autopay",
+                                json={"payment_method_id": method["id"], "rule": "on_due"}), "enrolling")
+            enrolled += 1
+    if enrolled:
+        demo.say(f"auto-pay by card for {enrolled} HaloPSA clients of {XERO_DEMO_TENANT}")
+
+
+def mirror_into_xero(demo: Demo, clients: list[dict], invoices: dict[str, list[dict]]) -> None:
+    xero = simulator_url(demo.platform, "xero")
+    books = expect(httpx.get(f"{xero}/_sim/organisations/{XERO_ORGANISATION}", timeout=10), "reading the Xero books")
+    known = {i["InvoiceNumber"] for i in books["Invoices"]}
+    for client in clients:
+        for invoice in invoices[client["id"]]:
+            if invoice["open_minor"] > 0 and invoice["number"] not in known:
+                expect(httpx.post(f"{xero}/_sim/organisations/{XERO_ORGANISATION}/invoices", timeout=10, json={
+                    "invoice_number": invoice["number"], "contact": client["data"]["name"],
+                    "amount": f"{invoice['open_minor'] // 100}.{invoice['open_minor'] % 100:02d}"}),
+                    f"copying invoice {invoice['number']} into Xero")
+
+
 def what_to_open(platform: "DevPlatform") -> str:
     dashboard = f"http://127.0.0.1:{platform.service_port(service('reporting'))}"
     token = mint_token(DEMO_TENANT, ["ar:read"])
@@ -248,4 +348,7 @@ def what_to_open(platform: "DevPlatform") -> str:
         f"  ConnectWise     {simulator_url(platform, 'connectwise')}/v4_6_release/apis/3.0/finance/invoices "
         "(Basic payloopdemo+demo-public-key:demo-private-key, clientId header)",
         f"  QuickBooks      {simulator_url(platform, 'quickbooks')}/_sim/companies/{QUICKBOOKS_REALM}",
+        f"  second MSP      {dashboard}/#token={mint_token(XERO_DEMO_TENANT, ['ar:read'])} ({XERO_DEMO_TENANT}: "
+        "HaloPSA and Xero)",
+        f"  Xero            {simulator_url(platform, 'xero')}/_sim/organisations/{XERO_ORGANISATION}",
     ])
