@@ -2,7 +2,7 @@
 
 Reporting learns everything from events; the services that produced them keep their own truth. After a
 drill both must agree for the tenant: the same invoices with the same totals, each invoice's balance
-equal to its total less what the payments service collected for it, the same settled payments, and the
+equal to what the payments service says is owed on it, the same settled payments, and the
 same ledger entries posted by gl_posting. Returns what differs, so a failure names every mismatch.
 """
 from __future__ import annotations
@@ -22,7 +22,7 @@ async def _rows(url: str, query: str, *args) -> list[asyncpg.Record]:
 
 
 def _owed(row: asyncpg.Record) -> int:
-    return max(0, min(row["psa_balance_minor"], row["total_minor"] - row["credited_minor"] - int(row["collected"])))
+    return max(0, min(row["psa_balance_minor"], row["total_minor"] - row["credited_minor"] - row["collected_minor"]))
 
 
 async def read_model_mismatches(databases: dict[str, str], tenant: str) -> list[str]:
@@ -34,17 +34,12 @@ async def read_model_mismatches(databases: dict[str, str], tenant: str) -> list[
             if ours.get(key) != theirs.get(key):
                 mismatches.append(f"{what} {key}: reporting {ours.get(key)!r}, source {theirs.get(key)!r}")
 
-    # Invoices and balances, recomputed from the payments service's invoices and settled allocations
-    # (the PSA's balance also counts what was paid outside Payloop: the smaller of the two is owed).
+    # Invoices and what is owed on them by the payments service's own bookkeeping (what it collected,
+    # net of refunds, disputes and returns; the PSA's balance also counts what was paid outside Payloop:
+    # the smaller of the two is owed).
     source = await _rows(databases["payments"], """
-        SELECT i.invoice_id, i.number, i.total_minor, i.credited_minor, i.psa_balance_minor,
-               COALESCE(SUM(a.amount_minor - a.refunded_minor) FILTER (WHERE p.status <> 'failed'
-                            AND p.settled_at IS NOT NULL), 0) AS collected
-        FROM invoices i
-        LEFT JOIN payment_allocations a ON a.tenant_id = i.tenant_id AND a.invoice_id = i.invoice_id
-        LEFT JOIN payments p ON p.id = a.payment_id
-        WHERE i.tenant_id = $1 AND i.status <> 'void'
-        GROUP BY i.invoice_id, i.number, i.total_minor, i.credited_minor, i.psa_balance_minor""", tenant)
+        SELECT invoice_id, number, total_minor, credited_minor, collected_minor, psa_balance_minor FROM invoices
+        WHERE tenant_id = $1 AND status <> 'void'""", tenant)
     read = await _rows(reporting, """
         SELECT invoice_id, number, total_minor, balance_minor FROM invoices
         WHERE tenant_id = $1 AND voided_at IS NULL""", tenant)

@@ -116,6 +116,23 @@ def _allocations(data: EventData) -> list[tuple[str, int]]:
     return [(a.invoice_id, a.amount_minor) for a in data.allocations]
 
 
+def _given_back(data: EventData, amount_minor: int) -> list[tuple[str, int]]:
+    """What a refund, dispute or return takes back: the allocations in their order until it is used up,
+    as negative reductions."""
+    remaining, back = amount_minor, []
+    for invoice_id, allocated in _allocations(data):
+        part = min(allocated, remaining)
+        if part > 0:
+            back.append((invoice_id, -part))
+            remaining -= part
+    return back
+
+
+def _settlement(data: EventData) -> str:
+    """One settlement of a payment: a returned ACH debit re-presented later settles the same payment again."""
+    return data.payment_id if data.attempt <= 1 else f"{data.payment_id}.{data.attempt}"
+
+
 def _method(data: EventData) -> str:
     return " ".join(p for p in (data.method.type, data.method.brand, data.method.last4) if p)
 
@@ -134,7 +151,7 @@ async def on_payment_settled(session: AsyncSession, event: Envelope, data: Event
     await rm.ensure_client(session, event.tenant_id, event.client_id)
     await rm.upsert_payment(session, event.tenant_id, event.client_id, data.model_dump(mode="json"),
                             status="succeeded", occurred_at=event.occurred_at, settled_at=settled_at)
-    await rm.record_reductions(session, event.tenant_id, "payment", data.payment_id, _allocations(data), settled_at)
+    await rm.record_reductions(session, event.tenant_id, "payment", _settlement(data), _allocations(data), settled_at)
     await rm.refresh_invoices(session, event.tenant_id, [i for i, _ in _allocations(data)])
     await rm.resolve_exception(session, event.tenant_id, f"payment_failed:{data.payment_id}", settled_at)
     for payout_id in await rm.payouts_with_payment(session, event.tenant_id, data.payment_id):
@@ -178,13 +195,7 @@ async def on_payment_refunded(session: AsyncSession, event: Envelope, data: Even
     await rm.upsert_payment(session, event.tenant_id, event.client_id, data.model_dump(mode="json"),
                             status="succeeded", occurred_at=event.occurred_at)
     await rm.record_refund(session, event.tenant_id, data.payment_id, data.refund_id, data.refunded_minor)
-    # The refund gives back the allocations in their order until it is used up.
-    remaining, refunded = data.refunded_minor, []
-    for invoice_id, amount in _allocations(data):
-        part = min(amount, remaining)
-        if part > 0:
-            refunded.append((invoice_id, -part))
-            remaining -= part
+    refunded = _given_back(data, data.refunded_minor)
     await rm.record_reductions(session, event.tenant_id, "refund", data.refund_id, refunded, event.occurred_at)
     await rm.refresh_invoices(session, event.tenant_id, [i for i, _ in refunded])
     await _timeline(session, event, "payment_refunded", f"Refund {data.refund_id}", amount_minor=data.refunded_minor,
@@ -192,9 +203,18 @@ async def on_payment_refunded(session: AsyncSession, event: Envelope, data: Even
 
 
 async def on_payment_disputed(session: AsyncSession, event: Envelope, data: EventData) -> None:
+    """Funds withdrawn (a chargeback, a returned ACH debit) are owed again; a won dispute brings them back.
+    Both are reductions keyed by the dispute, so any order and any repetition of its events agree."""
     await rm.ensure_client(session, event.tenant_id, event.client_id)
     await rm.upsert_payment(session, event.tenant_id, event.client_id, data.model_dump(mode="json"),
                             status="disputed", occurred_at=event.occurred_at)
+    if not data.status.startswith("warning_"):  # an inquiry withdraws nothing
+        withdrawn = _given_back(data, data.disputed_minor)
+        await rm.record_reductions(session, event.tenant_id, "dispute", data.dispute_id, withdrawn, event.occurred_at)
+        if data.status == "won":
+            await rm.record_reductions(session, event.tenant_id, "dispute_won", data.dispute_id,
+                                       [(invoice_id, -part) for invoice_id, part in withdrawn], event.occurred_at)
+        await rm.refresh_invoices(session, event.tenant_id, [i for i, _ in withdrawn])
     await rm.open_exception(
         session, event.tenant_id, f"payment_disputed:{data.dispute_id}", kind="payment_disputed",
         client_id=event.client_id, subject_id=data.payment_id,

@@ -138,8 +138,9 @@ def build_book(tenant: str) -> Book:
                                                         "currency": "USD",
                                                         "parts": [{"due_on": "2026-04-15", "amount_minor": 5_000},
                                                                   {"due_on": "2026-05-15", "amount_minor": 5_000}]}, "C")
+    # An inquiry (no funds withdrawn, so I1 stays paid); chargebacks and returns: test_disputes.py.
     b.payment("payment.disputed", "P1", "A", [("I1", 10_000)], at("2026-03-27"), dispute_id="DP1",
-              disputed_minor=10_000, reason="fraudulent")
+              disputed_minor=10_000, reason="fraudulent", status="warning_needs_response")
     b.add("payout.paid", at("2026-03-28"), {"payout_id": "PO1", "arrival_date": "2026-03-30", "amount_minor": 29_940,
                                             "currency": "USD", "items": [
                                                 {"type": "charge", "payment_id": "P8", "gross_minor": 12_000,
