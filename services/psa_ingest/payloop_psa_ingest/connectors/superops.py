@@ -38,7 +38,7 @@ DEFAULT_URL = "https://api.superops.ai/msp"
 MAX_PAGE_SIZE = 100
 CURSOR_OVERLAP = timedelta(seconds=60)
 WEBHOOK_HEADER = "x-payloop-token"
-OPEN_TICKET_STATUSES = {"resolved", "closed"}
+CLOSED_TICKET_STATUSES = {"resolved", "closed"}
 # clientError codes that only an operator can fix (a role without access, a lapsed subscription).
 ACCOUNT_CODES = {"forbidden", "subscription_trial_expired", "subscription_paused", "subscription_cancelled"}
 WEBHOOK_KINDS = {"client": "clients", "contract": "agreements", "invoice": "invoices", "ticket": "tickets"}
@@ -284,7 +284,7 @@ class SuperOpsConnector:
         return PsaDisputeTicket(external_id=text(r["ticketId"]),
                                 client_external_id=text((r.get("client") or {}).get("accountId")),
                                 summary=text(r["subject"]), invoice_numbers=numbers,
-                                open=str(r.get("status") or "").lower() not in OPEN_TICKET_STATUSES)
+                                open=str(r.get("status") or "").lower() not in CLOSED_TICKET_STATUSES)
 
     # --- writing -------------------------------------------------------------------------------------
     async def record_payment(self, invoice_external_id: str, *, amount_minor: int, currency: str,
