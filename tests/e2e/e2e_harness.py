@@ -226,6 +226,11 @@ class Platform:
         for spec in SERVICES:
             self.spawn(spec.name)
         await self.wait_ready(*self.ports)
+        # As in `payloop dev`: the sandbox (and localstripe behind it) post their events to payments.
+        async with httpx.AsyncClient() as http:
+            answer = await http.post(f"{self.world.stripe.url}/_config/webhooks/payloop", data={
+                "url": f"{self.url('payments')}/webhooks/stripe", "secret": self.world.stripe_webhook_secret})
+            assert answer.status_code == 200, answer.text
         return self
 
     def spawn(self, name: str) -> None:
@@ -385,19 +390,45 @@ class Msp:
                     raise AssertionError(f"no {kind} {external_id} in psa_ingest")
 
     async def save_card(self, client_id: str, card: str = "pm_card_visa") -> dict:
-        """What the browser does with Stripe.js: confirm the SetupIntent at Stripe, then register the method."""
+        """What the browser does with Stripe.js: confirm the SetupIntent at Stripe, then register the method.
+        The answer carries Stripe's id of the method too (`stripe_payment_method_id`)."""
+        return await self._save_method(client_id, "card", {"payment_method": card})
+
+    async def save_bank_account(self, client_id: str, account: str = "000123456789") -> dict:
+        """A bank account entered by hand (Stripe's test routing number), verified by microdeposits."""
+        return await self._save_method(client_id, "ach", {
+            "payment_method_data[type]": "us_bank_account",
+            "payment_method_data[us_bank_account][routing_number]": "110000000",
+            "payment_method_data[us_bank_account][account_number]": account,
+            "payment_method_data[us_bank_account][account_holder_type]": "company",
+            "payment_method_data[billing_details][name]": f"Client {client_id}",
+            "mandate_data[customer_acceptance][type]": "offline"}, microdeposits=["32", "45"])
+
+    async def _save_method(self, client_id: str, kind: str, confirmation: dict, *,
+                           microdeposits: list[str] | None = None) -> dict:
         async with self.api("payments") as payments:
-            setup = await payments.post(f"/v1/clients/{client_id}/setup-intents", json={"type": "card"})
+            setup = await payments.post(f"/v1/clients/{client_id}/setup-intents", json={"type": kind})
             assert setup.status_code == 201, setup.text
+            intent_id = setup.json()["setup_intent_id"]
             async with httpx.AsyncClient(base_url=self.platform.world.stripe.url,
                                          headers={"Authorization": f"Bearer {STRIPE_KEY}"}) as stripe:
-                confirmed = await stripe.post(f"/v1/setup_intents/{setup.json()['setup_intent_id']}/confirm",
-                                              data={"payment_method": card})
+                confirmed = await stripe.post(f"/v1/setup_intents/{intent_id}/confirm", data=confirmation)
                 assert confirmed.status_code == 200, confirmed.text
+                if microdeposits:
+                    verified = await stripe.post(f"/v1/setup_intents/{intent_id}/verify_microdeposits",
+                                                 data={"amounts[]": microdeposits})
+                    assert verified.json()["status"] == "succeeded", verified.text
             saved = await payments.post(f"/v1/clients/{client_id}/payment-methods",
-                                        json={"setup_intent_id": setup.json()["setup_intent_id"]})
+                                        json={"setup_intent_id": intent_id})
             assert saved.status_code == 201, saved.text
-            return saved.json()
+            return {**saved.json(), "stripe_payment_method_id": confirmed.json()["payment_method"]}
+
+    async def payments_clock(self, **move) -> dict:
+        """Move the payments service's clock (`now`, `advance_seconds`): it is the whole process's."""
+        async with self.api("payments") as payments:
+            answer = await payments.put("/v1/payments/clock", json=move)
+            assert answer.status_code == 200, answer.text
+            return answer.json()
 
     async def deliver_stripe_event(self, event: dict) -> dict:
         body = json.dumps(event).encode()
