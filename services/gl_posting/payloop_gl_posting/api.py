@@ -14,6 +14,7 @@ from payloop import audit
 from payloop.auth import Principal, require
 from payloop.db import db_session
 from payloop.problems import PROBLEM_RESPONSES, Problem
+from payloop.ratelimit import RateLimiter, rate_limited
 from payloop.secrets import mask, secret_box
 from payloop_gl_posting import account_mapping, consent, reconciliation, repository
 from payloop_gl_posting.connectors.base import Ledger, PostingError
@@ -30,6 +31,8 @@ from payloop_gl_posting.settings import GlSettings
 router = APIRouter(prefix="/v1/gl", tags=["gl posting"], responses=PROBLEM_RESPONSES)
 # The consent callback: reached by the MSP's browser coming back from the vendor, with no bearer token.
 consent_router = APIRouter(prefix="/gl", tags=["gl posting"], responses=PROBLEM_RESPONSES)
+# A person comes back from a consent screen now and then; a flood is someone guessing states.
+CALLBACK_LIMITER = RateLimiter(rate=1, burst=10)
 
 
 def _connection_view(connection: Connection | None) -> ConnectionView:
@@ -94,7 +97,8 @@ async def start_consent(body: ConsentRequest, principal: Principal = require("gl
                     summary="Where the vendor sends the browser back: checks the state, then connects as "
                             "PUT /v1/gl/connection does",
                     description="Called by the MSP's browser, without our token (hence outside /v1): the sealed "
-                                "state says whose connection it is.")
+                                "state says whose connection it is.",
+                    dependencies=[rate_limited(CALLBACK_LIMITER)])
 async def consent_callback(state: str = Query(min_length=1, max_length=2000), code: str | None = None,
                            realmId: str | None = Query(None, description="QuickBooks: the company consented"),  # noqa: N803
                            error: str | None = None, error_description: str | None = None,
