@@ -116,7 +116,7 @@ def build_handlers(clock: Clock) -> dict[str, Handler]:
         await repository.set_invoice(session, event.tenant_id, reopened, paid_on=None)
         if client_id:
             await repository.add_timeline(session, event.tenant_id, client_id, "payment_reversed", clock.now(),
-                                          payment_id=data.payment_id, invoice_ids=reopened, kind=event.type)
+                                          payment_id=data.payment_id, invoice_ids=reopened, event_type=event.type)
 
     async def autopay_changed(session: AsyncSession, event: Envelope, data: EventData) -> None:
         client_id = client_of(event)

@@ -86,7 +86,7 @@ class Harness:
         return invoice_id
 
     async def settle(self, client_id: str, invoice_id: str, amount_minor: int, at: datetime | None = None):
-        await self.apply("payment.settled", {
+        return await self.apply("payment.settled", {
             "payment_id": f"pay-{next(_ids)}", "method": {"type": "card", "brand": "visa", "last4": "4242"},
             "amount_minor": amount_minor, "currency": "USD", "allocations": [
                 {"invoice_id": invoice_id, "amount_minor": amount_minor}],

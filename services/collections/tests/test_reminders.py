@@ -44,3 +44,22 @@ async def test_due_step_is_emailed_once_at_local_send_hour(make_harness, sink, t
                                       headers=token(h.tenant, "ar:read"))).json()
         assert preview[0]["step"] == "step1" and preview[0]["action"] == "send"
         assert preview[0]["at"].startswith("2026-03-04T09:00:00")
+
+
+async def test_a_returned_payment_puts_the_invoice_back_in_its_sequence(make_harness, sink, token):
+    async with make_harness(datetime(2026, 3, 2, 10, tzinfo=NY)) as h:
+        await h.tenant_profile()
+        await h.add_client("c1", ["ap@c1.example"])
+        invoice = await h.add_invoice("c1", date(2026, 3, 5), 40_000)
+        payment = await h.settle("c1", invoice, 40_000)
+        await h.tick()
+        assert sink.messages == []  # paid: nothing to remind
+        # The bank returns the ACH debit: payments announces the reversal as payment.disputed (returned).
+        await h.apply("payment.disputed", {**payment.data, "dispute_id": "return:py_1", "disputed_minor": 40_000,
+                                           "status": "returned", "reason": "returned: insufficient_funds"}, "c1")
+        timeline = (await h.client.get("/v1/collections/clients/c1/timeline",
+                                       headers=token(h.tenant, "ar:read"))).json()["items"]
+        assert "payment_reversed" in [e["kind"] for e in timeline]
+        h.clock.set(datetime(2026, 3, 10, 10, tzinfo=NY))  # a business day past the +3 step
+        await h.tick()
+        assert [m.rcpt_tos for m in sink.messages] == [["ap@c1.example"]]
