@@ -53,13 +53,14 @@ async def read_model_mismatches(databases: dict[str, str], tenant: str) -> list[
     compare("PSA invoice", {r["invoice_id"]: (r["number"], r["total_minor"]) for r in read},
             {r["invoice_id"]: (r["number"], r["total_minor"]) for r in source})
 
-    # Settled payments: amount and fee.
+    # Settled payments that were not taken back (a dispute; an ACH return, which payments unsettles):
+    # amount and fee.
     source = await _rows(databases["payments"], """
         SELECT id::text AS payment_id, amount_minor, fee_minor FROM payments
-        WHERE tenant_id = $1 AND settled_at IS NOT NULL""", tenant)
+        WHERE tenant_id = $1 AND settled_at IS NOT NULL AND status <> 'disputed'""", tenant)
     read = await _rows(reporting, """
         SELECT payment_id, amount_minor, fee_minor FROM payments
-        WHERE tenant_id = $1 AND settled_at IS NOT NULL""", tenant)
+        WHERE tenant_id = $1 AND settled_at IS NOT NULL AND status <> 'disputed'""", tenant)
     compare("payment", {r["payment_id"]: (r["amount_minor"], r["fee_minor"]) for r in read},
             {r["payment_id"]: (r["amount_minor"], r["fee_minor"]) for r in source})
 

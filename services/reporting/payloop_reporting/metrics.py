@@ -6,7 +6,7 @@ only where they leave the service. Dates are calendar dates in the tenant's time
 converts instants (a payment's settlement) to the tenant's date before building the facts.
 
 Formulas (also in docs/reporting.md and the OpenAPI descriptions):
-- balance(D) = total - sum(reductions dated <= D), never below 0; 0 before issue, after void or
+- balance(D) = total - sum(reductions dated <= D), never below 0 nor above the total; 0 before issue, after void or
   write-off. An invoice is open on D when balance(D) > 0.
 - days past due on D = D - due date; buckets: current (<= 0), 1-30, 31-60, 61-90, over 90.
 - AR(D) = sum of open balances on D; current AR(D) = the part not yet due.
@@ -61,7 +61,9 @@ class InvoiceFacts:
         if not self.exists_on(day) or (self.written_off_on is not None and self.written_off_on <= day):
             return 0
         reduced = sum(r.amount_minor for r in self.reductions if r.on <= day)
-        return max(self.total_minor - reduced, 0)
+        # Between 0 and the total: a reversal dated before the payment it reverses (the processor's
+        # clock ahead of ours) must not make more owed than the invoice.
+        return min(max(self.total_minor - reduced, 0), self.total_minor)
 
     def paid_on(self) -> date | None:
         """The date its reductions came to cover the total (None while unpaid, void or written off)."""
