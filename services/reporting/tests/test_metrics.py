@@ -136,6 +136,7 @@ def test_period_ends_by_day_week_and_month():
 
 def test_a_reversal_dated_before_its_payment_owes_no_more_than_the_invoice():
     # The processor settled on the 5th by its clock; the return reached us dated the 3rd by ours.
+    d = date
     returned = InvoiceFacts("IR", "A", 49_900, d(2026, 3, 1), d(2026, 3, 1),
                             (Reduction(d(2026, 3, 5), 49_900), Reduction(d(2026, 3, 3), -49_900)))
     assert [returned.balance_on(d(2026, 3, day)) for day in (2, 3, 4, 5, 6)] == [49_900] * 5
