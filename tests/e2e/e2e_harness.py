@@ -197,7 +197,7 @@ class Platform:
             "PAYLOOP_RUN_CONSUMERS": "true", "PAYLOOP_RUN_RELAY": "true", "PAYLOOP_LOG_JSON": "true",
             "PAYLOOP_CONSUMER_SESSION_TIMEOUT_MS": "6000",
             "PAYLOOP_STRIPE_API_BASE": world.stripe.url, "PAYLOOP_STRIPE_API_KEY": STRIPE_KEY,
-            "PAYLOOP_STRIPE_WEBHOOK_SECRET": world.stripe_webhook_secret,
+            "PAYLOOP_STRIPE_WEBHOOK_SECRET": world.stripe_webhook_secret, "PAYLOOP_STRIPE_TIMEOUT_S": "5",
             "PAYLOOP_PAYMENTS_RUN_SCHEDULER": "true", "PAYLOOP_PAYMENTS_SCHEDULER_INTERVAL_S": "0.5",
             "PAYLOOP_PAYMENTS_PUBLIC_URL": self.url("payments"),
             "PAYLOOP_GL_QUICKBOOKS_API_BASE": qbo, "PAYLOOP_GL_QUICKBOOKS_AUTH_URL": f"{qbo}/connect/oauth2",

@@ -1,9 +1,11 @@
 """Issue 9 (3): every outside system applies a write and then answers too late, once, in the auto-pay loop.
 
+Stripe creates the PaymentIntent (and charges the card) but answers after payments gave up;
 ConnectWise records our payment but its answer never reaches psa_ingest in time; QuickBooks applies the
 payment, and later the deposit, and answers after gl_posting gave up; the partner's endpoint takes in
 payment.settled and keeps the line open past the sender's timeout. Each caller must find out what was
-applied before it tries again: afterwards ConnectWise holds one payment, QuickBooks one payment and one
+applied before it tries again (with Stripe: the same Idempotency-Key, which gets the first answer):
+afterwards the card was charged once, ConnectWise holds one payment, QuickBooks one payment and one
 deposit, the partner one message id per event (seen twice, as at-least-once delivery allows), and the read
 models equal a recomputation from the services' own databases.
 """
@@ -11,10 +13,11 @@ from collections import Counter
 from decimal import Decimal
 
 from e2e_harness import today, wait_for
+from payloop.simulators.stripe_sandbox import LateAnswer
 from recomputation import settled_mismatches
 
 FEE = 1_477
-LATE_S = 6.0  # longer than the callers' timeouts in the e2e platform (PSA connection and gl_posting: 5 s)
+LATE_S = 6.0  # longer than the callers' timeouts in the e2e platform (Stripe, PSA connection, gl_posting: 5 s)
 PARTNER_LATE_S = 11.0  # the webhook sender waits 10 s
 
 
@@ -32,6 +35,8 @@ async def test_each_outside_write_timed_out_after_applying_is_not_repeated(msp):
     await msp.invoice_in_books(invoice["invoiceNumber"], cw.state.companies[company_id]["name"], 49_900)
 
     # Each outside system applies our next write, then answers too late for us.
+    stripe = msp.platform.world.stripe
+    stripe.late_answers.append(LateAnswer("/v1/payment_intents", LATE_S))
     cw.fail_next(504, path_contains="/payments", method="POST", apply_first=True, delay_s=LATE_S)
     await msp.qbo_faults(lose_responses=1, lose_delay_s=LATE_S)
     msp.partner.stall_next_s = PARTNER_LATE_S
@@ -78,6 +83,10 @@ async def test_each_outside_write_timed_out_after_applying_is_not_repeated(msp):
 
     # Every fault fired: each system really applied a write whose answer came too late.
     assert cw.faults == [] and msp.platform.world.qbo_sim.companies[msp.realm].lose_next_response == 0
+    assert stripe.late_answers == [] and stripe.replayed  # the retry got Stripe's first answer
+    async with msp.api("payments") as payments:
+        [charged] = (await payments.get("/v1/payments", params={"client_id": client_id})).json()["items"]
+    assert charged["status"] == "succeeded" and [a["status"] for a in charged["attempts"]] == ["succeeded"]
     assert [Decimal(str(p["amount"])) for p in cw.payments_of(invoice["id"])] == [Decimal("499.00")]
     books = await msp.books()
     assert [Decimal(str(p["TotalAmt"])) for p in books["entities"]["Payment"]] == [Decimal("499.00")]

@@ -24,7 +24,13 @@ Test controls (not Stripe's API): `POST /_sim/advance {"days": 4}` moves the san
 settles what is due (webhooks delivered before it answers), `GET /_sim/clock`,
 `POST /_sim/charges/{id}/return {"failure_code": "insufficient_funds"}` returns a succeeded ACH
 debit late, `POST /_sim/payment_methods/{id}/decline {"decline_code": "insufficient_funds"}` makes
-a saved card decline from now on (`null` clears it), `POST /_sim/payouts` (stripe_extras).
+a saved card decline from now on (`null` clears it), `POST /_sim/payouts` (stripe_extras),
+`POST /_sim/late_answers {"path": "/v1/payment_intents", "delay_s": 6}` carries out the next such POST
+and answers it only after `delay_s` (a call that timed out after Stripe applied it).
+
+Every POST with an `Idempotency-Key` is idempotent as at Stripe (localstripe keeps no keys): the key's
+first answer is replayed with `Idempotent-Replayed: true`, the key with other parameters gets a 400
+`idempotency_error`.
 
 `python -m payloop.simulators.stripe_sandbox --port N --localstripe URL [--rate-limit R]`; tests
 run it in-process with `await StripeSandbox(localstripe_url).start()`.
@@ -153,6 +159,12 @@ def _lists(node: Any) -> Any:
 
 
 @dataclass
+class LateAnswer:
+    path: str  # the first POST whose path starts with this is answered late
+    delay_s: float
+
+
+@dataclass
 class Webhook:
     url: str
     secret: str
@@ -191,7 +203,10 @@ class StripeSandbox:
         self.verified: set[str] = set()  # ACH PaymentMethods whose account is verified
         self.card_declines: dict[str, tuple[str, str | None]] = {}  # pm id -> (code, decline_code)
         self.settling: dict[str, int] = {}  # ACH charge id -> when its outcome is known
-        self.idempotent: dict[str, web.Response] = {}
+        # Idempotency-Key -> (request fingerprint, status, body) of every POST that was carried out.
+        self.idempotent: dict[str, tuple[str, int, bytes]] = {}
+        self.late_answers: list[LateAnswer] = []
+        self.replayed: list[str] = []  # keys whose first answer was given again
         self._deliveries: set[asyncio.Task] = set()
         self._runner: web.AppRunner | None = None
         self._http: ClientSession | None = None
@@ -229,13 +244,14 @@ class StripeSandbox:
         return int(time.time()) + self.offset_s
 
     def app(self) -> web.Application:
-        app = web.Application(middlewares=[self._rate_limited])
+        app = web.Application(middlewares=[self._rate_limited, self._late, self._idempotent])
         r = app.router
         r.add_post("/_config/webhooks/{id}", self._register_webhook)
         r.add_post("/_sim/advance", self._advance)
         r.add_get("/_sim/clock", self._clock)
         r.add_post("/_sim/charges/{id}/return", self._return_charge)
         r.add_post("/_sim/payment_methods/{id}/decline", self._decline_card)
+        r.add_post("/_sim/late_answers", self._add_late_answer)
         self.extras.add_routes(r)
         r.add_get("/v1/balance_transactions/{id}", self._own_or_forward)
         r.add_get("/v1/charges/{id}", self._own_or_forward)
@@ -262,6 +278,46 @@ class StripeSandbox:
         if route is not None and route.canonical in EXTRAS_API and not self._authorized(request, {}):
             return _error(401, "Invalid API Key provided", "authentication_error")
         return await handler(request)
+
+    @web.middleware
+    async def _idempotent(self, request: web.Request, handler):
+        """Stripe's idempotent requests, for every POST (localstripe keeps none): a repeated key gets the
+        first answer, marked `Idempotent-Replayed`; the same key with other parameters is refused."""
+        key = request.headers.get("Idempotency-Key")
+        if request.method != "POST" or not key or not request.path.startswith("/v1/"):
+            return await handler(request)
+        fingerprint = hashlib.sha256(request.path.encode() + b"\n" + await request.read()).hexdigest()
+        if key in self.idempotent:
+            first_fingerprint, status, body = self.idempotent[key]
+            if first_fingerprint != fingerprint:
+                return _error(400, "Keys for idempotent requests can only be used with the same parameters they "
+                                   "were first used with.", "idempotency_error")
+            self.replayed.append(key)
+            return web.Response(status=status, body=body, content_type="application/json",
+                                headers={"Idempotent-Replayed": "true", "Idempotency-Key": key})
+        answer = await handler(request)
+        if answer.status != 429 and answer.status < 500:  # Stripe saves what started executing
+            self.idempotent[key] = (fingerprint, answer.status, answer.body)
+        return answer
+
+    @web.middleware
+    async def _late(self, request: web.Request, handler):
+        """A test control: carry out the request (and keep its idempotent answer), then answer after the
+        caller has given up."""
+        answer = await handler(request)
+        late = next((a for a in self.late_answers if request.method == "POST" and request.path.startswith(a.path)),
+                    None)
+        if late is not None:
+            self.late_answers.remove(late)
+            await asyncio.sleep(late.delay_s)
+        return answer
+
+    async def _add_late_answer(self, request: web.Request) -> web.Response:
+        body = await request.json()
+        if not str(body.get("path", "")).startswith("/v1/"):
+            return _error(400, "path must be an API path such as /v1/payment_intents")
+        self.late_answers.append(LateAnswer(body["path"], float(body.get("delay_s", 5))))
+        return web.json_response({"late_answers": len(self.late_answers)})
 
     async def _forward(self, request: web.Request, body: bytes | None = None) -> web.Response:
         headers = {k: v for k, v in request.headers.items() if k.lower() not in ("host", "content-length")}
@@ -579,14 +635,7 @@ class StripeSandbox:
             return await self._forward(request)
         if not self._authorized(request, form):
             return _error(401, "Invalid API Key provided", "authentication_error")
-        key = request.headers.get("Idempotency-Key")
-        if key and key in self.idempotent:
-            first = self.idempotent[key]
-            return web.Response(status=first.status, body=first.body, content_type="application/json")
-        answer = self._payment_intent(form, chosen)
-        if key:
-            self.idempotent[key] = answer
-        return answer
+        return self._payment_intent(form, chosen)
 
     def _payment_intent(self, form: dict[str, Any], chosen: str) -> web.Response:
         try:

@@ -22,6 +22,8 @@ class PaymentsSettings(BaseSettings):
     # Where the Stripe API lives: unset for api.stripe.com, localstripe's URL in dev and tests.
     stripe_api_base: str | None = None
     stripe_webhook_secret: str | None = None
+    # Seconds before a Stripe call counts as timed out; it is then retried (twice) with the same key.
+    stripe_timeout_s: float = 30.0
     # Stripe's own libraries reject signatures older than 5 minutes; so do we.
     stripe_webhook_tolerance_s: int = 300
     # Flood guard of /webhooks/stripe per source IP (Stripe retries a 429 later, so nothing is lost).

@@ -47,7 +47,8 @@ class StripeGateway:
     def __init__(self, settings: PaymentsSettings):
         base = {"api": settings.stripe_api_base} if settings.stripe_api_base else None
         self._client = stripe.StripeClient(settings.api_key(), base_addresses=base,
-                                           http_client=stripe.HTTPXClient(), max_network_retries=2)
+                                           http_client=stripe.HTTPXClient(timeout=settings.stripe_timeout_s),
+                                           max_network_retries=2)
 
     @staticmethod
     def _options(idempotency_key: str | None = None, account: str | None = None) -> dict[str, Any]:

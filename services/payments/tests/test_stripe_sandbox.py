@@ -85,3 +85,20 @@ async def test_over_the_rate_limit_nothing_happens(localstripe):
             assert [(await stripe.get("/_sim/clock")).status_code for _ in range(10)] == [200] * 10
     finally:
         await sandbox.stop()
+
+
+async def test_an_idempotency_key_gets_its_first_answer_even_from_localstripe(stripe_sandbox):
+    async with httpx.AsyncClient(base_url=stripe_sandbox.url, headers=KEY) as stripe:
+        customer = (await stripe.post("/v1/customers", data={"name": "Acme"})).json()["id"]
+        charge = {"amount": "900", "currency": "usd", "customer": customer, "confirm": "true",
+                  "payment_method": "pm_card_visa", "off_session": "true"}
+        key = {"Idempotency-Key": "attempt-1"}
+        first = await stripe.post("/v1/payment_intents", data=charge, headers=key)
+        again = await stripe.post("/v1/payment_intents", data=charge, headers=key)
+        assert first.status_code == again.status_code == 200
+        assert again.json()["id"] == first.json()["id"] and again.headers["Idempotent-Replayed"] == "true"
+        other = await stripe.post("/v1/payment_intents", data={**charge, "amount": "901"}, headers=key)
+        assert other.status_code == 400 and other.json()["error"]["type"] == "idempotency_error"
+        # Without a key, or with another, each request is its own.
+        fresh = await stripe.post("/v1/payment_intents", data=charge, headers={"Idempotency-Key": "attempt-2"})
+        assert fresh.json()["id"] != first.json()["id"]
