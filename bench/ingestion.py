@@ -13,6 +13,7 @@ reporting's inbox commit (the read-model change commits with the inbox row).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import subprocess
 import sys
 import time
@@ -90,7 +91,7 @@ async def run(stack: Stack, *, tenants: int, companies: int, invoices: int, time
             elapsed = time.perf_counter() - started
             if visible < expected:
                 syncs.cancel()  # cut at the time bound: the rate so far is the figure
-            else:
+            with contextlib.suppress(asyncio.CancelledError):
                 await syncs
             produced = {r["event_id"]: r["committed"] for r in await psa_db.fetch(
                 "SELECT event_id, pg_xact_commit_timestamp(xmin) AS committed FROM outbox "
