@@ -3,17 +3,23 @@
 What it sets up, in order, so that the first minute shows the whole loop (docs/demo.md):
 the tenant profile; a collection policy that sends at any hour; a QuickBooks connection to the
 simulator's demo realm with its account mapping; a ConnectWise connection to the simulator's demo
-company and a first sync (40 clients, a year of invoices, the last months still open); and saved
-cards with auto-pay for a few clients (one card that declines), plus an installment plan.
+company and a first sync (40 clients, a year of invoices, the last months still open); saved cards
+with auto-pay for a few clients (one card that declines), an installment plan, and two clients on ACH
+auto-pay (processing, settled four banking days later on the sandbox's calendar).
 Then a second MSP, `demo-msp-xero`, on the other PSA and ledger: the HaloPSA simulator's company,
 connected to the Xero simulator's demo organisation through the consent step, with auto-pay cards
-so its settled payments are posted to Xero too.
+so its settled payments are posted to Xero too. Twenty seconds later Stripe pays out each MSP's
+settled charges (a thread), and the deposits are posted to QuickBooks and Xero.
 
 Only the tenant profile is essential to `payloop dev`: any later step that fails is reported with
 its reason and skipped, so a broken demo never stops the platform from running.
 """
 from __future__ import annotations
 
+import hashlib
+import hmac
+import json
+import threading
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -47,6 +53,9 @@ GOOD_CARD, DECLINING_CARD = "pm_card_visa", "pm_card_chargeCustomerFail"
 
 AUTOPAY_CLIENTS = 6  # the first clients of the PSA's list pay by card on auto-pay; the last of them declines
 INSTALLMENT_CLIENT = AUTOPAY_CLIENTS  # the next one pays its largest invoice in three parts
+ACH_CLIENTS = 2  # the two after it pay by bank account (ACH): processing, settled four banking days later
+ACH_ACCOUNT = "000123456789"  # Stripe's test account that settles (docs/vendors/stripe.md)
+PAYOUT_AFTER_S = 20.0  # the first payout gathers what settled by then
 WAIT_S = 30.0
 
 
@@ -103,7 +112,8 @@ def seed_demo(platform: "DevPlatform") -> None:
     platform.say(f"seeded tenant {DEMO_TENANT!r}")
     demo = Demo(platform)
     for what, step in (("collection policy", seed_policy), ("QuickBooks connection", seed_quickbooks),
-                       ("ConnectWise connection", seed_connectwise), ("auto-pay", seed_autopay)):
+                       ("ConnectWise connection", seed_connectwise), ("auto-pay", seed_autopay),
+                       ("ACH auto-pay", seed_ach)):
         try:
             step(demo)
         except (DemoStepFailed, httpx.HTTPError) as exc:
@@ -111,6 +121,9 @@ def seed_demo(platform: "DevPlatform") -> None:
             if step is seed_connectwise:
                 break  # auto-pay needs the PSA's clients
     seed_xero_demo(platform)
+    # Stripe pays out what settled, as it does daily; a thread, so the platform is usable meanwhile.
+    threading.Thread(target=pay_out, args=(demo, [DEMO_TENANT, XERO_DEMO_TENANT]), daemon=True,
+                     name="demo-payout").start()
     platform.say(what_to_open(platform))
 
 
@@ -217,6 +230,93 @@ def seed_autopay(demo: Demo) -> None:
     if enrolled:
         demo.say(f"auto-pay by card for {enrolled} clients (one card declines and is retried), "
                  f"an installment plan for {chosen[INSTALLMENT_CLIENT]['data']['name']}")
+
+
+def seed_ach(demo: Demo) -> None:
+    """Bank accounts entered by hand and verified by microdeposits, then auto-pay: the debits go
+    `processing` and settle four banking days later on the sandbox's calendar (`--speed` shortens it)."""
+    chosen = demo.clients[INSTALLMENT_CLIENT + 1:INSTALLMENT_CLIENT + 1 + ACH_CLIENTS]
+    with api(demo.platform, "payments") as payments:
+        invoices = {c["id"]: wait_until(lambda c=c: client_invoices(payments, c["id"]),
+                                        f"payments to learn of {c['data']['name']}'s invoices") for c in chosen}
+        mirror_into_quickbooks(demo, chosen, invoices)
+        enrolled = []
+        for client in chosen:
+            if payments.get(f"/v1/clients/{client['id']}/payment-methods").json():
+                continue  # seeded by an earlier run
+            method = save_bank_account(demo, payments, client["id"])
+            expect(payments.put(f"/v1/clients/{client['id']}/autopay",
+                                json={"payment_method_id": method["id"], "rule": "on_due"}), "enrolling")
+            enrolled.append(client["data"]["name"])
+    if enrolled:
+        demo.say(f"auto-pay by ACH for {', '.join(enrolled)} (processing, then settled four banking days later)")
+
+
+def stripe_client(demo: Demo) -> httpx.Client:
+    key = demo.platform.env.get("PAYLOOP_STRIPE_API_KEY", DEV_STRIPE_KEY)
+    return httpx.Client(base_url=demo.platform.env["PAYLOOP_STRIPE_API_BASE"], timeout=10,
+                        headers={"Authorization": f"Bearer {key}"})
+
+
+def save_bank_account(demo: Demo, payments: httpx.Client, client_id: str) -> dict:
+    setup = expect(payments.post(f"/v1/clients/{client_id}/setup-intents", json={"type": "ach"}),
+                   "creating a SetupIntent")
+    with stripe_client(demo) as stripe:
+        expect(stripe.post(f"/v1/setup_intents/{setup['setup_intent_id']}/confirm", data={
+            "payment_method_data[type]": "us_bank_account",
+            "payment_method_data[us_bank_account][routing_number]": "110000000",
+            "payment_method_data[us_bank_account][account_number]": ACH_ACCOUNT,
+            "payment_method_data[us_bank_account][account_holder_type]": "company",
+            "payment_method_data[billing_details][name]": "Accounts Payable",
+            "mandate_data[customer_acceptance][type]": "offline"}), "confirming the bank account")
+        expect(stripe.post(f"/v1/setup_intents/{setup['setup_intent_id']}/verify_microdeposits",
+                           data={"amounts[]": ["32", "45"]}), "verifying the microdeposits")
+    return expect(payments.post(f"/v1/clients/{client_id}/payment-methods",
+                                json={"setup_intent_id": setup["setup_intent_id"]}), "saving the bank account")
+
+
+def pay_out(demo: Demo, tenants: list[str]) -> None:
+    """After PAYOUT_AFTER_S, Stripe pays out each demo MSP's settled charges less their fees; the payout
+    event goes to payments as Stripe sends it (signed), and gl_posting books the deposit."""
+    time.sleep(PAYOUT_AFTER_S)
+    for tenant in tenants:
+        try:
+            count, net = pay_out_tenant(demo, tenant)
+            if count:
+                demo.say(f"Stripe paid out {count} charges of {tenant} ({net / 100:,.2f} USD): a deposit follows "
+                         "in the books")
+        except (DemoStepFailed, httpx.HTTPError) as exc:
+            demo.say(f"WARNING: no payout for {tenant} ({exc})")
+
+
+def pay_out_tenant(demo: Demo, tenant: str) -> tuple[int, int]:
+    with api(demo.platform, "payments", tenant) as payments, stripe_client(demo) as stripe:
+        settled = [p for p in expect(payments.get("/v1/payments", params={"limit": 200}), "listing payments")["items"]
+                   if p["status"] == "succeeded" and p["stripe_payment_intent_id"]]
+        transactions = []
+        for payment in settled:
+            intent = expect(stripe.get(f"/v1/payment_intents/{payment['stripe_payment_intent_id']}"), "reading a charge")
+            charge = intent.get("latest_charge") or (intent.get("charges") or {}).get("data", [{}])[0].get("id")
+            if charge:
+                transactions.append({"type": "charge", "source": charge, "amount": payment["amount_minor"],
+                                     "fee": payment["fee_minor"] or stripe_card_fee(payment["amount_minor"])})
+        if not transactions:
+            return 0, 0
+        payout = expect(stripe.post("/_sim/payouts", json={"currency": "usd", "arrival_date": int(time.time()),
+                                                           "transactions": transactions}), "booking the payout")
+    body = json.dumps(payout["event"]).encode()
+    stamp = int(time.time())
+    secret = demo.platform.env["PAYLOOP_STRIPE_WEBHOOK_SECRET"]
+    signature = hmac.new(secret.encode(), f"{stamp}.".encode() + body, hashlib.sha256).hexdigest()
+    payments_url = f"http://127.0.0.1:{demo.platform.service_port(service('payments'))}"
+    expect(httpx.post(f"{payments_url}/webhooks/stripe", content=body, timeout=30, headers={
+        "Content-Type": "application/json", "Stripe-Signature": f"t={stamp},v1={signature}"}), "delivering payout.paid")
+    return len(transactions), sum(t["amount"] - t["fee"] for t in transactions)
+
+
+def stripe_card_fee(amount_minor: int) -> int:
+    """Stripe's standard US card price, 2.9% + 30 cents, when the charge carried no fee."""
+    return amount_minor * 29 // 1000 + 30
 
 
 def client_invoices(payments: httpx.Client, client_id: str) -> list[dict] | None:

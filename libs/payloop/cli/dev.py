@@ -96,7 +96,8 @@ class DevPlatform:
         localstripe = self.port(LOCALSTRIPE_PORT)
         self._spawn("localstripe", [str(Path(sys.executable).parent / "localstripe"), "--port", str(localstripe)])
         self._spawn("stripe", [sys.executable, "-m", "payloop.simulators.stripe_sandbox", "--port",
-                               str(self.port(STRIPE_PORT)), "--localstripe", f"http://127.0.0.1:{localstripe}"],
+                               str(self.port(STRIPE_PORT)), "--localstripe", f"http://127.0.0.1:{localstripe}",
+                               "--speed", str(self.speed)],
                     log=self.root / "logs" / "sim-stripe.log")
         self.env.setdefault("PAYLOOP_STRIPE_API_BASE", f"http://127.0.0.1:{self.port(STRIPE_PORT)}")
         self.env.setdefault("PAYLOOP_STRIPE_WEBHOOK_SECRET", "whsec_" + secrets.token_hex(16))

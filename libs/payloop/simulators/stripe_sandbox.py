@@ -20,8 +20,9 @@ objects shaped as in `fixtures3.json`) and Stripe's documented test values (docs
 - An optional rate limit (`--rate-limit N` requests per second on `/v1/`): a 429 with Stripe's
   `rate_limit` error, before anything else happens.
 
-Test controls (not Stripe's API): `POST /_sim/advance {"days": 4}` moves the sandbox clock and
-settles what is due (webhooks delivered before it answers), `GET /_sim/clock`,
+The sandbox clock is wall time, `speed` times faster when started with `--speed` (then due ACH
+debits settle by themselves every second). Test controls (not Stripe's API): `POST /_sim/advance
+{"days": 4}` moves the sandbox clock and settles what is due (webhooks delivered before it answers), `GET /_sim/clock`,
 `POST /_sim/charges/{id}/return {"failure_code": "insufficient_funds"}` returns a succeeded ACH
 debit late, `POST /_sim/payment_methods/{id}/decline {"decline_code": "insufficient_funds"}` makes
 a saved card decline from now on (`null` clears it), `POST /_sim/payouts` (stripe_extras),
@@ -191,12 +192,16 @@ class StripeSandbox:
     """One Stripe base URL for the payments service: what localstripe lacks, answered here."""
 
     def __init__(self, localstripe: str, *, host: str = "127.0.0.1", port: int | None = None,
-                 rate_limit: float | None = None):
+                 rate_limit: float | None = None, speed: float = 1.0):
         self.localstripe = localstripe.rstrip("/")
         self.host, self.port = host, port or free_port()
         self.extras = StripeExtras(host, self.port)
         self.limit = RateLimit(rate_limit) if rate_limit else None
-        self.offset_s = 0  # how far the sandbox clock runs ahead of wall time
+        self.offset_s = 0  # how far the sandbox clock was moved ahead of wall time
+        # Simulated seconds per real second (`payloop dev --speed`): ACH debits settle on that calendar.
+        self.speed = speed
+        self._started = time.time()
+        self._settler: asyncio.Task | None = None
         self.webhooks: dict[str, Webhook] = {}
         self.objects: dict[str, dict[str, Any]] = {}  # everything this server made, by id
         self.bank_accounts: dict[str, str] = {}  # us_bank_account PaymentMethod id -> account number
@@ -221,9 +226,27 @@ class StripeSandbox:
         self._runner = web.AppRunner(self.app())
         await self._runner.setup()
         await web.TCPSite(self._runner, self.host, self.port).start()
+        if self.speed != 1:
+            self._settler = asyncio.get_running_loop().create_task(self._settle_as_time_passes())
         return self
 
+    async def _settle_as_time_passes(self) -> None:
+        """On a faster calendar the banking days pass by themselves: settle what is due every second."""
+        while True:
+            await asyncio.sleep(1)
+            self._settle_due()
+
+    def _settle_due(self) -> list[dict[str, Any]]:
+        events = []
+        for charge_id, due in sorted(self.settling.items(), key=lambda item: item[1]):
+            if due <= self.now():
+                del self.settling[charge_id]
+                events += self._settle_ach(self.objects[charge_id])
+        return events
+
     async def stop(self) -> None:
+        if self._settler:
+            self._settler.cancel()
         await self.delivered()
         if self._runner:
             await self._runner.cleanup()
@@ -241,7 +264,8 @@ class StripeSandbox:
             return await answer.json()
 
     def now(self) -> int:
-        return int(time.time()) + self.offset_s
+        wall = time.time()
+        return int(wall + (wall - self._started) * (self.speed - 1)) + self.offset_s
 
     def app(self) -> web.Application:
         app = web.Application(middlewares=[self._rate_limited, self._late, self._idempotent])
@@ -400,11 +424,7 @@ class StripeSandbox:
             return _error(400, "the clock only moves forward")
         await self.delivered()
         self.offset_s += step
-        events = []
-        for charge_id, due in sorted(self.settling.items(), key=lambda item: item[1]):
-            if due <= self.now():
-                del self.settling[charge_id]
-                events += self._settle_ach(self.objects[charge_id])
+        events = self._settle_due()
         await self.delivered()
         return web.json_response({"now": self.now(), "events": [{"id": e["id"], "type": e["type"]} for e in events]})
 
@@ -766,11 +786,12 @@ def main() -> None:
     parser.add_argument("--port", type=int, default=8420)
     parser.add_argument("--localstripe", required=True, help="localstripe's base URL, e.g. http://127.0.0.1:8421")
     parser.add_argument("--rate-limit", type=float, default=None, help="requests per second on /v1/ (429 above)")
+    parser.add_argument("--speed", type=float, default=1.0, help="simulated seconds per real second (ACH settles)")
     args = parser.parse_args()
 
     async def serve() -> None:
         sandbox = await StripeSandbox(args.localstripe, host=args.host, port=args.port,
-                                      rate_limit=args.rate_limit).start()
+                                      rate_limit=args.rate_limit, speed=args.speed).start()
         print(f"stripe sandbox on {sandbox.url} (localstripe at {args.localstripe})", flush=True)
         try:
             await asyncio.Event().wait()

@@ -102,3 +102,20 @@ async def test_an_idempotency_key_gets_its_first_answer_even_from_localstripe(st
         # Without a key, or with another, each request is its own.
         fresh = await stripe.post("/v1/payment_intents", data=charge, headers={"Idempotency-Key": "attempt-2"})
         assert fresh.json()["id"] != first.json()["id"]
+
+
+async def test_on_a_faster_calendar_ach_debits_settle_by_themselves(localstripe):
+    sandbox = await StripeSandbox(localstripe, speed=400_000).start()  # four banking days in about a second
+    try:
+        async with httpx.AsyncClient(base_url=sandbox.url, headers=KEY) as stripe:
+            debit = await stripe.post("/v1/payment_intents", data={
+                "amount": "900", "currency": "usd", "confirm": "true", "payment_method": "pm_usBankAccount_success"})
+            assert debit.json()["status"] == "processing"
+            for _ in range(100):
+                intent = (await stripe.get(f"/v1/payment_intents/{debit.json()['id']}")).json()
+                if intent["status"] != "processing":
+                    break
+                await asyncio.sleep(0.1)
+        assert intent["status"] == "succeeded"
+    finally:
+        await sandbox.stop()
