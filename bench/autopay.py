@@ -15,6 +15,8 @@ code bounded it.
 from __future__ import annotations
 
 import asyncio
+import subprocess
+import sys
 import time
 import uuid
 from datetime import date, timedelta
@@ -69,8 +71,6 @@ class Stripe:
         self.sandbox: CountingSandbox | None = None
 
     async def start(self) -> "Stripe":
-        import subprocess
-        import sys
         port = free_port()
         (self.root / "localstripe").mkdir(exist_ok=True)
         self.localstripe = subprocess.Popen(

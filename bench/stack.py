@@ -10,6 +10,7 @@ the inbox row of the consumer), read from one server clock. `now()` would give t
 """
 from __future__ import annotations
 
+import asyncio
 import os
 import shutil
 import sys
@@ -66,8 +67,6 @@ class Stack:
         self.say(f"PostgreSQL on :{self.postgres.port}, Tansu on :{self.broker.port}, under {self.root}")
 
     def _enable_commit_timestamps(self) -> None:
-        import asyncio
-
         async def alter() -> None:
             conn = await asyncpg.connect(asyncpg_dsn(self.postgres.url()))
             try:
