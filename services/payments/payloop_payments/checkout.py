@@ -21,9 +21,9 @@ from payloop.checkout_links import CheckoutGrant, InvalidCheckoutLink, verify_ch
 from payloop.problems import Problem
 from payloop.tenant_replica import TenantProfile, load_profile
 
-from payloop_payments import charging, methods, repository
+from payloop_payments import charging, installments, methods, repository
 from payloop_payments.charging import PaymentRequest
-from payloop_payments.models import Client, Invoice, Payment, PaymentAllocation, PaymentMethod
+from payloop_payments.models import Client, InstallmentPlan, Invoice, Payment, PaymentAllocation, PaymentMethod
 from payloop_payments.stripe_gateway import StripeGateway
 
 log = structlog.get_logger(__name__)
@@ -151,9 +151,7 @@ async def pay(factory: async_sessionmaker[AsyncSession], gateway: StripeGateway,
     The nonce comes from the page (one per payment attempt), so a double click or a retried request
     finds the payment the first one made instead of charging again.
     """
-    if not NONCE.match(nonce):
-        raise Problem(422, "Invalid request", "Idempotency-Key must be 8-64 letters, digits or dashes")
-    key = f"checkout:{link}:{nonce}"
+    key = _page_key("checkout", link, nonce)
     async with factory() as session:
         existing = await repository.payment_by_key(session, grant.tenant_id, key)
         if existing is None:
@@ -162,14 +160,8 @@ async def pay(factory: async_sessionmaker[AsyncSession], gateway: StripeGateway,
         if existing.client_id != grant.client_id:
             raise Problem(422, "Idempotency-Key reused", "this key belongs to another payment")
         return existing.id
-    if bank_account_id is not None:
-        async with factory() as session:
-            method = next((m for m in await _saved_bank_accounts(session, grant) if m.id == bank_account_id), None)
-        if method is None:
-            raise Problem(422, "Unknown bank account", "choose one of the bank accounts this page offers")
-        keep = True  # it was saved before this payment; paying with it does not forget it
-    else:
-        method = await methods.save_method(factory, gateway, grant.tenant_id, grant.client_id, setup_intent_id)
+    method = await _method_for(factory, gateway, grant, setup_intent_id, bank_account_id)
+    keep = keep or bank_account_id is not None  # saved before this payment; paying with it does not forget it
     payment_id, created = await charging.start(factory, gateway, PaymentRequest(
         tenant_id=grant.tenant_id, client_id=grant.client_id, payment_method_id=method.id, idempotency_key=key,
         origin="checkout", client_initiated=True, amount_minor=sum(allocations.values()), allocations=allocations))
@@ -190,6 +182,87 @@ async def pay(factory: async_sessionmaker[AsyncSession], gateway: StripeGateway,
         await gateway.detach_method(method.stripe_payment_method_id, account)
     log.info("payments.checkout.paid", link=link, payment_id=str(payment_id), status=payment.status)
     return payment_id
+
+
+def _page_key(kind: str, link: str, nonce: str) -> str:
+    """Our idempotency key for what one page nonce of one link does."""
+    if not NONCE.match(nonce):
+        raise Problem(422, "Invalid request", "Idempotency-Key must be 8-64 letters, digits or dashes")
+    return f"{kind}:{link}:{nonce}"
+
+
+async def _method_for(factory: async_sessionmaker[AsyncSession], gateway: StripeGateway, grant: CheckoutGrant,
+                      setup_intent_id: str | None, bank_account_id: uuid.UUID | None) -> PaymentMethod:
+    """The card the page just saved, or one of the bank accounts the page offered."""
+    if bank_account_id is None:
+        return await methods.save_method(factory, gateway, grant.tenant_id, grant.client_id, setup_intent_id)
+    async with factory() as session:
+        method = next((m for m in await _saved_bank_accounts(session, grant) if m.id == bank_account_id), None)
+    if method is None:
+        raise Problem(422, "Unknown bank account", "choose one of the bank accounts this page offers")
+    return method
+
+
+# What a payer may choose alone, without talking to the MSP: a few monthly parts, the first today.
+PLAN_PARTS = (2, 3, 4)
+PLAN_EVERY_DAYS = 30
+
+
+@dataclass(frozen=True)
+class PlanQuote:
+    invoice: Invoice
+    total_minor: int
+    parts: list[tuple[date, int]]  # (due day, amount); the first is charged when the plan is confirmed
+
+
+async def quote_plan(session: AsyncSession, grant: CheckoutGrant, invoice_id: str, parts: int,
+                     now: datetime) -> PlanQuote:
+    """The schedule a plan would have, exactly as `start_plan` would create it."""
+    if parts not in PLAN_PARTS:
+        raise Problem(422, "Invalid request", f"an installment plan has {', '.join(map(str, PLAN_PARTS))} parts")
+    _, invoices = await _granted(session, grant)
+    invoice = next((i for i in invoices if i.invoice_id == invoice_id), None)
+    if invoice is None:
+        raise Problem(422, "Invoice not in this link", f"invoice {invoice_id} cannot be paid with this link")
+    balance = repository.invoice_open_minor(invoice)
+    today = await installments.tenant_today(session, grant.tenant_id, now)
+    return PlanQuote(invoice, balance, installments.schedule(balance, parts, today, PLAN_EVERY_DAYS))
+
+
+async def start_plan(factory: async_sessionmaker[AsyncSession], gateway: StripeGateway, grant: CheckoutGrant, *,
+                     link: str, nonce: str, invoice_id: str, parts: int, setup_intent_id: str | None,
+                     bank_account_id: uuid.UUID | None, now: datetime) -> tuple[InstallmentPlan, uuid.UUID | None]:
+    """Put one invoice on an installment plan and charge its first part at once; one plan per page nonce.
+
+    The method is kept (the scheduler charges the later parts to it). The first part is charged with
+    the part's own idempotency key, the one the scheduler would use, so it is charged once whoever
+    gets there first. A declined first part cancels the plan: the payer may try another method.
+    """
+    key = _page_key("checkout-plan", link, nonce)
+    async with factory() as session:
+        replay = await installments.plan_by_key(session, grant.tenant_id, key)
+        if replay is None:
+            await quote_plan(session, grant, invoice_id, parts, now)  # validates the choice before saving a card
+    method_id = replay.payment_method_id if replay else \
+        (await _method_for(factory, gateway, grant, setup_intent_id, bank_account_id)).id
+    async with factory() as session, session.begin():
+        plan = await installments.create_plan(
+            session, grant.tenant_id, grant.client_id, invoice_id=invoice_id, payment_method_id=method_id,
+            parts=parts, first_due_on=None, every_days=PLAN_EVERY_DAYS, idempotency_key=key, now=now)
+        first = (await installments.plan_parts(session, plan))[0].part
+    payment_id, _ = await charging.start(factory, gateway, PaymentRequest(
+        tenant_id=grant.tenant_id, client_id=grant.client_id, payment_method_id=plan.payment_method_id,
+        idempotency_key=installments.part_key(first.id), origin="installment", client_initiated=True,
+        amount_minor=first.amount_minor, allocations={invoice_id: first.amount_minor},
+        installment_part_id=first.id), now=now)
+    async with factory() as session, session.begin():
+        payment = await session.get(Payment, payment_id)
+        if payment.status == "failed":
+            row = await session.get(InstallmentPlan, plan.id, with_for_update=True)
+            row.status = "cancelled"
+    log.info("payments.checkout.plan", link=link, plan_id=str(plan.id), payment_id=str(payment_id),
+             status=payment.status)
+    return plan, payment_id
 
 
 async def _check_allocations(session: AsyncSession, grant: CheckoutGrant, allocations: dict[str, int]) -> None:

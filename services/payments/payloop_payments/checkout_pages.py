@@ -13,7 +13,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import jinja2
-from fastapi import APIRouter, Header, Request
+from fastapi import APIRouter, Header, Query, Request
 from fastapi.responses import FileResponse, HTMLResponse
 
 from payloop.problems import PROBLEM_RESPONSES, Problem
@@ -21,7 +21,11 @@ from payloop.ratelimit import RateLimiter, rate_limited
 
 from payloop_payments import checkout
 from payloop_payments.checkout import Brand, LinkRefused
-from payloop_payments.schemas import CheckoutPay, CheckoutPaid, CheckoutSetup, CheckoutSetupOut
+from payloop_payments.models import InstallmentPlan, Payment
+from payloop_payments.schemas import (
+    CheckoutPaid, CheckoutPay, CheckoutPlan, CheckoutPlanOut, CheckoutPlanQuote, CheckoutSetup, CheckoutSetupOut,
+    ScheduledPartOut,
+)
 from payloop_payments.settings import PaymentsSettings, payments_settings
 
 router = APIRouter(tags=["checkout"], responses=PROBLEM_RESPONSES)
@@ -94,7 +98,7 @@ async def checkout_page(token: str, request: Request) -> HTMLResponse:
         return await _refused(request, refusal)
     settings = payments_settings()
     return _page("checkout.html", view=view, brand=view.brand, token=token, stripe_js_url=settings.js_url(),
-                 publishable_key=settings.publishable_key())
+                 publishable_key=settings.publishable_key(), plan_parts=checkout.PLAN_PARTS)
 
 
 @router.post("/checkout/{token}/setup-intents", response_model=CheckoutSetupOut, status_code=201,
@@ -129,11 +133,49 @@ async def checkout_pay(token: str, body: CheckoutPay, request: Request,
                                     keep=body.save_method, autopay=body.autopay)
     async with factory() as session:
         found = await checkout.receipt(session, grant, payment_id)
-    payment = found.payment
+    return _paid(token, found.payment)
+
+
+def _paid(token: str, payment: Payment) -> CheckoutPaid:
     attempt_failed = payment.status == "failed"
     return CheckoutPaid(payment_id=payment.id, status=payment.status, amount_minor=payment.amount_minor,
                         currency=payment.currency, receipt_url=f"/checkout/{token}/receipts/{payment.id}",
                         message=_decline_message(payment.last_decline_code) if attempt_failed else None)
+
+
+@router.get("/checkout/{token}/installment-quote", response_model=CheckoutPlanQuote,
+            summary="The schedule an installment plan of one invoice would have (dates and exact amounts)")
+async def checkout_plan_quote(token: str, request: Request, invoice_id: str = Query(max_length=128),
+                              parts: int = Query(ge=2, le=4)) -> CheckoutPlanQuote:
+    from payloop_payments.api import clock_of
+
+    grant = _grant(token)
+    async with request.app.state.session_factory() as session:
+        quote = await checkout.quote_plan(session, grant, invoice_id, parts, clock_of(request.app).now())
+    return CheckoutPlanQuote(invoice_id=invoice_id, currency=quote.invoice.currency, total_minor=quote.total_minor,
+                             parts=[ScheduledPartOut(seq=seq, due_on=due_on, amount_minor=amount)
+                                    for seq, (due_on, amount) in enumerate(quote.parts, start=1)])
+
+
+@router.post("/checkout/{token}/installment-plans", response_model=CheckoutPlanOut, status_code=201,
+             summary="Pay one invoice in parts: the first now, the rest monthly on the same method "
+                     "(Idempotency-Key required)",
+             dependencies=[rate_limited(_LIMITER)])
+async def checkout_plan(token: str, body: CheckoutPlan, request: Request,
+                        idempotency_key: str = Header(alias="Idempotency-Key", max_length=64)) -> CheckoutPlanOut:
+    from payloop_payments.api import clock_of, gateway_of, plan_out
+
+    grant = _grant(token)
+    factory = request.app.state.session_factory
+    plan, payment_id = await checkout.start_plan(
+        factory, gateway_of(request.app), grant, link=checkout.link_ref(token), nonce=idempotency_key,
+        invoice_id=body.invoice_id, parts=body.parts, setup_intent_id=body.setup_intent_id,
+        bank_account_id=body.payment_method_id, now=clock_of(request.app).now())
+    async with factory() as session:
+        shown = await plan_out(session, await session.get(InstallmentPlan, plan.id))
+        found = await checkout.receipt(session, grant, payment_id) if payment_id else None
+    return CheckoutPlanOut(plan_id=shown.id, status=shown.status, currency=shown.currency, parts=shown.parts,
+                           first_payment=_paid(token, found.payment) if found else None)
 
 
 def _decline_message(code: str | None) -> str:

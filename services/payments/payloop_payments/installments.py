@@ -46,15 +46,16 @@ class PartState:
 async def create_plan(session: AsyncSession, tenant_id: str, client_id: str, *, invoice_id: str,
                       payment_method_id: uuid.UUID, parts: int, first_due_on: date | None, every_days: int,
                       idempotency_key: str, now: datetime) -> InstallmentPlan:
-    existing = await session.scalar(select(InstallmentPlan).where(
-        InstallmentPlan.tenant_id == tenant_id, InstallmentPlan.idempotency_key == idempotency_key))
+    if await repository.client(session, tenant_id, client_id) is None:
+        raise NotFound("client")
+    # The invoice's row lock comes before the key lookup: a concurrent duplicate (a double-clicked
+    # checkout) waits here, then finds the first request's plan instead of colliding with it.
+    invoice = await repository.invoice(session, tenant_id, invoice_id, lock=True)
+    existing = await plan_by_key(session, tenant_id, idempotency_key)
     if existing is not None:
         if (existing.client_id, existing.invoice_id) != (client_id, invoice_id):
             raise Problem(422, "Idempotency-Key reused", "this Idempotency-Key was used for another plan")
         return existing
-    if await repository.client(session, tenant_id, client_id) is None:
-        raise NotFound("client")
-    invoice = await repository.invoice(session, tenant_id, invoice_id, lock=True)
     if invoice is None or invoice.client_id != client_id:
         raise NotFound("invoice")
     method = await repository.method(session, tenant_id, payment_method_id)
@@ -63,11 +64,7 @@ async def create_plan(session: AsyncSession, tenant_id: str, client_id: str, *, 
     if method.status != "active":
         raise Problem(409, "Payment method unusable", f"the payment method is {method.status}")
     balance = repository.invoice_open_minor(invoice)
-    try:
-        amounts = split_installments(balance, parts)
-    except AllocationError as exc:
-        raise Problem(422, "Cannot split the balance", str(exc)) from None
-    start = first_due_on or await _tenant_today(session, tenant_id, now)
+    dated = schedule(balance, parts, first_due_on or await tenant_today(session, tenant_id, now), every_days)
     plan = InstallmentPlan(tenant_id=tenant_id, client_id=client_id, invoice_id=invoice_id,
                            payment_method_id=method.id, idempotency_key=idempotency_key, currency=invoice.currency,
                            total_minor=balance, status="active", created_at=now)
@@ -77,20 +74,27 @@ async def create_plan(session: AsyncSession, tenant_id: str, client_id: str, *, 
             await session.flush()
     except IntegrityError:
         raise Problem(409, "Invoice already on a plan", "cancel the invoice's active plan first") from None
-    for seq, amount in enumerate(amounts, start=1):
-        session.add(InstallmentPart(plan_id=plan.id, tenant_id=tenant_id, seq=seq,
-                                    due_on=start + timedelta(days=every_days * (seq - 1)), amount_minor=amount))
+    for seq, (due_on, amount) in enumerate(dated, start=1):
+        session.add(InstallmentPart(plan_id=plan.id, tenant_id=tenant_id, seq=seq, due_on=due_on, amount_minor=amount))
     await session.flush()
     await outbox.publish(session, new_event(
         "installment_plan.created", tenant_id=tenant_id, client_id=client_id, producer=PRODUCER, data={
             "plan_id": str(plan.id), "invoice_id": invoice_id, "payment_method_id": str(method.id),
             "currency": plan.currency,
-            "parts": [{"due_on": (start + timedelta(days=every_days * i)).isoformat(), "amount_minor": a}
-                      for i, a in enumerate(amounts)]}))
+            "parts": [{"due_on": due_on.isoformat(), "amount_minor": a} for due_on, a in dated]}))
     return plan
 
 
-async def _tenant_today(session: AsyncSession, tenant_id: str, now: datetime) -> date:
+def schedule(balance_minor: int, parts: int, start: date, every_days: int) -> list[tuple[date, int]]:
+    """The parts a plan would have: (due day, amount), amounts summing exactly to the balance."""
+    try:
+        amounts = split_installments(balance_minor, parts)
+    except AllocationError as exc:
+        raise Problem(422, "Cannot split the balance", str(exc)) from None
+    return [(start + timedelta(days=every_days * i), amount) for i, amount in enumerate(amounts)]
+
+
+async def tenant_today(session: AsyncSession, tenant_id: str, now: datetime) -> date:
     profile = await load_profile(session, tenant_id)
     return now.astimezone(ZoneInfo(profile.timezone if profile else "UTC")).date()
 
@@ -106,6 +110,11 @@ async def plan_parts(session: AsyncSession, plan: InstallmentPlan) -> list[PartS
 async def plan(session: AsyncSession, tenant_id: str, plan_id: uuid.UUID) -> InstallmentPlan | None:
     found = await session.get(InstallmentPlan, plan_id)
     return found if found is not None and found.tenant_id == tenant_id else None
+
+
+async def plan_by_key(session: AsyncSession, tenant_id: str, idempotency_key: str) -> InstallmentPlan | None:
+    return await session.scalar(select(InstallmentPlan).where(
+        InstallmentPlan.tenant_id == tenant_id, InstallmentPlan.idempotency_key == idempotency_key))
 
 
 async def plans_of(session: AsyncSession, tenant_id: str, client_id: str) -> list[InstallmentPlan]:

@@ -167,17 +167,20 @@ class CheckoutSetupOut(BaseModel):
     client_secret: str
 
 
-class CheckoutPay(CheckoutSetup):
+class CheckoutMethod(BaseModel):
     setup_intent_id: str | None = Field(None, max_length=100,
                                         description="The SetupIntent the page confirmed with Stripe.js (a new card)")
     payment_method_id: uuid.UUID | None = Field(None, description="Or a bank account the client saved before")
-    allocations: list[AllocationIn] = Field(min_length=1, max_length=100)
 
     @model_validator(mode="after")
-    def one_method(self) -> "CheckoutPay":
+    def one_method(self) -> "CheckoutMethod":
         if (self.setup_intent_id is None) == (self.payment_method_id is None):
             raise ValueError("give either setup_intent_id (a new card) or payment_method_id (a saved bank account)")
         return self
+
+
+class CheckoutPay(CheckoutSetup, CheckoutMethod):
+    allocations: list[AllocationIn] = Field(min_length=1, max_length=100)
 
 
 class CheckoutPaid(BaseModel):
@@ -197,10 +200,13 @@ class InstallmentPlanCreate(BaseModel):
     every_days: int = Field(30, ge=7, le=92, description="Days between parts")
 
 
-class InstallmentPartOut(BaseModel):
+class ScheduledPartOut(BaseModel):
     seq: int
     due_on: date
     amount_minor: int
+
+
+class InstallmentPartOut(ScheduledPartOut):
     status: str = Field(description="scheduled, or the status of the part's payment")
     payment_id: uuid.UUID | None
 
@@ -215,3 +221,23 @@ class InstallmentPlanOut(BaseModel):
     status: str
     created_at: datetime
     parts: list[InstallmentPartOut]
+
+
+class CheckoutPlanQuote(BaseModel):
+    invoice_id: str
+    currency: str
+    total_minor: int = Field(description="The invoice's open balance, split exactly into the parts")
+    parts: list[ScheduledPartOut] = Field(description="The first part is charged when the plan is confirmed")
+
+
+class CheckoutPlan(CheckoutMethod):
+    invoice_id: str = Field(max_length=128)
+    parts: int = Field(ge=2, le=4, description="How many monthly parts the invoice's open balance is split into")
+
+
+class CheckoutPlanOut(BaseModel):
+    plan_id: uuid.UUID
+    status: str = Field(description="The plan's status: active, or cancelled when the first part was declined")
+    currency: str
+    parts: list[InstallmentPartOut]
+    first_payment: CheckoutPaid | None

@@ -1,12 +1,14 @@
 """The checkout's JSON calls without a browser: one payment per Idempotency-Key under concurrent
 double submits, a declined card is not retried (client-initiated), links are checked on every call,
-and a flood of calls on one link is rate-limited."""
+a flood of calls on one link is rate-limited, and an installment plan chosen at checkout."""
 import asyncio
+import uuid
 from datetime import date, timedelta
 
 from payloop.checkout_links import mint_checkout_token
 
-from payloop_payments.api import gateway_of
+from payloop_payments import scheduler
+from payloop_payments.api import clock_of, gateway_of
 
 
 async def confirmed_setup(client, link: str, card: str = "pm_card_visa", **options) -> str:
@@ -119,3 +121,69 @@ async def test_only_the_clients_own_saved_bank_account_can_pay(payments, token, 
                                json={**body, "setup_intent_id": "seti_x"})
     assert both.status_code == 422
     assert await kit.outbox_events(payments, "payment.initiated", "t-own") == []
+
+
+async def test_an_installment_plan_chosen_at_checkout(payments, token, kit):
+    """The payer sees the schedule, confirms it once (a double submit makes one plan and one first
+    charge), the first part is charged at once and the scheduler charges the rest on their days."""
+    tenant = f"t-plan-{uuid.uuid4().hex[:8]}"
+    headers = token(tenant, "admin")
+    await kit.seed_tenant(payments, tenant)
+    await kit.seed_client(payments, tenant, "acme")
+    await kit.seed_invoice(payments, tenant, "acme", "big-1", 100_001, due=date.today())
+    link = mint_checkout_token(tenant, "acme", [])
+    today = clock_of(payments.app).now().date()
+
+    quote = await payments.get(f"/checkout/{link}/installment-quote", params={"invoice_id": "big-1", "parts": 3})
+    assert quote.status_code == 200, quote.text
+    days = [today + timedelta(days=30 * i) for i in range(3)]
+    expected = [(1, days[0].isoformat(), 33_334), (2, days[1].isoformat(), 33_334), (3, days[2].isoformat(), 33_333)]
+    assert quote.json()["total_minor"] == 100_001
+    assert [(p["seq"], p["due_on"], p["amount_minor"]) for p in quote.json()["parts"]] == expected
+    for refused in ({"invoice_id": "big-1", "parts": 5}, {"invoice_id": "elsewhere", "parts": 2}):
+        assert (await payments.get(f"/checkout/{link}/installment-quote", params=refused)).status_code == 422
+
+    intent = await confirmed_setup(payments, link)
+    submit = {"json": {"setup_intent_id": intent, "invoice_id": "big-1", "parts": 3},
+              "headers": {"Idempotency-Key": "plan-nonce-0001"}}
+    first, second = await asyncio.gather(payments.post(f"/checkout/{link}/installment-plans", **submit),
+                                         payments.post(f"/checkout/{link}/installment-plans", **submit))
+    assert first.status_code == second.status_code == 201, (first.text[:300], second.text[:300])
+    plan = first.json()
+    assert second.json()["plan_id"] == plan["plan_id"] and plan["status"] == "active"
+    assert second.json()["first_payment"]["payment_id"] == plan["first_payment"]["payment_id"]
+    assert [(p["seq"], p["due_on"], p["amount_minor"]) for p in plan["parts"]] == expected
+    assert len(await kit.outbox_events(payments, "installment_plan.created", tenant)) == 1
+    initiated = await kit.outbox_events(payments, "payment.initiated", tenant)
+    assert [(e["data"]["amount_minor"], e["data"]["origin"]) for e in initiated] == [(33_334, "installment")]
+    invoices = (await payments.get("/v1/clients/acme/invoices", headers=headers)).json()
+    assert invoices[0]["open_minor"] == 100_001 - 33_334
+    shown = (await payments.get(f"/v1/installment-plans/{plan['plan_id']}", headers=headers)).json()
+    assert [p["status"] for p in shown["parts"]] == ["succeeded", "scheduled", "scheduled"]
+    # The plan keeps the card; the scheduler charges the second part on its day, not before.
+    now = kit.utc(today.year, today.month, today.day)
+    factory, gateway = payments.app.state.session_factory, payments.app.state.gateway
+    assert await scheduler.run_once(factory, gateway, now=now) == 0
+    assert await scheduler.run_once(factory, gateway, now=now + timedelta(days=30)) == 1
+    shown = (await payments.get(f"/v1/installment-plans/{plan['plan_id']}", headers=headers)).json()
+    assert [p["status"] for p in shown["parts"]] == ["succeeded", "succeeded", "scheduled"]
+
+
+async def test_a_declined_first_part_cancels_the_checkout_plan(payments, token, kit):
+    tenant = f"t-pland-{uuid.uuid4().hex[:8]}"
+    await kit.seed_tenant(payments, tenant)
+    await kit.seed_client(payments, tenant, "dud")
+    await kit.seed_invoice(payments, tenant, "dud", "x-1", 9_000, due=date.today())
+    link = mint_checkout_token(tenant, "dud", [])
+    declined = await payments.post(
+        f"/checkout/{link}/installment-plans", headers={"Idempotency-Key": "plan-declined-1"},
+        json={"setup_intent_id": await confirmed_setup(payments, link, card="pm_card_chargeCustomerFail"),
+              "invoice_id": "x-1", "parts": 2})
+    assert declined.status_code == 201, declined.text
+    assert declined.json()["status"] == "cancelled" and declined.json()["first_payment"]["status"] == "failed"
+    # The payer tries another card: a new plan for the same invoice is accepted.
+    again = await payments.post(
+        f"/checkout/{link}/installment-plans", headers={"Idempotency-Key": "plan-declined-2"},
+        json={"setup_intent_id": await confirmed_setup(payments, link), "invoice_id": "x-1", "parts": 2})
+    assert again.status_code == 201, again.text
+    assert again.json()["status"] == "active" and again.json()["first_payment"]["amount_minor"] == 4_500

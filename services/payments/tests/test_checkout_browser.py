@@ -1,9 +1,10 @@
 """The hosted checkout in headless Chromium (Debian's chromium), paying with localstripe's Stripe.js
 stand-in: branding, invoices of the link, a card payment through the same charging path as the API,
-the receipt, keyboard-only use on a phone-sized screen. Screenshots of each page are kept in
+the receipt, keyboard-only use on a phone-sized screen, an installment plan with its schedule. Screenshots of each page are kept in
 `.payloop/test-artifacts/payments/` (or $PAYLOOP_TEST_ARTIFACTS)."""
 import asyncio
 import os
+import uuid
 from contextlib import asynccontextmanager
 from datetime import date, timedelta
 from pathlib import Path
@@ -144,7 +145,9 @@ async def test_partial_payment_by_keyboard_on_a_phone(payments, token, kit):
         await page.keyboard.press("Tab")
         assert await page.evaluate("document.activeElement.id") == "save-card"
         await page.keyboard.press("Space")  # keep this card
+        await page.keyboard.press("Tab")  # auto-pay
         await page.keyboard.press("Tab")
+        assert await page.evaluate("document.activeElement.id") == "plan-parts"
         await page.keyboard.press("Tab")
         assert await page.evaluate("document.activeElement.id") == "pay-button"
         box = await page.locator("#pay-button").bounding_box()
@@ -210,3 +213,33 @@ async def test_a_saved_bank_account_pays_from_the_page(payments, stripe_webhooks
     assert [e["data"]["payment_id"] for e in settled] == [initiated[0]["data"]["payment_id"]]
     methods = (await payments.get("/v1/clients/acme/payment-methods", headers=headers)).json()
     assert [(m["id"], m["status"]) for m in methods] == [(account["id"], "active")]  # still saved
+
+
+async def test_an_installment_plan_with_its_schedule_shown_before_confirming(payments, token, kit):
+    tenant = f"t-plan-{uuid.uuid4().hex[:8]}"
+    headers = token(tenant, "admin")
+    await kit.seed_tenant(payments, tenant, branding=BRANDING)
+    await kit.seed_client(payments, tenant, "acme")
+    await kit.seed_invoice(payments, tenant, "acme", "pl-1", 100_001, due=date.today())
+    await kit.seed_invoice(payments, tenant, "acme", "pl-2", 5_000, due=date.today())
+    link = mint_checkout_token(tenant, "acme", [])
+
+    async with browser_on(payments, viewport={"width": 390, "height": 844}) as page:
+        await page.goto(f"{page.base}/checkout/{link}")
+        await page.select_option("#plan-parts", "3")
+        assert await page.locator("#plan-schedule").is_hidden()  # two invoices chosen: no plan yet
+        await page.uncheck("#pay-2")
+        await page.locator("#plan-schedule").wait_for(state="visible")
+        rows = [await r.inner_text() for r in await page.locator("#plan-schedule tbody tr").all()]
+        assert [row.split("\t")[-1] for row in rows] == ["USD 333.34", "USD 333.34", "USD 333.33"]
+        assert await page.text_content("#pay-total") == "USD 333.34 now"
+        await shot(page, "checkout-installments")
+        await fill_card(page)
+        await page.click("#pay-button")
+        await page.wait_for_url("**/receipts/*")
+        assert await page.text_content("#receipt-amount") == "USD 333.34"
+        assert page.errors == []
+
+    plans = (await payments.get("/v1/clients/acme/installment-plans", headers=headers)).json()
+    assert [[p["status"] for p in plan["parts"]] for plan in plans] == [["succeeded", "scheduled", "scheduled"]]
+    assert await open_minor(payments, headers, "acme") == {"pl-1": 100_001 - 33_334, "pl-2": 5_000}

@@ -1,5 +1,5 @@
-// The hosted checkout page: choose invoices and amounts, then a saved bank account or a new card
-// (saved with Stripe.js), and pay once.
+// The hosted checkout page: choose invoices and amounts (or one invoice in installments, with the
+// schedule shown before confirming), then a saved bank account or a new card (saved with Stripe.js).
 // Amounts are handled as integer minor units (cents) parsed from text, never as floats.
 (() => {
   'use strict';
@@ -64,11 +64,50 @@
     cardFields.hidden = bankAccount() !== null;
   }
 
+  const planParts = document.getElementById('plan-parts');
+  const schedule = document.getElementById('plan-schedule');
+  let quoted = null;   // the schedule on screen: {invoice_id, parts, first_minor}
+  let quoteSeq = 0;    // answers to older quote requests are ignored
+
+  // The one invoice a plan would cover, or a sentence saying why there is none.
+  function planInvoice() {
+    const picked = Array.from(form.querySelectorAll('li.invoice'))
+      .filter(item => item.querySelector('.pay-invoice').checked);
+    return picked.length === 1 ? picked[0].dataset.invoice : null;
+  }
+
+  async function showSchedule() {
+    const seq = ++quoteSeq;
+    quoted = null;
+    schedule.hidden = true;
+    const parts = planParts.value;
+    const invoiceId = planInvoice();
+    if (!parts || !invoiceId) return;
+    const url = `${form.dataset.quoteUrl}?invoice_id=${encodeURIComponent(invoiceId)}&parts=${parts}`;
+    const response = await fetch(url, {credentials: 'same-origin'});
+    const answer = await response.json().catch(() => ({}));
+    if (seq !== quoteSeq) return;
+    if (!response.ok) return fail(answer.detail || 'This invoice cannot be split.');
+    const body = schedule.querySelector('tbody');
+    body.replaceChildren(...answer.parts.map(part => {
+      const row = document.createElement('tr');
+      for (const text of [`${part.seq} of ${answer.parts.length}`, part.due_on, format(part.amount_minor)]) {
+        const cell = document.createElement('td');
+        cell.textContent = text;
+        row.append(cell);
+      }
+      return row;
+    }));
+    schedule.hidden = false;
+    quoted = {invoice_id: invoiceId, parts: parseInt(parts, 10), first_minor: answer.parts[0].amount_minor};
+    refresh();
+  }
+
   function refresh() {
     const {allocations} = chosen();
     const total = allocations.reduce((sum, a) => sum + a.amount_minor, 0);
     document.getElementById('total').textContent = format(total);
-    document.getElementById('pay-total').textContent = format(total);
+    document.getElementById('pay-total').textContent = quoted ? `${format(quoted.first_minor)} now` : format(total);
   }
 
   async function post(url, body, headers = {}) {
@@ -90,12 +129,18 @@
   }
 
   form.addEventListener('input', refresh);
-  form.addEventListener('change', () => { showCardFields(); refresh(); });
+  form.addEventListener('change', event => {
+    showCardFields();
+    refresh();
+    // Only the plan or the choice of invoices changes the schedule (not typing in the card fields).
+    if (event.target === planParts || event.target.classList.contains('pay-invoice')) showSchedule();
+  });
   form.addEventListener('submit', async event => {
     event.preventDefault();
     if (busy) return;
     const {allocations, problems} = chosen();
-    if (problems.length) return fail(problems.join(' '));
+    if (planParts.value && !quoted) return fail('Choose exactly one invoice to pay in installments.');
+    if (problems.length && !quoted) return fail(problems.join(' '));
     busy = true;
     button.disabled = true;
     button.setAttribute('aria-busy', 'true');
@@ -115,8 +160,10 @@
         method = {setup_intent_id: confirmed.setupIntent.id};
       }
       progress.textContent = 'Paying…';
-      const paid = await post(form.dataset.payUrl, {...options, ...method, allocations},
-                              {'Idempotency-Key': idempotencyKey});
+      const paid = quoted
+        ? (await post(form.dataset.planUrl, {...method, invoice_id: quoted.invoice_id, parts: quoted.parts},
+                      {'Idempotency-Key': idempotencyKey})).first_payment
+        : await post(form.dataset.payUrl, {...options, ...method, allocations}, {'Idempotency-Key': idempotencyKey});
       if (paid.status === 'failed') {
         idempotencyKey = newKey();  // a declined card may be replaced: that is a new payment
         return fail(paid.message || 'The payment was declined.');
