@@ -276,9 +276,14 @@ def save_bank_account(demo: Demo, payments: httpx.Client, client_id: str) -> dic
 
 
 def pay_out(demo: Demo, tenants: list[str]) -> None:
-    """After PAYOUT_AFTER_S, Stripe pays out each demo MSP's settled charges less their fees; the payout
-    event goes to payments as Stripe sends it (signed), and gl_posting books the deposit."""
+    """After PAYOUT_AFTER_S, the declined card's client retries with a new card, then Stripe pays out each
+    demo MSP's settled charges less their fees; the payout event goes to payments as Stripe sends it
+    (signed), and gl_posting books the deposit."""
     time.sleep(PAYOUT_AFTER_S)
+    try:
+        recover_declined(demo)
+    except (DemoStepFailed, httpx.HTTPError) as exc:
+        demo.say(f"WARNING: the declined card's client did not retry ({exc})")
     for tenant in tenants:
         try:
             count, net = pay_out_tenant(demo, tenant)
@@ -287,6 +292,21 @@ def pay_out(demo: Demo, tenants: list[str]) -> None:
                          "in the books")
         except (DemoStepFailed, httpx.HTTPError) as exc:
             demo.say(f"WARNING: no payout for {tenant} ({exc})")
+
+
+def recover_declined(demo: Demo) -> None:
+    """The client whose card declined saves a new card and pays now (a client's retry, which uses none of
+    the dunning budget): the failed charge is retried and settles before the payout."""
+    with api(demo.platform, "payments") as payments:
+        failed = [p for p in expect(payments.get("/v1/payments", params={"limit": 200}), "listing payments")["items"]
+                  if p["status"] == "failed" and p["origin"] == "autopay"]
+        for payment in failed[:1]:
+            method = save_card(demo, payments, payment["client_id"], GOOD_CARD)
+            retried = expect(payments.post(f"/v1/payments/{payment['id']}/retry",
+                                           json={"payment_method_id": method["id"]},
+                                           headers={"Idempotency-Key": f"demo-retry-{payment['id']}"}),
+                             "retrying the declined payment")
+            demo.say(f"the declined card's client saved a new card and retried: payment {retried['status']}")
 
 
 def pay_out_tenant(demo: Demo, tenant: str) -> tuple[int, int]:
