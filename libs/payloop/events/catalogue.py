@@ -196,6 +196,9 @@ class PaymentBase(EventData):
     amount_minor: Minor
     currency: Currency
     fee_minor: Minor = 0
+    # A card convenience fee charged on top of amount_minor (the processor charged the sum): the
+    # MSP's income, in no allocation. Consumers that ignore it see amount = allocations + credit.
+    surcharge_minor: Minor = 0
     allocations: list[Allocation]
     attempt: int = 1
     processor: ProcessorRef

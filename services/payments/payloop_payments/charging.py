@@ -50,10 +50,14 @@ class PaymentRequest:
     invoice_ids: list[str] | None = None
     installment_part_id: uuid.UUID | None = None
     use_credit: bool = False  # apply the client's credit before charging (auto-pay, full balance)
+    surcharge_minor: int = 0  # charged on top of amount_minor, allocated to no invoice (card convenience fee)
 
     def fingerprint(self) -> str:
-        body = json.dumps([self.client_id, str(self.payment_method_id), self.amount_minor, self.allocations,
-                           sorted(self.invoice_ids or [])], sort_keys=True)
+        fields = [self.client_id, str(self.payment_method_id), self.amount_minor, self.allocations,
+                  sorted(self.invoice_ids or [])]
+        if self.surcharge_minor:  # only then: fingerprints of payments without one stay as they were
+            fields.append(self.surcharge_minor)
+        body = json.dumps(fields, sort_keys=True)
         return hashlib.sha256(body.encode()).hexdigest()
 
 
@@ -74,7 +78,7 @@ async def payment_event(session: AsyncSession, type: str, payment: Payment, *, a
     allocations = await repository.allocations_of(session, payment.id)
     data = {
         "payment_id": str(payment.id), "method": method_summary(method), "amount_minor": payment.amount_minor,
-        "currency": payment.currency, "fee_minor": payment.fee_minor,
+        "currency": payment.currency, "fee_minor": payment.fee_minor, "surcharge_minor": payment.surcharge_minor,
         "allocations": [{"invoice_id": a.invoice_id, "amount_minor": a.amount_minor} for a in allocations],
         "credit_minor": payment.credit_minor, "attempt": attempt or payment.attempt_count,
         "processor": {"name": "stripe", "payment_intent_id": payment.stripe_payment_intent_id,
@@ -160,7 +164,8 @@ async def _reserve(session: AsyncSession, request: PaymentRequest, now: datetime
                       idempotency_key=request.idempotency_key, request_fingerprint=request.fingerprint(),
                       origin=request.origin, payment_method_id=method.id, amount_minor=amount, currency=currency,
                       credit_minor=result.credit_minor, status="pending", attempt_count=1,
-                      installment_part_id=request.installment_part_id, fee_minor=0, refunded_minor=0,
+                      installment_part_id=request.installment_part_id, fee_minor=0,
+                      surcharge_minor=request.surcharge_minor, refunded_minor=0,
                       disputed_minor=0)
     session.add(payment)
     await session.flush()
@@ -207,7 +212,8 @@ async def present(factory: async_sessionmaker[AsyncSession], gateway: StripeGate
     try:
         result = await gateway.charge(
             customer_id=client.stripe_customer_id, payment_method_id=method.stripe_payment_method_id,
-            method_type=method.type, amount_minor=payment.amount_minor, currency=payment.currency,
+            method_type=method.type, amount_minor=payment.amount_minor + payment.surcharge_minor,
+            currency=payment.currency,
             idempotency_key=f"payloop-attempt-{attempt.id}", off_session=not attempt.client_initiated,
             metadata={"tenant_id": payment.tenant_id, "payment_id": str(payment.id), "attempt_id": str(attempt.id)},
             account=account)

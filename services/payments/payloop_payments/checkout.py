@@ -102,6 +102,7 @@ class CheckoutView:
     invoices: list[OpenInvoiceView]
     currency: str
     bank_accounts: list[PaymentMethod]  # saved and usable: the page offers them beside a new card
+    card_fee_bps: int  # the tenant's card convenience fee, 0 when it charges none
 
 
 async def brand_of(session: AsyncSession, tenant_id: str) -> Brand:
@@ -126,7 +127,23 @@ async def load_view(session: AsyncSession, grant: CheckoutGrant, now: datetime) 
              if repository.invoice_open_minor(i) > 0]
     currency = views[0].invoice.currency if views else (profile.currency if profile else "USD")
     return CheckoutView(grant, Brand.of(profile), client, views, currency,
-                        await _saved_bank_accounts(session, grant))
+                        await _saved_bank_accounts(session, grant), card_fee_bps(profile))
+
+
+def card_fee_bps(profile: TenantProfile | None) -> int:
+    """The tenant's `convenience_fee.card_basis_points` (validated by the tenants service, 0-400)."""
+    fee = (profile.settings if profile else {}).get("convenience_fee") or {}
+    bps = fee.get("card_basis_points", 0)
+    return bps if isinstance(bps, int) and 0 <= bps <= 400 else 0
+
+
+def card_fee(amount_minor: int, bps: int) -> int:
+    """The convenience fee on a card payment, in minor units, rounded half up to the cent."""
+    return (amount_minor * bps + 5_000) // 10_000
+
+
+async def card_fee_of(session: AsyncSession, tenant_id: str, amount_minor: int) -> int:
+    return card_fee(amount_minor, card_fee_bps(await load_profile(session, tenant_id)))
 
 
 async def _saved_bank_accounts(session: AsyncSession, grant: CheckoutGrant) -> list[PaymentMethod]:
@@ -144,12 +161,14 @@ async def start_card_setup(factory: async_sessionmaker[AsyncSession], gateway: S
 
 async def pay(factory: async_sessionmaker[AsyncSession], gateway: StripeGateway, grant: CheckoutGrant, *,
               link: str, nonce: str, setup_intent_id: str | None, bank_account_id: uuid.UUID | None,
-              allocations: dict[str, int], keep: bool, autopay: bool) -> uuid.UUID:
+              allocations: dict[str, int], keep: bool, autopay: bool, card_fee_shown: int) -> uuid.UUID:
     """Charge the card the page just saved (or a bank account the client saved before) for the chosen
     invoices; one payment per page nonce.
 
     The nonce comes from the page (one per payment attempt), so a double click or a retried request
-    finds the payment the first one made instead of charging again.
+    finds the payment the first one made instead of charging again. A card pays the tenant's
+    convenience fee on top, which the page showed (`card_fee_shown`); a fee the payer did not see
+    (the setting changed meanwhile) is refused rather than charged. A bank account never pays one.
     """
     key = _page_key("checkout", link, nonce)
     async with factory() as session:
@@ -162,9 +181,17 @@ async def pay(factory: async_sessionmaker[AsyncSession], gateway: StripeGateway,
         return existing.id
     method = await _method_for(factory, gateway, grant, setup_intent_id, bank_account_id)
     keep = keep or bank_account_id is not None  # saved before this payment; paying with it does not forget it
+    amount = sum(allocations.values())
+    fee = 0
+    if method.type == "card":
+        async with factory() as session:
+            fee = await card_fee_of(session, grant.tenant_id, amount)
+    if fee != card_fee_shown:
+        raise Problem(409, "Convenience fee changed",
+                      f"the card convenience fee on this payment is {fee} (minor units); review it and pay again")
     payment_id, created = await charging.start(factory, gateway, PaymentRequest(
         tenant_id=grant.tenant_id, client_id=grant.client_id, payment_method_id=method.id, idempotency_key=key,
-        origin="checkout", client_initiated=True, amount_minor=sum(allocations.values()), allocations=allocations))
+        origin="checkout", client_initiated=True, amount_minor=amount, allocations=allocations, surcharge_minor=fee))
     if not created:
         return payment_id  # a concurrent duplicate: the first request finishes what follows
     async with factory() as session, session.begin():

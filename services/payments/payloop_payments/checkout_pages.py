@@ -18,12 +18,13 @@ from fastapi.responses import FileResponse, HTMLResponse
 
 from payloop.problems import PROBLEM_RESPONSES, Problem
 from payloop.ratelimit import RateLimiter, rate_limited
+from payloop.tenant_replica import load_profile
 
 from payloop_payments import checkout
 from payloop_payments.checkout import Brand, LinkRefused
 from payloop_payments.models import InstallmentPlan, Payment
 from payloop_payments.schemas import (
-    CheckoutPaid, CheckoutPay, CheckoutPlan, CheckoutPlanOut, CheckoutPlanQuote, CheckoutSetup, CheckoutSetupOut,
+    CheckoutCardFee, CheckoutPaid, CheckoutPay, CheckoutPlan, CheckoutPlanOut, CheckoutPlanQuote, CheckoutSetup, CheckoutSetupOut,
     ScheduledPartOut,
 )
 from payloop_payments.settings import PaymentsSettings, payments_settings
@@ -130,7 +131,7 @@ async def checkout_pay(token: str, body: CheckoutPay, request: Request,
     payment_id = await checkout.pay(factory, gateway_of(request.app), grant, link=checkout.link_ref(token),
                                     nonce=idempotency_key, setup_intent_id=body.setup_intent_id,
                                     bank_account_id=body.payment_method_id, allocations=allocations,
-                                    keep=body.save_method, autopay=body.autopay)
+                                    keep=body.save_method, autopay=body.autopay, card_fee_shown=body.card_fee_minor)
     async with factory() as session:
         found = await checkout.receipt(session, grant, payment_id)
     return _paid(token, found.payment)
@@ -139,8 +140,20 @@ async def checkout_pay(token: str, body: CheckoutPay, request: Request,
 def _paid(token: str, payment: Payment) -> CheckoutPaid:
     attempt_failed = payment.status == "failed"
     return CheckoutPaid(payment_id=payment.id, status=payment.status, amount_minor=payment.amount_minor,
-                        currency=payment.currency, receipt_url=f"/checkout/{token}/receipts/{payment.id}",
+                        card_fee_minor=payment.surcharge_minor, currency=payment.currency, receipt_url=f"/checkout/{token}/receipts/{payment.id}",
                         message=_decline_message(payment.last_decline_code) if attempt_failed else None)
+
+
+@router.get("/checkout/{token}/card-fee", response_model=CheckoutCardFee,
+            summary="The card convenience fee on an amount, shown before paying")
+async def checkout_card_fee(token: str, request: Request,
+                            amount_minor: int = Query(ge=1, le=10**11)) -> CheckoutCardFee:
+    grant = _grant(token)
+    async with request.app.state.session_factory() as session:
+        bps = checkout.card_fee_bps(await load_profile(session, grant.tenant_id))
+    fee = checkout.card_fee(amount_minor, bps)
+    return CheckoutCardFee(amount_minor=amount_minor, card_basis_points=bps, card_fee_minor=fee,
+                           card_total_minor=amount_minor + fee)
 
 
 @router.get("/checkout/{token}/installment-quote", response_model=CheckoutPlanQuote,

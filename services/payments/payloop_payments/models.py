@@ -141,6 +141,8 @@ class Payment(PaymentsBase):
     currency: Mapped[str] = mapped_column(String(3))
     credit_minor: Mapped[int] = mapped_column(BigInteger, default=0)  # overpayment kept as client credit
     fee_minor: Mapped[int] = mapped_column(BigInteger, default=0)
+    # A card convenience fee charged on top of amount_minor: the MSP's income, allocated to no invoice.
+    surcharge_minor: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
     refunded_minor: Mapped[int] = mapped_column(BigInteger, default=0)
     disputed_minor: Mapped[int] = mapped_column(BigInteger, default=0)
     # pending|processing|succeeded|failed|refunded|partially_refunded|disputed

@@ -181,12 +181,22 @@ class CheckoutMethod(BaseModel):
 
 class CheckoutPay(CheckoutSetup, CheckoutMethod):
     allocations: list[AllocationIn] = Field(min_length=1, max_length=100)
+    card_fee_minor: int = Field(0, ge=0, description="The card convenience fee the page showed (see the card-fee "
+                                                     "quote); a payment whose fee differs is refused with 409")
+
+
+class CheckoutCardFee(BaseModel):
+    amount_minor: int = Field(description="What goes to the invoices")
+    card_basis_points: int = Field(description="The tenant's card convenience fee, 1/100 %; 0 when none")
+    card_fee_minor: int = Field(description="Charged on top when paying by card (never by bank account)")
+    card_total_minor: int
 
 
 class CheckoutPaid(BaseModel):
     payment_id: uuid.UUID
     status: str
-    amount_minor: int
+    amount_minor: int = Field(description="What goes to the invoices")
+    card_fee_minor: int = Field(0, description="The convenience fee charged on top (cards only)")
     currency: str
     receipt_url: str
     message: str | None = Field(None, description="What to tell the payer when the card was declined")

@@ -1,9 +1,12 @@
 """The checkout's JSON calls without a browser: one payment per Idempotency-Key under concurrent
 double submits, a declined card is not retried (client-initiated), links are checked on every call,
-a flood of calls on one link is rate-limited, and an installment plan chosen at checkout."""
+a flood of calls on one link is rate-limited, an installment plan chosen at checkout, and the
+tenant's card convenience fee (quoted, charged on top, allocated to no invoice, never on ACH)."""
 import asyncio
 import uuid
 from datetime import date, timedelta
+
+import httpx
 
 from payloop.checkout_links import mint_checkout_token
 
@@ -187,3 +190,62 @@ async def test_a_declined_first_part_cancels_the_checkout_plan(payments, token, 
         json={"setup_intent_id": await confirmed_setup(payments, link), "invoice_id": "x-1", "parts": 2})
     assert again.status_code == 201, again.text
     assert again.json()["status"] == "active" and again.json()["first_payment"]["amount_minor"] == 4_500
+
+
+async def test_a_card_convenience_fee_is_quoted_charged_on_top_and_allocated_to_no_invoice(payments, token, kit,
+                                                                                           stripe_sandbox):
+    tenant = f"t-fee-{uuid.uuid4().hex[:8]}"
+    headers = token(tenant, "admin")
+    await kit.seed_tenant(payments, tenant, convenience_fee={"card_basis_points": 250, "ach_fixed_minor": 0})
+    await kit.seed_client(payments, tenant, "acme")
+    await kit.seed_invoice(payments, tenant, "acme", "f-1", 6_000, due=date.today())
+    await kit.seed_invoice(payments, tenant, "acme", "f-2", 4_020, due=date.today())
+    link = mint_checkout_token(tenant, "acme", [])
+    page = await payments.get(f"/checkout/{link}")
+    assert 'data-card-fee-bps="250"' in page.text and "Card convenience fee (2.50 %)" in page.text
+
+    # 10,020 x 2.5 % = 250.50 exactly: half a cent rounds up.
+    quote = (await payments.get(f"/checkout/{link}/card-fee", params={"amount_minor": 10_020})).json()
+    assert quote == {"amount_minor": 10_020, "card_basis_points": 250, "card_fee_minor": 251, "card_total_minor": 10_271}
+    below_half = (await payments.get(f"/checkout/{link}/card-fee", params={"amount_minor": 10_019})).json()
+    assert below_half["card_fee_minor"] == 250  # 250.475
+
+    body = {"setup_intent_id": await confirmed_setup(payments, link),
+            "allocations": [{"invoice_id": "f-1", "amount_minor": 6_000}, {"invoice_id": "f-2", "amount_minor": 4_020}]}
+    unseen = await payments.post(f"/checkout/{link}/payments", json=body, headers={"Idempotency-Key": "fee-nonce-01"})
+    assert unseen.status_code == 409, unseen.text  # a fee the payer was not shown is never charged
+    paid = await payments.post(f"/checkout/{link}/payments", json={**body, "card_fee_minor": 251},
+                               headers={"Idempotency-Key": "fee-nonce-02"})
+    assert paid.status_code == 201, paid.text
+    assert (paid.json()["status"], paid.json()["amount_minor"], paid.json()["card_fee_minor"]) == ("succeeded", 10_020, 251)
+
+    settled = await kit.outbox_events(payments, "payment.settled", tenant)
+    assert len(settled) == 1
+    data = settled[0]["data"]
+    assert (data["amount_minor"], data["surcharge_minor"], data["credit_minor"]) == (10_020, 251, 0)
+    assert data["allocations"] == [{"invoice_id": "f-1", "amount_minor": 6_000}, {"invoice_id": "f-2", "amount_minor": 4_020}]
+    async with httpx.AsyncClient(base_url=stripe_sandbox.url, headers={"Authorization": "Bearer sk_test_sandbox"}) as api:
+        intent = (await api.get(f"/v1/payment_intents/{data['processor']['payment_intent_id']}")).json()
+    assert intent["amount"] == 10_271  # invoices + fee
+    invoices = (await payments.get("/v1/clients/acme/invoices", headers=headers)).json()
+    assert {i["invoice_id"]: i["open_minor"] for i in invoices} == {"f-1": 0, "f-2": 0}
+    assert "Of which card convenience fee" in (await payments.get(paid.json()["receipt_url"])).text
+
+
+async def test_a_bank_account_never_pays_the_card_fee(payments, token, kit):
+    tenant = f"t-feeach-{uuid.uuid4().hex[:8]}"
+    headers = token(tenant, "admin")
+    await kit.seed_tenant(payments, tenant, convenience_fee={"card_basis_points": 300, "ach_fixed_minor": 0})
+    await kit.seed_client(payments, tenant, "acme")
+    await kit.seed_invoice(payments, tenant, "acme", "a-1", 50_000, due=date.today())
+    account = await kit.save_bank_account(payments, headers, "acme")
+    link = mint_checkout_token(tenant, "acme", [])
+    body = {"payment_method_id": account["id"], "allocations": [{"invoice_id": "a-1", "amount_minor": 50_000}]}
+    charged_a_fee = await payments.post(f"/checkout/{link}/payments", json={**body, "card_fee_minor": 1_500},
+                                        headers={"Idempotency-Key": "ach-fee-nonce-1"})
+    assert charged_a_fee.status_code == 409
+    paid = await payments.post(f"/checkout/{link}/payments", json=body, headers={"Idempotency-Key": "ach-fee-nonce-2"})
+    assert paid.status_code == 201, paid.text
+    assert (paid.json()["amount_minor"], paid.json()["card_fee_minor"]) == (50_000, 0)
+    initiated = await kit.outbox_events(payments, "payment.initiated", tenant)
+    assert [(e["data"]["amount_minor"], e["data"]["surcharge_minor"]) for e in initiated] == [(50_000, 0)]

@@ -103,11 +103,22 @@
     refresh();
   }
 
+  // The tenant's card convenience fee on a card payment, rounded half up to the cent like the server
+  // does (integers only); a bank account and an installment plan pay none.
+  const feeBps = parseInt(form.dataset.cardFeeBps, 10);
+  const cardFee = total => (bankAccount() === null && !quoted ? Math.floor((total * feeBps + 5000) / 10000) : 0);
+
   function refresh() {
     const {allocations} = chosen();
     const total = allocations.reduce((sum, a) => sum + a.amount_minor, 0);
+    const fee = cardFee(total);
     document.getElementById('total').textContent = format(total);
-    document.getElementById('pay-total').textContent = quoted ? `${format(quoted.first_minor)} now` : format(total);
+    const feeLine = document.getElementById('card-fee');
+    if (feeLine) {
+      feeLine.hidden = fee === 0;
+      document.getElementById('card-fee-amount').textContent = format(fee);
+    }
+    document.getElementById('pay-total').textContent = quoted ? `${format(quoted.first_minor)} now` : format(total + fee);
   }
 
   async function post(url, body, headers = {}) {
@@ -139,6 +150,7 @@
     event.preventDefault();
     if (busy) return;
     const {allocations, problems} = chosen();
+    const total = allocations.reduce((sum, a) => sum + a.amount_minor, 0);
     if (planParts.value && !quoted) return fail('Choose exactly one invoice to pay in installments.');
     if (problems.length && !quoted) return fail(problems.join(' '));
     busy = true;
@@ -163,7 +175,8 @@
       const paid = quoted
         ? (await post(form.dataset.planUrl, {...method, invoice_id: quoted.invoice_id, parts: quoted.parts},
                       {'Idempotency-Key': idempotencyKey})).first_payment
-        : await post(form.dataset.payUrl, {...options, ...method, allocations}, {'Idempotency-Key': idempotencyKey});
+        : await post(form.dataset.payUrl, {...options, ...method, allocations, card_fee_minor: cardFee(total)},
+                     {'Idempotency-Key': idempotencyKey});
       if (paid.status === 'failed') {
         idempotencyKey = newKey();  // a declined card may be replaced: that is a new payment
         return fail(paid.message || 'The payment was declined.');
