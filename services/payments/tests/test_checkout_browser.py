@@ -1,6 +1,6 @@
 """The hosted checkout in headless Chromium (Debian's chromium), paying with localstripe's Stripe.js
 stand-in: branding, invoices of the link, a card payment through the same charging path as the API,
-the receipt, keyboard-only use on a phone-sized screen, an installment plan with its schedule. Screenshots of each page are kept in
+the receipt, keyboard-only use on a phone-sized screen, an installment plan with its schedule, the card fee. Screenshots of each page are kept in
 `.payloop/test-artifacts/payments/` (or $PAYLOOP_TEST_ARTIFACTS)."""
 import asyncio
 import os
@@ -243,3 +243,29 @@ async def test_an_installment_plan_with_its_schedule_shown_before_confirming(pay
     plans = (await payments.get("/v1/clients/acme/installment-plans", headers=headers)).json()
     assert [[p["status"] for p in plan["parts"]] for plan in plans] == [["succeeded", "scheduled", "scheduled"]]
     assert await open_minor(payments, headers, "acme") == {"pl-1": 100_001 - 33_334, "pl-2": 5_000}
+
+
+async def test_the_card_convenience_fee_is_shown_before_paying(payments, token, kit):
+    tenant = f"t-fee-{uuid.uuid4().hex[:8]}"
+    headers = token(tenant, "admin")
+    await kit.seed_tenant(payments, tenant, branding=BRANDING, convenience_fee={"card_basis_points": 250})
+    await kit.seed_client(payments, tenant, "acme")
+    await kit.seed_invoice(payments, tenant, "acme", "fe-1", 10_020, due=date.today())
+    link = mint_checkout_token(tenant, "acme", [])
+
+    async with browser_on(payments, viewport={"width": 390, "height": 844}) as page:
+        await page.goto(f"{page.base}/checkout/{link}")
+        assert await page.text_content("#card-fee-amount") == "USD 2.51"  # 250.5 cents, half up
+        assert await page.text_content("#total") == "USD 100.20"
+        assert await page.text_content("#pay-total") == "USD 102.71"
+        await shot(page, "checkout-card-fee")
+        await fill_card(page)
+        await page.click("#pay-button")
+        await page.wait_for_url("**/receipts/*")
+        assert await page.text_content("#receipt-amount") == "USD 102.71"
+        assert await page.text_content("#receipt-card-fee") == "USD 2.51"
+        assert page.errors == []
+
+    assert await open_minor(payments, headers, "acme") == {"fe-1": 0}
+    settled = await kit.outbox_events(payments, "payment.settled", tenant)
+    assert [(e["data"]["amount_minor"], e["data"]["surcharge_minor"]) for e in settled] == [(10_020, 251)]
