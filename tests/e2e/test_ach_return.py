@@ -11,7 +11,7 @@ from decimal import Decimal
 
 import httpx
 
-from e2e_harness import today, wait_for
+from e2e_harness import wait_for
 from recomputation import settled_mismatches
 
 AMOUNT = 49_900
@@ -19,11 +19,8 @@ AMOUNT = 49_900
 
 async def test_a_returned_ach_debit_is_reversed_in_the_psa_the_books_and_the_reports(msp):
     cw, platform = msp.cw, msp.platform
-    company_id = list(cw.state.companies)[3]
-    for old in [i for i in cw.state.invoices.values() if i["company"]["id"] == company_id]:
-        cw.update_invoice(old["id"], payments=old["total"])
-    invoice = cw.new_invoice(company_id, [("MS-BASE", "1", "499.00", "Managed Services - Base Platform")])
-    cw.update_invoice(invoice["id"], dueDate=f"{today().isoformat()}T00:00:00Z")
+    company_id = msp.clean_client()
+    invoice = msp.bill(company_id, [("MS-BASE", "1", "499.00", "Managed Services - Base Platform")])
     await msp.invoice_in_books(invoice["invoiceNumber"], cw.state.companies[company_id]["name"], AMOUNT)
     await msp.sync()
     client_id = (await msp.psa_record("client", str(company_id)))["id"]

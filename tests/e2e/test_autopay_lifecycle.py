@@ -14,11 +14,8 @@ FEE = 1_477  # Stripe's 2.9% + 30 cents on 499.00
 
 async def test_autopay_invoice_closes_the_whole_loop(msp):
     cw = msp.cw
-    company_id = list(cw.state.companies)[3]  # the one company the seed left without void, credit or dispute
-    for invoice in [i for i in cw.state.invoices.values() if i["company"]["id"] == company_id]:
-        cw.update_invoice(invoice["id"], payments=invoice["total"])  # last year's invoices were paid
-    invoice = cw.new_invoice(company_id, [("MS-BASE", "1", "499.00", "Managed Services - Base Platform")])
-    cw.update_invoice(invoice["id"], dueDate=f"{today().isoformat()}T00:00:00Z")
+    company_id = msp.clean_client()  # last year's invoices were paid
+    invoice = msp.bill(company_id, [("MS-BASE", "1", "499.00", "Managed Services - Base Platform")])
     company = cw.state.companies[company_id]
     await msp.invoice_in_books(invoice["invoiceNumber"], company["name"], 49_900)
 

@@ -8,7 +8,7 @@ from decimal import Decimal
 
 import httpx
 
-from e2e_harness import today, wait_for
+from e2e_harness import wait_for
 from recomputation import settled_mismatches
 
 ANY_HOUR = {"name": "E2E", "is_default": True, "business_days": False, "send_hour": 0,
@@ -17,9 +17,7 @@ ANY_HOUR = {"name": "E2E", "is_default": True, "business_days": False, "send_hou
 
 async def test_declined_autopay_is_scheduled_for_retry_and_noticed_not_dunned(msp):
     cw, platform = msp.cw, msp.platform
-    company_id = list(cw.state.companies)[3]
-    for old in [i for i in cw.state.invoices.values() if i["company"]["id"] == company_id]:
-        cw.update_invoice(old["id"], payments=old["total"])
+    company_id = msp.clean_client()
     address = cw.state.companies[company_id]["invoiceToEmailAddress"] = f"ap@{msp.tenant}.example"
 
     async with msp.api("collections") as collections, msp.api("payments") as payments:
@@ -51,8 +49,7 @@ async def test_declined_autopay_is_scheduled_for_retry_and_noticed_not_dunned(ms
             return state["autopay_enrolled"]
         await wait_for(autopay_known, "collections to learn of the enrolment")
 
-        invoice = cw.new_invoice(company_id, [("USR-M365", "10", "22.00", "Microsoft 365 support")])
-        cw.update_invoice(invoice["id"], dueDate=f"{today().isoformat()}T00:00:00Z")
+        invoice = msp.bill(company_id, [("USR-M365", "10", "22.00", "Microsoft 365 support")])
         await msp.sync()
         invoice_id = (await msp.psa_record("invoice", str(invoice["id"])))["id"]
 

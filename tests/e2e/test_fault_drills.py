@@ -13,7 +13,7 @@ from decimal import Decimal
 
 import pytest
 
-from e2e_harness import today, wait_for
+from e2e_harness import wait_for
 from recomputation import settled_mismatches
 from payloop.services import SERVICES
 
@@ -29,16 +29,13 @@ async def test_kills_and_a_paused_broker_lose_nothing_and_double_nothing(msp):
     rng.seed(seed)
     print(f"drill seed {seed}")
     cw, platform = msp.cw, msp.platform
-    company_id = list(cw.state.companies)[3]
-    for old in [i for i in cw.state.invoices.values() if i["company"]["id"] == company_id]:
-        cw.update_invoice(old["id"], payments=old["total"])
+    company_id = msp.clean_client()
     company = cw.state.companies[company_id]
     invoices: dict[int, int] = {}  # ConnectWise invoice id -> amount in minor units
 
     async def new_invoice(n: int) -> None:
         amount = 10_000 + 100 * n
-        invoice = cw.new_invoice(company_id, [("MS-BASE", "1", f"{amount // 100}.00", f"Managed services {n}")])
-        cw.update_invoice(invoice["id"], dueDate=f"{today().isoformat()}T00:00:00Z")
+        invoice = msp.bill(company_id, [("MS-BASE", "1", f"{amount // 100}.00", f"Managed services {n}")])
         await msp.invoice_in_books(invoice["invoiceNumber"], company["name"], amount)
         invoices[invoice["id"]] = amount
 

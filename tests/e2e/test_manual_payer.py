@@ -22,11 +22,8 @@ ANY_HOUR = {"name": "E2E", "is_default": True, "business_days": False, "send_hou
 
 async def test_reminders_before_and_after_due_then_checkout_stops_them(msp):
     cw, platform = msp.cw, msp.platform
-    company_id = list(cw.state.companies)[3]
-    for old in [i for i in cw.state.invoices.values() if i["company"]["id"] == company_id]:
-        cw.update_invoice(old["id"], payments=old["total"])
-    invoice = cw.new_invoice(company_id, [("DEV-WS", "10", "45.00", "Managed Workstation")])
-    cw.update_invoice(invoice["id"], dueDate=f"{(today() + timedelta(days=3)).isoformat()}T00:00:00Z")
+    company_id = msp.clean_client()
+    invoice = msp.bill(company_id, [("DEV-WS", "10", "45.00", "Managed Workstation")], due=today() + timedelta(days=3))
     # Its own billing address: the SMTP sink is shared by every test of the session.
     address = cw.state.companies[company_id]["invoiceToEmailAddress"] = f"ap@{msp.tenant}.example"
 

@@ -12,7 +12,7 @@ models equal a recomputation from the services' own databases.
 from collections import Counter
 from decimal import Decimal
 
-from e2e_harness import today, wait_for
+from e2e_harness import wait_for
 from payloop.simulators.stripe_sandbox import LateAnswer
 from recomputation import settled_mismatches
 
@@ -27,11 +27,8 @@ async def _async(value):
 
 async def test_each_outside_write_timed_out_after_applying_is_not_repeated(msp):
     cw = msp.cw
-    company_id = list(cw.state.companies)[3]
-    for old in [i for i in cw.state.invoices.values() if i["company"]["id"] == company_id]:
-        cw.update_invoice(old["id"], payments=old["total"])
-    invoice = cw.new_invoice(company_id, [("MS-BASE", "1", "499.00", "Managed Services - Base Platform")])
-    cw.update_invoice(invoice["id"], dueDate=f"{today().isoformat()}T00:00:00Z")
+    company_id = msp.clean_client()
+    invoice = msp.bill(company_id, [("MS-BASE", "1", "499.00", "Managed Services - Base Platform")])
     await msp.invoice_in_books(invoice["invoiceNumber"], cw.state.companies[company_id]["name"], 49_900)
 
     # Each outside system applies our next write, then answers too late for us.
