@@ -19,7 +19,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="add N to every port (services 8100+N.., broker 9092+N, PostgreSQL 54329+N)")
     p.add_argument("--no-seed", action="store_true", help="do not create the demo tenant")
     p.add_argument("--speed", type=float, default=1.0,
-                   help="run the simulated calendar N times faster (collections' clock), e.g. 2880: a month in 15 min")
+                   help="run the simulated calendar N times faster (the collections and payments clocks and the "
+                        "Stripe sandbox's banking days), e.g. 2880: a month in 15 min")
     p.set_defaults(func=dev.run_dev)
 
     p = sub.add_parser("token", help="mint a dev JWT (HS256, PAYLOOP_JWT_SECRET)")
