@@ -362,6 +362,15 @@ class Msp:
         self.cw.update_invoice(invoice["id"], dueDate=f"{(due or today()).isoformat()}T00:00:00Z")
         return invoice
 
+    async def ledger_entries(self, *expected: tuple[str, str]) -> list[dict]:
+        """gl_posting's entries once they are exactly `expected` as (purpose, state) pairs: an entry is marked
+        posted just after the accounting system answers, so the books may show it a moment earlier."""
+        async def settled():
+            async with self.api("gl_posting") as gl:
+                found = (await gl.get("/v1/gl/entries", params={"limit": 200})).json()["items"]
+            return found if sorted((e["purpose"], e["state"]) for e in found) == sorted(expected) else None
+        return await wait_for(settled, f"gl_posting's entries to be {sorted(expected)}")
+
     async def books(self) -> dict:
         async with httpx.AsyncClient(base_url=self.platform.world.qbo.url) as http:
             return (await http.get(f"/_sim/companies/{self.realm}")).json()

@@ -21,7 +21,7 @@ async def test_autopay_invoice_closes_the_whole_loop(msp):
 
     # PSA -> psa_ingest -> invoice.created -> payments (and everyone else).
     counts = (await msp.sync())["counts"]
-    assert counts["invoice.created"] >= 1 and counts["errors"] == 0
+    assert counts.get("errors", 0) == 0, counts  # psa_ingest's poller may have brought the invoice in first
     client_id = (await msp.psa_record("client", str(company_id)))["id"]
     invoice_id = (await msp.psa_record("invoice", str(invoice["id"])))["id"]
     async with msp.api("payments") as payments, msp.api("reporting") as reporting:
@@ -99,9 +99,7 @@ async def test_autopay_invoice_closes_the_whole_loop(msp):
         aging = (await reporting.get("/v1/aging", params={"client_id": client_id})).json()
         assert all(row["buckets"]["total"] == 0 for row in aging["clients"])
 
-    async with msp.api("gl_posting") as gl:
-        entries = (await gl.get("/v1/gl/entries")).json()["items"]
-        assert sorted((e["purpose"], e["state"]) for e in entries) == [("deposit", "posted"), ("payment", "posted")]
+    await msp.ledger_entries(("deposit", "posted"), ("payment", "posted"))
 
 
 async def _async(value):

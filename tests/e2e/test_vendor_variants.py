@@ -98,9 +98,7 @@ async def test_autopay_loop_closes_with_every_psa_and_ledger(variant):
         await wait_for(lambda: _async(msp.partner.of_type("payout.paid", msp.tenant)), "payout.paid at the partner")
         assert await wait_for(lambda: receivables(0), "reporting to show the invoice paid")
 
-    async with msp.api("gl_posting") as gl:
-        entries = (await gl.get("/v1/gl/entries")).json()["items"]
-        assert sorted((e["purpose"], e["state"]) for e in entries) == [("deposit", "posted"), ("payment", "posted")]
+    await msp.ledger_entries(("deposit", "posted"), ("payment", "posted"))
 
     assert await settled_mismatches(msp.platform.databases, msp.tenant) == []
 
