@@ -89,6 +89,17 @@ def test_payloop_dev_is_ready_within_60s_and_ctrl_c_leaves_nothing_behind(tmp_pa
             time.sleep(1)
         assert posted and {e["system"] for e in posted} == {"xero"}, "".join(output[-20:])
 
+        # Stripe's first payout of the demo MSP's settled charges becomes a deposit in QuickBooks.
+        deadline = time.monotonic() + 90
+        while True:
+            deposits = [e for e in httpx.get(f"http://127.0.0.1:{8104 + OFFSET}/v1/gl/entries",
+                                             params={"state": "posted"},
+                                             headers={"Authorization": f"Bearer {token}"}).json()["items"]
+                        if e["purpose"] == "deposit"]
+            if deposits or time.monotonic() > deadline:
+                break
+            time.sleep(1)
+        assert deposits and deposits[0]["system"] == "quickbooks", "".join(output[-30:])
         descendants |= {p.pid for p in psutil.Process(proc.pid).children(recursive=True)}
         assert len(descendants) >= 8  # six services, PostgreSQL, broker, localstripe
     finally:

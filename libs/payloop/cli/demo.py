@@ -284,6 +284,10 @@ def pay_out(demo: Demo, tenants: list[str]) -> None:
         recover_declined(demo)
     except (DemoStepFailed, httpx.HTTPError) as exc:
         demo.say(f"WARNING: the declined card's client did not retry ({exc})")
+    try:
+        catch_up_quickbooks(demo)
+    except (DemoStepFailed, httpx.HTTPError) as exc:
+        demo.say(f"WARNING: QuickBooks did not catch up with the charged invoices ({exc})")
     for tenant in tenants:
         try:
             count, net = pay_out_tenant(demo, tenant)
@@ -307,6 +311,24 @@ def recover_declined(demo: Demo) -> None:
                                            headers={"Idempotency-Key": f"demo-retry-{payment['id']}"}),
                              "retrying the declined payment")
             demo.say(f"the declined card's client saved a new card and retried: payment {retried['status']}")
+
+
+def catch_up_quickbooks(demo: Demo) -> None:
+    """The seeding copied each client's invoices into QuickBooks as soon as payments knew some of them;
+    invoices that reached payments later were charged all the same. Copy every charged invoice the books
+    lack (the MSP's own PSA-to-books sync would have) and have gl_posting retry what it could not post."""
+    with api(demo.platform, "payments") as payments:
+        charged: dict[str, set[str]] = {}
+        for payment in expect(payments.get("/v1/payments", params={"limit": 200}), "listing payments")["items"]:
+            if payment["status"] == "succeeded":
+                charged.setdefault(payment["client_id"], set()).update(a["invoice_id"] for a in payment["allocations"])
+        invoices = {client_id: [i for i in client_invoices(payments, client_id) or [] if i["invoice_id"] in ids]
+                    for client_id, ids in charged.items()}
+    names = {c["id"]: c for c in demo.clients}
+    clients = [names[client_id] for client_id in invoices if client_id in names]
+    mirror_into_quickbooks(demo, clients, invoices, charged=True)
+    with api(demo.platform, "gl_posting") as gl:
+        expect(gl.post("/v1/gl/retries", json={}), "retrying the postings")
 
 
 def pay_out_tenant(demo: Demo, tenant: str) -> tuple[int, int]:
@@ -357,7 +379,9 @@ def save_card(demo: Demo, payments: httpx.Client, client_id: str, card: str) -> 
                                 json={"setup_intent_id": setup["setup_intent_id"]}), "saving the card")
 
 
-def mirror_into_quickbooks(demo: Demo, clients: list[dict], invoices: dict[str, list[dict]]) -> None:
+def mirror_into_quickbooks(demo: Demo, clients: list[dict], invoices: dict[str, list[dict]], *,
+                           charged: bool = False) -> None:
+    """Copy the clients' open invoices (or, with `charged`, the given invoices at their total) into the books."""
     qbo = simulator_url(demo.platform, "quickbooks")
     books = httpx.get(f"{qbo}/_sim/companies/{QUICKBOOKS_REALM}", timeout=10)
     if books.status_code != 200:
@@ -365,10 +389,11 @@ def mirror_into_quickbooks(demo: Demo, clients: list[dict], invoices: dict[str, 
     known = {i["DocNumber"] for i in books.json()["entities"].get("Invoice", [])}
     for client in clients:
         for invoice in invoices[client["id"]]:
-            if invoice["open_minor"] > 0 and invoice["number"] not in known:
+            amount = invoice["total_minor"] if charged else invoice["open_minor"]
+            if amount > 0 and invoice["number"] not in known:
                 expect(httpx.post(f"{qbo}/_sim/companies/{QUICKBOOKS_REALM}/invoices", timeout=10, json={
                     "doc_number": invoice["number"], "customer": client["data"]["name"],
-                    "amount": f"{invoice['open_minor'] // 100}.{invoice['open_minor'] % 100:02d}",
+                    "amount": f"{amount // 100}.{amount % 100:02d}",
                     "txn_date": invoice["issued_on"]}), f"copying invoice {invoice['number']} into QuickBooks")
 
 
