@@ -203,6 +203,23 @@ class PaymentBase(EventData):
     attempt: int = 1
     processor: ProcessorRef
 
+    def settlement_id(self) -> str:
+        """One settlement of the payment: a returned ACH debit re-presented later settles the same payment
+        again (as its attempt N), and consumers must count that settlement apart from the first."""
+        return self.payment_id if self.attempt <= 1 else f"{self.payment_id}.{self.attempt}"
+
+    def taken_back(self, amount_minor: int) -> list[tuple[str, int]]:
+        """What a refund, dispute or return of `amount_minor` takes from each invoice: the allocations in
+        their order until it is used up, as (invoice id, positive amount)."""
+        remaining, taken = amount_minor, []
+        for allocation in self.allocations:
+            part = min(allocation.amount_minor, remaining)
+            if part <= 0:
+                break
+            taken.append((allocation.invoice_id, part))
+            remaining -= part
+        return taken
+
 
 class PaymentInitiatedV1(PaymentBase):
     origin: Literal["autopay", "checkout", "installment", "manual"] = "checkout"

@@ -102,21 +102,25 @@ def build_handlers(clock: Clock) -> dict[str, Handler]:
                 next_attempt_at=data.next_attempt_at.isoformat() if retrying else None)
 
     async def payment_reversed(session: AsyncSession, event: Envelope, data: EventData) -> None:
-        """A refund or a dispute takes money back: the invoices it covered are owed again."""
+        """A refund, a chargeback or a returned debit takes money back: the invoices it covered are owed
+        again. An inquiry (`warning_*`) takes nothing; a won dispute gives back what its chargeback took."""
         client_id = client_of(event)
-        remaining = data.refunded_minor if event.type == "payment.refunded" else data.disputed_minor
-        reopened: list[str] = []
-        for allocation in data.allocations:
-            if remaining <= 0:
-                break
-            taken = min(remaining, allocation.amount_minor)
-            await repository.reduce_payment(session, event.tenant_id, data.payment_id, allocation.invoice_id, taken)
-            remaining -= taken
-            reopened.append(allocation.invoice_id)
-        await repository.set_invoice(session, event.tenant_id, reopened, paid_on=None)
+        if event.type == "payment.refunded":
+            taken, kind = data.taken_back(data.refunded_minor), "payment_reversed"
+        elif data.status.startswith("warning_"):
+            return
+        elif data.status == "won":
+            taken, kind = [(i, -amount) for i, amount in data.taken_back(data.disputed_minor)], "payment_restored"
+        else:
+            taken, kind = data.taken_back(data.disputed_minor), "payment_reversed"
+        for invoice_id, amount in taken:
+            await repository.reduce_payment(session, event.tenant_id, data.payment_id, invoice_id, amount)
+        invoice_ids = [invoice_id for invoice_id, _ in taken]
+        if kind == "payment_reversed":
+            await repository.set_invoice(session, event.tenant_id, invoice_ids, paid_on=None)
         if client_id:
-            await repository.add_timeline(session, event.tenant_id, client_id, "payment_reversed", clock.now(),
-                                          payment_id=data.payment_id, invoice_ids=reopened, event_type=event.type)
+            await repository.add_timeline(session, event.tenant_id, client_id, kind, clock.now(),
+                                          payment_id=data.payment_id, invoice_ids=invoice_ids, event_type=event.type)
 
     async def autopay_changed(session: AsyncSession, event: Envelope, data: EventData) -> None:
         client_id = client_of(event)

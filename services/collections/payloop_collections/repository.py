@@ -71,11 +71,12 @@ async def add_payment(session: AsyncSession, tenant_id: str, payment_id: str, in
 
 
 async def reduce_payment(session: AsyncSession, tenant_id: str, payment_id: str, invoice_id: str,
-                         refunded_minor: int) -> None:
+                         taken_minor: int) -> None:
+    """What a payment still covers of an invoice, less `taken_minor` (negative: given back)."""
     await session.execute(update(m.InvoicePayment).where(
         m.InvoicePayment.tenant_id == tenant_id, m.InvoicePayment.payment_id == payment_id,
         m.InvoicePayment.invoice_id == invoice_id,
-    ).values(amount_minor=func.greatest(m.InvoicePayment.amount_minor - refunded_minor, 0)))
+    ).values(amount_minor=func.greatest(m.InvoicePayment.amount_minor - taken_minor, 0)))
 
 
 def _collected():

@@ -63,3 +63,21 @@ async def test_a_returned_payment_puts_the_invoice_back_in_its_sequence(make_har
         h.clock.set(datetime(2026, 3, 10, 10, tzinfo=NY))  # a business day past the +3 step
         await h.tick()
         assert [m.rcpt_tos for m in sink.messages] == [["ap@c1.example"]]
+
+
+async def test_a_won_dispute_covers_the_invoice_again_and_an_inquiry_never_uncovered_it(make_harness, sink, token):
+    async with make_harness(datetime(2026, 3, 2, 10, tzinfo=NY)) as h:
+        await h.tenant_profile()
+        await h.add_client("c1", ["ap@c1.example"])
+        invoice = await h.add_invoice("c1", date(2026, 3, 5), 40_000)
+        payment = await h.settle("c1", invoice, 40_000)
+        dispute = {**payment.data, "dispute_id": "dp_1", "disputed_minor": 40_000}
+        await h.apply("payment.disputed", {**dispute, "dispute_id": "dp_0", "status": "warning_needs_response"}, "c1")
+        await h.apply("payment.disputed", {**dispute, "status": "needs_response"}, "c1")
+        await h.apply("payment.disputed", {**dispute, "status": "won"}, "c1")
+        kinds = [e["kind"] for e in (await h.client.get("/v1/collections/clients/c1/timeline",
+                                                        headers=token(h.tenant, "ar:read"))).json()["items"]]
+        assert kinds.count("payment_reversed") == 1 and kinds.count("payment_restored") == 1
+        h.clock.set(datetime(2026, 3, 10, 10, tzinfo=NY))  # past every step that would dun an open invoice
+        await h.tick()
+        assert sink.messages == []

@@ -34,15 +34,9 @@ RETRY_INITIAL_S = 5
 RETRY_MAX_S = 3600
 
 
-def _settlement(payment_id: str, attempt: int) -> str:
-    """Our reference of one settlement: a returned ACH debit re-presented later settles the same payment
-    again, and that second settlement is a payment of its own in the PSA."""
-    return payment_id if attempt <= 1 else f"{payment_id}.{attempt}"
-
-
 async def on_payment_settled(session: AsyncSession, event: Envelope, data: EventData) -> None:
     paid_on = (data.settled_at or event.occurred_at).date()
-    settlement = _settlement(data.payment_id, data.attempt)
+    settlement = data.settlement_id()
     for allocation in data.allocations:
         await _queue(session, event, payment_id=data.payment_id, invoice_id=allocation.invoice_id,
                      reference=f"payloop:{settlement}:{allocation.invoice_id}",
@@ -66,14 +60,9 @@ async def on_payment_disputed(session: AsyncSession, event: Envelope, data: Even
 
 async def _reverse(session: AsyncSession, event: Envelope, data: EventData, *, reversal_id: str,
                    amount_minor: int) -> None:
-    remaining = amount_minor
-    for allocation in data.allocations:
-        amount = min(remaining, allocation.amount_minor)
-        if amount <= 0:
-            break
-        remaining -= amount
-        await _queue(session, event, payment_id=data.payment_id, invoice_id=allocation.invoice_id,
-                     reference=f"payloop:{reversal_id}:{allocation.invoice_id}",
+    for invoice_id, amount in data.taken_back(amount_minor):
+        await _queue(session, event, payment_id=data.payment_id, invoice_id=invoice_id,
+                     reference=f"payloop:{reversal_id}:{invoice_id}",
                      amount_minor=-amount, currency=data.currency, paid_on=event.occurred_at.date())
 
 

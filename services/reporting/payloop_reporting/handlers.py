@@ -117,20 +117,8 @@ def _allocations(data: EventData) -> list[tuple[str, int]]:
 
 
 def _given_back(data: EventData, amount_minor: int) -> list[tuple[str, int]]:
-    """What a refund, dispute or return takes back: the allocations in their order until it is used up,
-    as negative reductions."""
-    remaining, back = amount_minor, []
-    for invoice_id, allocated in _allocations(data):
-        part = min(allocated, remaining)
-        if part > 0:
-            back.append((invoice_id, -part))
-            remaining -= part
-    return back
-
-
-def _settlement(data: EventData) -> str:
-    """One settlement of a payment: a returned ACH debit re-presented later settles the same payment again."""
-    return data.payment_id if data.attempt <= 1 else f"{data.payment_id}.{data.attempt}"
+    """What a refund, dispute or return takes back, as negative reductions."""
+    return [(invoice_id, -part) for invoice_id, part in data.taken_back(amount_minor)]
 
 
 def _method(data: EventData) -> str:
@@ -151,7 +139,7 @@ async def on_payment_settled(session: AsyncSession, event: Envelope, data: Event
     await rm.ensure_client(session, event.tenant_id, event.client_id)
     await rm.upsert_payment(session, event.tenant_id, event.client_id, data.model_dump(mode="json"),
                             status="succeeded", occurred_at=event.occurred_at, settled_at=settled_at)
-    await rm.record_reductions(session, event.tenant_id, "payment", _settlement(data), _allocations(data), settled_at)
+    await rm.record_reductions(session, event.tenant_id, "payment", data.settlement_id(), _allocations(data), settled_at)
     await rm.refresh_invoices(session, event.tenant_id, [i for i, _ in _allocations(data)])
     await rm.resolve_exception(session, event.tenant_id, f"payment_failed:{data.payment_id}", settled_at)
     for payout_id in await rm.payouts_with_payment(session, event.tenant_id, data.payment_id):
