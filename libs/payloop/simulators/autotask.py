@@ -30,7 +30,7 @@ from urllib.parse import quote
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
-from payloop.simulators.psa_book import Book, seed as seed_book
+from payloop.simulators.psa_book import Book
 from payloop.simulators.serving import SimulatorServer
 
 API_ROOT = "/ATServicesRest/V1.0"
@@ -293,14 +293,7 @@ class AutotaskSimulator(SimulatorServer):
     source = "autotask"
 
     def __init__(self, *, seeded: bool = True):
-        super().__init__()
-        self.state = AutotaskState()
-        if seeded:
-            book = Book()
-            seed_book(book)
-            render(book, self.state)
-        self.faults: list[Fault] = []
-        self.requests: list[dict] = []
+        super().__init__(AutotaskState(), render, seeded=seeded)
         self.app = self._build_app()
 
     @property

@@ -25,7 +25,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
-from payloop.simulators.psa_book import Book, seed as seed_book
+from payloop.simulators.psa_book import Book
 from payloop.simulators.serving import SimulatorServer
 
 CLIENT_ID = "payloop-demo-halo-client"
@@ -179,14 +179,7 @@ class HaloSimulator(SimulatorServer):
     source = "halopsa"
 
     def __init__(self, *, seeded: bool = True):
-        super().__init__()
-        self.state = HaloState()
-        if seeded:
-            book = Book()
-            seed_book(book)
-            render(book, self.state)
-        self.faults: list[Fault] = []
-        self.requests: list[dict] = []
+        super().__init__(HaloState(), render, seeded=seeded)
         self.app = self._build_app()
 
     # --- test controls ---

@@ -3,16 +3,27 @@ outgoing calls (webhooks, callbacks) in the background, where a test can wait fo
 from __future__ import annotations
 
 import asyncio
+from typing import Any, Callable
 
 import httpx
 import uvicorn
 from fastapi import FastAPI
 
+from payloop.simulators.psa_book import Book, seed
+
 
 class SimulatorServer:
     app: FastAPI
 
-    def __init__(self) -> None:
+    def __init__(self, state: Any, render: Callable[[Book, Any], None] | None = None, *, seeded: bool = True) -> None:
+        """`state` in the vendor's shape; with `render`, seeded with the MSP book every PSA simulator serves."""
+        self.state = state
+        if seeded and render is not None:
+            book = Book()
+            seed(book)
+            render(book, state)
+        self.faults: list = []
+        self.requests: list[dict] = []
         self.base_url = ""
         self.deliveries: list[asyncio.Task] = []
         self._server: uvicorn.Server | None = None

@@ -31,7 +31,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from graphql import GraphQLError, OperationDefinitionNode, build_schema, execute, parse, validate
 
-from payloop.simulators.psa_book import Book, seed as seed_book
+from payloop.simulators.psa_book import Book
 from payloop.simulators.serving import SimulatorServer
 
 API_PATH = "/msp"
@@ -273,17 +273,10 @@ class SuperOpsSimulator(SimulatorServer):
     source = "superops"
 
     def __init__(self, *, seeded: bool = True):
-        super().__init__()
-        self.state = SuperOpsState()
-        if seeded:
-            book = Book()
-            seed_book(book)
-            render(book, self.state)
+        super().__init__(SuperOpsState(), render, seeded=seeded)
         self.schema = build_schema(SCHEMA_FILE.read_text())
         self.requests_per_minute = REQUESTS_PER_MINUTE
         self._window: list[float] = []
-        self.faults: list[Fault] = []
-        self.requests: list[dict] = []
         self.app = self._build_app()
 
     @property
