@@ -446,6 +446,20 @@ class Msp:
             assert saved.status_code == 201, saved.text
             return {**saved.json(), "stripe_payment_method_id": confirmed.json()["payment_method"]}
 
+    async def enroll_autopay(self, client_id: str, method: dict | None = None) -> dict:
+        """Once payments knows the client: a saved card (unless `method` is given) on auto-pay, charged on
+        the due date. Returns the method."""
+        async with self.api("payments") as payments:
+            async def client_known():
+                answer = await payments.get(f"/v1/clients/{client_id}/invoices")
+                return answer.status_code == 200 and answer.json()
+            await wait_for(client_known, "payments to learn of the client")
+            method = method or await self.save_card(client_id)
+            answer = await payments.put(f"/v1/clients/{client_id}/autopay",
+                                        json={"payment_method_id": method["id"], "rule": "on_due"})
+            assert answer.status_code == 200, answer.text
+            return method
+
     async def payments_clock(self, **move) -> dict:
         """Move the payments service's clock (`now`, `advance_seconds`): it is the whole process's."""
         async with self.api("payments") as payments:

@@ -42,14 +42,7 @@ async def test_kills_and_a_paused_broker_lose_nothing_and_double_nothing(msp):
     await new_invoice(0)
     await msp.sync()
     client_id = (await msp.psa_record("client", str(company_id)))["id"]
-    async with msp.api("payments") as payments:
-        async def client_known():
-            return (await payments.get(f"/v1/clients/{client_id}/invoices")).json()
-        await wait_for(client_known, "payments to learn of the client")
-        method = await msp.save_card(client_id)
-        answer = await payments.put(f"/v1/clients/{client_id}/autopay",
-                                    json={"payment_method_id": method["id"], "rule": "on_due"})
-        assert answer.status_code == 200, answer.text
+    await msp.enroll_autopay(client_id)
 
     kills = 0
     for n in range(1, ROUNDS + 1):

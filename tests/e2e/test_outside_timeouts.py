@@ -40,14 +40,7 @@ async def test_each_outside_write_timed_out_after_applying_is_not_repeated(msp):
 
     await msp.sync()
     client_id = (await msp.psa_record("client", str(company_id)))["id"]
-    async with msp.api("payments") as payments:
-        async def client_known():
-            return (await payments.get(f"/v1/clients/{client_id}/invoices")).json()
-        await wait_for(client_known, "payments to learn of the client")
-        method = await msp.save_card(client_id)
-        answer = await payments.put(f"/v1/clients/{client_id}/autopay",
-                                    json={"payment_method_id": method["id"], "rule": "on_due"})
-        assert answer.status_code == 200, answer.text
+    await msp.enroll_autopay(client_id)
 
     async def paid_in_psa():
         return cw.state.invoices[invoice["id"]]["status"]["name"] == "Paid"

@@ -292,7 +292,7 @@ def pay_out(demo: Demo, tenants: list[str]) -> None:
         try:
             count, net = pay_out_tenant(demo, tenant)
             if count:
-                demo.say(f"Stripe paid out {count} charges of {tenant} ({net / 100:,.2f} USD): a deposit follows "
+                demo.say(f"Stripe paid out {count} charges of {tenant} ({major(net)} USD): a deposit follows "
                          "in the books")
         except (DemoStepFailed, httpx.HTTPError) as exc:
             demo.say(f"WARNING: no payout for {tenant} ({exc})")
@@ -356,6 +356,11 @@ def pay_out_tenant(demo: Demo, tenant: str) -> tuple[int, int]:
     return len(transactions), sum(t["amount"] - t["fee"] for t in transactions)
 
 
+def major(amount_minor: int) -> str:
+    """Minor units as the decimal string the simulators take ("1234.05"), exactly."""
+    return f"{amount_minor // 100}.{amount_minor % 100:02d}"
+
+
 def stripe_card_fee(amount_minor: int) -> int:
     """Stripe's standard US card price, 2.9% + 30 cents, when the charge carried no fee."""
     return amount_minor * 29 // 1000 + 30
@@ -368,13 +373,11 @@ def client_invoices(payments: httpx.Client, client_id: str) -> list[dict] | None
 
 def save_card(demo: Demo, payments: httpx.Client, client_id: str, card: str) -> dict:
     """What the browser does with Stripe.js: confirm the SetupIntent at Stripe, then register the method."""
-    stripe = demo.platform.env["PAYLOOP_STRIPE_API_BASE"]
     setup = expect(payments.post(f"/v1/clients/{client_id}/setup-intents", json={"type": "card"}),
                    "creating a SetupIntent")
-    expect(httpx.post(f"{stripe}/v1/setup_intents/{setup['setup_intent_id']}/confirm",
-                      data={"payment_method": card}, timeout=10,
-                      headers={"Authorization": f"Bearer {demo.platform.env.get('PAYLOOP_STRIPE_API_KEY', DEV_STRIPE_KEY)}"}),
-           "confirming the SetupIntent at localstripe")
+    with stripe_client(demo) as stripe:
+        expect(stripe.post(f"/v1/setup_intents/{setup['setup_intent_id']}/confirm", data={"payment_method": card}),
+               "confirming the SetupIntent at the Stripe sandbox")
     return expect(payments.post(f"/v1/clients/{client_id}/payment-methods",
                                 json={"setup_intent_id": setup["setup_intent_id"]}), "saving the card")
 
@@ -393,7 +396,7 @@ def mirror_into_quickbooks(demo: Demo, clients: list[dict], invoices: dict[str, 
             if amount > 0 and invoice["number"] not in known:
                 expect(httpx.post(f"{qbo}/_sim/companies/{QUICKBOOKS_REALM}/invoices", timeout=10, json={
                     "doc_number": invoice["number"], "customer": client["data"]["name"],
-                    "amount": f"{amount // 100}.{amount % 100:02d}",
+                    "amount": major(amount),
                     "txn_date": invoice["issued_on"]}), f"copying invoice {invoice['number']} into QuickBooks")
 
 
@@ -479,7 +482,7 @@ def mirror_into_xero(demo: Demo, clients: list[dict], invoices: dict[str, list[d
             if invoice["open_minor"] > 0 and invoice["number"] not in known:
                 expect(httpx.post(f"{xero}/_sim/organisations/{XERO_ORGANISATION}/invoices", timeout=10, json={
                     "invoice_number": invoice["number"], "contact": client["data"]["name"],
-                    "amount": f"{invoice['open_minor'] // 100}.{invoice['open_minor'] % 100:02d}"}),
+                    "amount": major(invoice["open_minor"])}),
                     f"copying invoice {invoice['number']} into Xero")
 
 
