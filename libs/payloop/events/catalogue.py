@@ -127,6 +127,9 @@ class InvoiceV1(EventData):
     total_minor: Minor
     balance_minor: Minor
     lines: list[InvoiceLine]
+    paid_on: date | None = Field(None, description=(
+        "The day the PSA says the invoice was paid in full (its latest payment), where the PSA records "
+        "one; null while open or when the PSA gives no date"))
 
 
 class InvoiceUpdatedV1(InvoiceV1):

@@ -30,7 +30,7 @@ from urllib.parse import quote
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
-from payloop.simulators.psa_book import Book
+from payloop.simulators.psa_book import Book, paid_dates
 from payloop.simulators.serving import SimulatorServer
 
 API_ROOT = "/ATServicesRest/V1.0"
@@ -217,6 +217,7 @@ def render(book: Book, state: AutotaskState) -> None:
             "endDate": "2026-12-31T00:00:00.000Z",
         }
     invoices: dict[int, int] = {}
+    paid_on = paid_dates(book)
     for cw in book.invoices.values():
         iid = invoices[cw["id"]] = state.new_id()
         voided = cw["status"]["name"] == "Void"
@@ -226,7 +227,7 @@ def render(book: Book, state: AutotaskState) -> None:
             "invoiceDateTime": _day(cw["date"]), "createDateTime": _day(cw["date"]), "dueDate": _day(cw["dueDate"]),
             "fromDate": _day(cw["date"]), "toDate": _day(cw["date"]), "invoiceTotal": cw["total"],
             "totalTaxValue": cw["salesTax"], "paymentTerm": 3, "isVoided": voided,
-            "voidedDate": stamp if voided else None, "paidDate": _day(cw["dueDate"]) if paid else None,
+            "voidedDate": stamp if voided else None, "paidDate": _day(paid_on.get(cw["id"], cw["dueDate"])) if paid else None,
             "comments": None, "orderNumber": None, "webServiceDate": None, "batchID": 1,
         }
     for product in book.products.values():
@@ -292,8 +293,8 @@ class AutotaskSimulator(SimulatorServer):
 
     source = "autotask"
 
-    def __init__(self, *, seeded: bool = True):
-        super().__init__(AutotaskState(), render, seeded=seeded)
+    def __init__(self, *, seeded: bool = True, today: date | None = None):
+        super().__init__(AutotaskState(), render, seeded=seeded, today=today)
         self.app = self._build_app()
 
     @property
@@ -499,10 +500,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--port", type=int, default=8201)
     parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--today", type=date.fromisoformat, help="date the book around this day (payloop dev)")
     args = parser.parse_args()
 
     async def serve() -> None:
-        sim = AutotaskSimulator()
+        sim = AutotaskSimulator(today=args.today)
         await sim.start(args.port, args.host)
         print(f"Autotask simulator at {sim.api_url} (integration code {INTEGRATION_CODE}, user {USERNAME}, "
               f"secret {SECRET})", flush=True)

@@ -10,7 +10,8 @@ callbacks registered at `/system/callbacks` and signed with `x-content-signature
 It is stateful and serves the MSP book of `psa_book.py` as is (40 companies, a year of monthly
 managed-services invoices with per-device, per-user and tiered additions, seat changes with
 pro-rated lines, time-and-materials and product invoices, credits, a void, an edited invoice and a
-billing-dispute ticket). Tests drive it in-process (`ConnectWiseSimulator`), edit its state and
+billing-dispute ticket; each payment with its `paymentDate` at `/finance/invoices/{id}/payments`),
+dated 2025, or around `--today` (what `payloop dev` passes). Tests drive it in-process (`ConnectWiseSimulator`), edit its state and
 inject faults (`fail_next`); `python -m payloop.simulators.connectwise --port N` serves it alone.
 `ConnectWiseSimulator(invoices=N)` (`--invoices N`) seeds a generated book of N plain invoices
 instead, built in linear time, for benchmarks.
@@ -28,7 +29,7 @@ import re
 import secrets
 import uuid
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from decimal import Decimal
 from typing import Any
 from urllib.parse import urlencode
@@ -161,13 +162,15 @@ def _error(status: int, code: str, message: str, headers: dict | None = None) ->
 class ConnectWiseSimulator:
     """The simulator's state and its HTTP app; `start()` serves it on a port of this event loop."""
 
-    def __init__(self, *, seeded: bool = True, companies: int = 40, months: int = 12, invoices: int | None = None):
+    def __init__(self, *, seeded: bool = True, companies: int = 40, months: int = 12, invoices: int | None = None,
+                 today: date | None = None):
         self.state = ConnectWiseState()
         if seeded and invoices is not None:
             seed_generated(self.state, companies=companies, invoices=invoices)
         elif seeded:
-            seed(self.state, companies=companies, months=months)
+            seed(self.state, companies=companies, months=months, today=today)
         self.faults: list[Fault] = []
+        self._payments_index: tuple[int, dict[int, list[dict]]] = (-1, {})
         self.requests: list[dict] = []
         self.deliveries: list[asyncio.Task] = []
         self.base_url = ""
@@ -209,7 +212,14 @@ class ConnectWiseSimulator:
         return self.state.invoices[iid]
 
     def payments_of(self, invoice_id: int) -> list[dict]:
-        return [p for p in self.state.payments.values() if p["invoice"]["id"] == invoice_id]
+        # Indexed, and rebuilt when a payment comes or goes: a sync reads the payments of every paid invoice,
+        # and a generated book holds tens of thousands.
+        if self._payments_index[0] != len(self.state.payments):
+            index: dict[int, list[dict]] = {}
+            for payment in self.state.payments.values():
+                index.setdefault(payment["invoice"]["id"], []).append(payment)
+            self._payments_index = (len(self.state.payments), index)
+        return list(self._payments_index[1].get(invoice_id, []))
 
     async def settle_deliveries(self) -> None:
         while self.deliveries:
@@ -435,10 +445,11 @@ def main() -> None:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--invoices", type=int, help="serve a generated book of this many invoices (benchmarks)")
     parser.add_argument("--companies", type=int, default=40, help="companies of the book")
+    parser.add_argument("--today", type=date.fromisoformat, help="date the book around this day (payloop dev)")
     args = parser.parse_args()
 
     async def serve() -> None:
-        sim = ConnectWiseSimulator(companies=args.companies, invoices=args.invoices)
+        sim = ConnectWiseSimulator(companies=args.companies, invoices=args.invoices, today=args.today)
         await sim.start(args.port, args.host)
         print(f"ConnectWise simulator at {sim.api_url} (company {COMPANY_ID}, public key {PUBLIC_KEY}, "
               f"private key {PRIVATE_KEY}, clientId {CLIENT_ID})", flush=True)

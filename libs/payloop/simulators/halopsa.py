@@ -18,14 +18,14 @@ import base64
 import json
 import secrets
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
-from payloop.simulators.psa_book import Book
+from payloop.simulators.psa_book import Book, paid_dates
 from payloop.simulators.serving import SimulatorServer
 
 CLIENT_ID = "payloop-demo-halo-client"
@@ -102,6 +102,7 @@ def recompute(invoice: dict) -> None:
 def render(book: Book, state: HaloState) -> None:
     stamp = state.tick()
     items: dict[str, int] = {}
+    paid = paid_dates(book)
 
     def item_id(code: str) -> int:
         return items.setdefault(code, 100 + len(items))
@@ -148,7 +149,7 @@ def render(book: Book, state: HaloState) -> None:
             "posted": True, "invoice_date": cw["date"][:10] + "T00:00:00", "dateposted": cw["date"][:10] + "T00:00:00",
             "last_modified": stamp, "currency": "USD", "paymentterms": 30, "chid": contracts.get(agreement_id, 0),
             "paymentstatus": VOID if cw["status"]["name"] == "Void" else UNPAID, "amountpaid": cw["payments"],
-            "amountdue": 0, "datepaid": None, "payment_ref": "", "notes_1": "", "_credited": cw["credits"],
+            "amountdue": 0, "datepaid": f"{paid[cw['id']]}T00:00:00" if cw["id"] in paid else None, "payment_ref": "", "notes_1": "", "_credited": cw["credits"],
             "lines": lines,
         }
         recompute(invoice)
@@ -178,8 +179,8 @@ class HaloSimulator(SimulatorServer):
 
     source = "halopsa"
 
-    def __init__(self, *, seeded: bool = True):
-        super().__init__(HaloState(), render, seeded=seeded)
+    def __init__(self, *, seeded: bool = True, today: date | None = None):
+        super().__init__(HaloState(), render, seeded=seeded, today=today)
         self.app = self._build_app()
 
     # --- test controls ---
@@ -345,10 +346,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--port", type=int, default=8202)
     parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--today", type=date.fromisoformat, help="date the book around this day (payloop dev)")
     args = parser.parse_args()
 
     async def serve() -> None:
-        sim = HaloSimulator()
+        sim = HaloSimulator(today=args.today)
         await sim.start(args.port, args.host)
         print(f"HaloPSA simulator at {sim.base_url} (client_id {CLIENT_ID}, client_secret {CLIENT_SECRET})", flush=True)
         await sim.serve_until_stopped()

@@ -5,9 +5,16 @@ into their own records), so the four PSAs hold the same clients, agreements and 
 `seed` builds 40 companies, a year of monthly managed-services invoices with per-device, per-user and tiered
 additions, a seat change with a pro-rated line, time-and-materials and product invoices, a credit memo, a
 void, an edited invoice and a billing-dispute ticket; `seed_generated` a large plain book for benchmarks.
+
+Without `today` the year is 2025 (what the tests read). With it (what `payloop dev` passes: the demo's first
+day) the book is dated around that day: each company's history paid a steady few days either side of the due
+date, its current invoice due today or within three weeks (see `current_due_in`), a few manual payers a month
+behind, time-and-materials and product invoices a little overdue, and one drifting late payer
+(`DRIFTING_COMPANY`) whose last four payments came later and later.
 """
 from __future__ import annotations
 
+import calendar
 import random
 import re
 import zlib
@@ -63,10 +70,68 @@ CATALOG = {
 }
 
 
-def seed(state: Book, *, companies: int = 40, months: int = 12, rng_seed: int = 7) -> None:
-    """A year of a mid-size MSP's billing, deterministic for a given seed."""
+# The demo's roles by company index, in the PSA's order (`payloop dev` enrols them in that order): the first six
+# pay by card on auto-pay (the sixth card declines), the seventh by installments, the eighth and ninth by ACH.
+# Their current invoices fall due today or in the next days, so auto-pay charges some at once and the rest
+# on their due dates as the simulated calendar runs.
+EARLY_DUE_IN = (0, 1, 0, 2, 4, 0, 0, 0, 3)
+DRIFTING_COMPANY = 10
+DRIFT_DAYS_LATE = (3, 8, 15, 25)  # the drifting payer's last four paid invoices, oldest first
+
+
+def current_due_in(n: int) -> int:
+    """Days from the book's today to the due date of company `n`'s current invoice."""
+    if n < len(EARLY_DUE_IN):
+        return EARLY_DUE_IN[n]
+    if n == DRIFTING_COMPANY:
+        return 2  # its last payment, 25 days late, is then already in the past
+    return 1 + (n * 5) % 21  # manual payers: spread over three weeks, some within the -3 day reminder
+
+
+def months_before(day: date, months: int) -> date:
+    index = day.year * 12 + day.month - 1 - months
+    year, month = divmod(index, 12)
+    return date(year, month + 1, min(day.day, calendar.monthrange(year, month + 1)[1]))
+
+
+@dataclass(frozen=True)
+class Calendar:
+    """When company `n`'s `m`-th monthly invoice is issued and paid (None: still open)."""
+
+    months: int
+    today: date | None
+
+    def issued(self, n: int, m: int) -> date:
+        if self.today is None:
+            return months_before(date(2025, 1, 1), -m)
+        latest = self.today + timedelta(days=current_due_in(n) - 30)
+        return months_before(latest, self.months - 1 - m)
+
+    def paid_on(self, n: int, m: int, rng: random.Random) -> date | None:
+        if self.today is None:
+            return issued_plus_random(self.issued(n, m), rng) if m < self.months - 2 else None
+        behind = n >= len(EARLY_DUE_IN) and n != DRIFTING_COMPANY and n % 6 == 5  # a month behind
+        if m >= self.months - (2 if behind else 1):
+            return None
+        due = self.issued(n, m) + timedelta(days=30)
+        if n == DRIFTING_COMPANY:
+            late = self.months - 1 - len(DRIFT_DAYS_LATE)
+            return due + timedelta(days=DRIFT_DAYS_LATE[m - late] if m >= late else 0)
+        return due + timedelta(days=n % 5 - 2)  # each client's steady habit, so only the drifter drifts
+
+    def day(self, fixed: date, days_before_today: int) -> date:
+        """A one-off invoice's date: as in 2025, or that many days before today."""
+        return fixed if self.today is None else self.today - timedelta(days=days_before_today)
+
+
+def issued_plus_random(issued: date, rng: random.Random) -> date:
+    return issued + timedelta(days=rng.randint(5, 40))
+
+
+def seed(state: Book, *, companies: int = 40, months: int = 12, rng_seed: int = 7, today: date | None = None) -> None:
+    """A year of a mid-size MSP's billing, deterministic for a given seed (and `today`)."""
     rng = random.Random(rng_seed)
-    first_month = date(2025, 1, 1)
+    dates = Calendar(months, today)
     stamp = state.tick()
     names = ["Acme", "Birch", "Cobalt", "Delta", "Evergreen", "Falcon", "Granite", "Harbor", "Ironwood",
              "Juniper", "Keystone", "Lakeside", "Maple", "Northstar", "Oakridge", "Pinnacle", "Quarry",
@@ -87,10 +152,11 @@ def seed(state: Book, *, companies: int = 40, months: int = 12, rng_seed: int = 
             "deletedFlag": False, "_info": info(stamp),
         }
         agreement_id = state.new_id()
+        start = f"{dates.issued(n, 0).replace(day=1).isoformat()}T00:00:00Z"
         state.agreements[agreement_id] = {
             "id": agreement_id, "name": f"{name} - Managed Services",
             "type": {"id": 1, "name": "Managed Services"}, "company": {"id": cid, "identifier": slug, "name": name},
-            "contact": {"id": 1, "name": "Billing Contact"}, "startDate": "2025-01-01T00:00:00Z",
+            "contact": {"id": 1, "name": "Billing Contact"}, "startDate": start,
             "endDate": None, "noEndingDateFlag": True, "billingCycle": {"id": 1, "name": "Monthly"},
             "billingTerms": {"id": 1, "name": "Net 30"}, "billAmount": 0, "prorateFlag": True,
             "currency": {"id": 1, "currencyCode": "USD", "numberOfDecimals": 2},
@@ -109,11 +175,11 @@ def seed(state: Book, *, companies: int = 40, months: int = 12, rng_seed: int = 
             additions[identifier] = state.additions[aid] = {
                 "id": aid, "agreementId": agreement_id, "product": {"id": aid, "identifier": identifier},
                 "description": desc, "quantity": float(qty), "unitPrice": money(price), "uom": uom,
-                "billCustomer": "Billable", "effectiveDate": "2025-01-01T00:00:00Z", "cancelledDate": None,
+                "billCustomer": "Billable", "effectiveDate": start, "cancelledDate": None,
                 "extPrice": money(price * qty), "_info": info(stamp),
             }
         for m in range(months):
-            issued = date(first_month.year + (first_month.month - 1 + m) // 12, (first_month.month - 1 + m) % 12 + 1, 1)
+            issued = dates.issued(n, m)
             lines = [(identifier, Decimal(str(additions[identifier]["quantity"])),
                       Decimal(str(additions[identifier]["unitPrice"])), additions[identifier]["description"],
                       agreement_id) for identifier in additions]
@@ -124,24 +190,31 @@ def seed(state: Book, *, companies: int = 40, months: int = 12, rng_seed: int = 
                 price = Decimal(str(additions["USR-M365"]["unitPrice"]))
                 lines.append(("PRORATE-USR-M365", added, (price / 2).quantize(Decimal("0.01")),
                               "Prorated: 3 additional users from the 16th", agreement_id))
+            paid_on = dates.paid_on(n, m, rng)
             add_invoice(state, cid, issued, lines, agreement_id=agreement_id, rng=rng,
-                         paid=m < months - 2, stamp=stamp)
+                         paid=paid_on is not None, paid_on=paid_on, stamp=stamp)
         if n % 4 == 1:
-            add_invoice(state, cid, date(2025, 9, 12), [], time=[(Decimal("3.5"), Decimal("165.00"),
+            add_invoice(state, cid, dates.day(date(2025, 9, 12), 40), [], time=[(Decimal("3.5"), Decimal("165.00"),
                          "Onsite: firewall replacement"), (Decimal("1.25"), Decimal("165.00"), "Remote: VPN fix")],
                          rng=rng, paid=False, stamp=stamp)
         if n % 5 == 2:
-            add_invoice(state, cid, date(2025, 10, 3), [("HW-LAPTOP-14", Decimal(2), Decimal("1249.00"),
+            add_invoice(state, cid, dates.day(date(2025, 10, 3), 50), [("HW-LAPTOP-14", Decimal(2), Decimal("1249.00"),
                          "Business laptop 14in", None), ("ADJ-SHIPPING", Decimal(1), Decimal("35.00"),
                          "Shipping adjustment", None)], rng=rng, paid=False, stamp=stamp)
     first = next(iter(state.companies))
     firsts = [i for i in state.invoices.values() if i["company"]["id"] == first and i["type"] == "Agreement"]
     # A credit memo applied to one invoice; a void; an edited invoice; a billing-dispute ticket.
-    credit_id = add_invoice(state, first, date(2025, 11, 20), [("CREDIT-SLA", Decimal(1), Decimal("-150.00"),
+    credit_id = add_invoice(state, first, dates.day(date(2025, 11, 20), 10), [("CREDIT-SLA", Decimal(1), Decimal("-150.00"),
                              "SLA credit: October outage", None)], rng=rng, paid=False, stamp=stamp,
                              kind="Credit", apply_to=firsts[-1]["id"])
     del credit_id
     open_agreement_invoices = [i for i in state.invoices.values() if i["type"] == "Agreement" and i["balance"]]
+    if today is not None:
+        # Dated around today, the three fall on manual payers other than the drifter: the auto-pay clients
+        # keep their invoices to charge.
+        order = list(state.companies)
+        kept = set(order[:len(EARLY_DUE_IN)]) | set(order[DRIFTING_COMPANY:DRIFTING_COMPANY + 1])
+        open_agreement_invoices = [i for i in open_agreement_invoices if i["company"]["id"] not in kept]
     edited, disputed, void = open_agreement_invoices[:3]
     void["status"] = {"id": 9, "name": "Void", "isClosed": True}
     void["balance"] = 0
@@ -220,7 +293,8 @@ def seed_generated(state: Book, *, companies: int, invoices: int, rng_seed: int 
 
 def add_invoice(state: Book, company_id: int, issued: date, lines: list, *, rng: random.Random,
                  paid: bool, stamp: str, agreement_id: int | None = None, time: list | None = None,
-                 kind: str | None = None, apply_to: int | None = None) -> int:
+                 kind: str | None = None, apply_to: int | None = None, paid_on: date | None = None) -> int:
+    """Add an invoice; `paid` pays its balance in one payment dated `paid_on` (or 5 to 40 days after issue)."""
     company = state.companies[company_id]
     iid = state.new_id()
     invoice = {
@@ -257,11 +331,21 @@ def add_invoice(state: Book, company_id: int, issued: date, lines: list, *, rng:
     if paid and invoice["balance"]:
         pid = state.new_id()
         state.payments[pid] = {"id": pid, "type": "Payment", "invoice": {"id": iid}, "amount": invoice["balance"],
-                               "paymentDate": f"{(issued + timedelta(days=rng.randint(5, 40))).isoformat()}T00:00:00Z",
+                               "paymentDate": f"{(paid_on or issued_plus_random(issued, rng)).isoformat()}T00:00:00Z",
                                "appliedBy": "ach-import", "source": "bank", "_info": info(stamp)}
         invoice["payments"] = invoice["balance"]
         recompute(state, invoice)
     return iid
+
+
+def paid_dates(state: Book) -> dict[int, str]:
+    """Each paid invoice's latest payment day (YYYY-MM-DD), for the PSAs that keep one paid date on the invoice."""
+    days: dict[int, str] = {}
+    for payment in state.payments.values():
+        if payment["amount"] > 0:
+            invoice_id, day = payment["invoice"]["id"], payment["paymentDate"][:10]
+            days[invoice_id] = max(days.get(invoice_id, day), day)
+    return days
 
 
 def add_line(state: Book, invoice: dict, identifier: str, qty: Decimal, price: Decimal, desc: str,

@@ -3,6 +3,7 @@ outgoing calls (webhooks, callbacks) in the background, where a test can wait fo
 from __future__ import annotations
 
 import asyncio
+from datetime import date
 from typing import Any, Callable
 
 import httpx
@@ -15,12 +16,14 @@ from payloop.simulators.psa_book import Book, seed
 class SimulatorServer:
     app: FastAPI
 
-    def __init__(self, state: Any, render: Callable[[Book, Any], None] | None = None, *, seeded: bool = True) -> None:
-        """`state` in the vendor's shape; with `render`, seeded with the MSP book every PSA simulator serves."""
+    def __init__(self, state: Any, render: Callable[[Book, Any], None] | None = None, *, seeded: bool = True,
+                 today: date | None = None) -> None:
+        """`state` in the vendor's shape; with `render`, seeded with the MSP book every PSA simulator serves
+        (dated around `today` when given, as `payloop dev` asks)."""
         self.state = state
         if seeded and render is not None:
             book = Book()
-            seed(book)
+            seed(book, today=today)
             render(book, state)
         self.faults: list = []
         self.requests: list[dict] = []

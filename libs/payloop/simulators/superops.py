@@ -31,7 +31,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from graphql import GraphQLError, OperationDefinitionNode, build_schema, execute, parse, validate
 
-from payloop.simulators.psa_book import Book
+from payloop.simulators.psa_book import Book, paid_dates
 from payloop.simulators.serving import SimulatorServer
 
 API_PATH = "/msp"
@@ -160,6 +160,7 @@ def render(book: Book, state: SuperOpsState) -> None:
                                  "endDate": None, "quantity": _qty(addition["quantity"]),
                                  "quantityChangeOperation": "BASELINE"}]}}}
     labour = state.service_item("LABOUR", "Labour", "HOURS", "165.00")
+    paid_on = paid_dates(book)
     for cw in book.invoices.values():
         billed = cw["date"][:10]
         items = [_item(state, state.service_item(p["catalogItem"]["identifier"], p["description"]), billed=billed,
@@ -182,7 +183,7 @@ def render(book: Book, state: SuperOpsState) -> None:
             "site": state.clients[account]["hqSite"], "invoiceDate": billed, "dueDate": cw["dueDate"][:10],
             "statusEnum": status, "sentToClient": True, "items": items, "taxes": [], "discountAmount": "0.00",
             "additionalDiscount": "0.00", "additionalDiscountRate": "0", "notes": None,
-            "paymentDate": billed if paid else None, "paymentMethod": None, "paymentReference": "bank" if paid else None,
+            "paymentDate": paid_on.get(cw["id"], billed) if paid else None, "paymentMethod": None, "paymentReference": "bank" if paid else None,
             "invoicePaymentTerm": {"paymentTermId": "1", "paymentTermName": "Net 30", "paymentTermValue": 30},
             "_contractBilled": bool(cw.get("agreement")), "_updated": stamp}
         recompute(invoice)
@@ -272,8 +273,8 @@ class SuperOpsSimulator(SimulatorServer):
 
     source = "superops"
 
-    def __init__(self, *, seeded: bool = True):
-        super().__init__(SuperOpsState(), render, seeded=seeded)
+    def __init__(self, *, seeded: bool = True, today: date | None = None):
+        super().__init__(SuperOpsState(), render, seeded=seeded, today=today)
         self.schema = build_schema(SCHEMA_FILE.read_text())
         self.requests_per_minute = REQUESTS_PER_MINUTE
         self._window: list[float] = []
@@ -448,10 +449,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--port", type=int, default=8203)
     parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--today", type=date.fromisoformat, help="date the book around this day (payloop dev)")
     args = parser.parse_args()
 
     async def serve() -> None:
-        sim = SuperOpsSimulator()
+        sim = SuperOpsSimulator(today=args.today)
         await sim.start(args.port, args.host)
         print(f"SuperOps simulator at {sim.api_url} (API token {API_TOKEN}, CustomerSubDomain {SUBDOMAIN})",
               flush=True)

@@ -35,6 +35,9 @@ class ConnectionSettings(BaseModel):
     backoff_initial_s: float = Field(0.5, gt=0, le=60)
     dispute_ticket_type: str = Field("Billing Dispute", min_length=1)
     default_currency: str = Field("USD", pattern=r"^[A-Z]{3}$")
+    paid_dates: bool = Field(False, description="ConnectWise: read each paid invoice's payments for the day it was "
+                             "paid (one more request per paid invoice, so off unless asked); without it reporting "
+                             "dates a payment made outside Payloop by the sync that saw it")
     line_kind_prefixes: dict[str, Literal["recurring", "per_device", "per_user", "tiered", "time", "product",
                                           "proration", "adjustment", "credit"]] = Field(
         default_factory=dict, description="Product identifier prefix -> line kind, over the defaults")

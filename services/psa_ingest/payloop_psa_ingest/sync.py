@@ -189,6 +189,9 @@ async def apply_record(session: AsyncSession, connection: Connection, record: Re
                 "terms": record.terms, "status": record.status, "subtotal_minor": record.subtotal_minor,
                 "tax_minor": record.tax_minor, "total_minor": record.total_minor,
                 "balance_minor": record.balance_minor, "lines": [_line(cid, line) for line in record.lines]}
+        if record.paid_on is not None:
+            # Only when known, so the content hash of an invoice without one stays what it was.
+            data["paid_on"] = record.paid_on.isoformat()
         return await _upsert(session, connection, run, "invoice", record.external_id, invoice_id, client_id,
                              record.number, data, created="invoice.created", updated="invoice.updated")
     if isinstance(record, PsaCreditMemo):

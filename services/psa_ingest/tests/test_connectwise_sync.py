@@ -155,3 +155,29 @@ async def test_a_malformed_record_is_skipped_and_recorded_while_the_page_lands(i
         created = await psa.outbox_events(client, "invoice.created")
         sim_invoices = [i for i in cw.state.invoices.values() if i["type"] != "Credit"]
         assert len(created) == len(sim_invoices) - 1
+
+
+async def test_paid_invoices_carry_the_day_of_their_latest_payment_when_the_connection_asks(infra, token, cw, psa):
+    """ConnectWise invoices hold no paid date: with `paid_dates` the sync reads each paid invoice's payments."""
+    headers = token(psa.TENANT, "psa:write", "ar:read")
+    async with running_service(infra, psa.SERVICE_WITHOUT_POLLER, consumers=False, relay=False) as client:
+        connection_id = await psa.connect(client, headers, cw, paid_dates=True)
+        assert (await sync(client, headers, connection_id))["status"] == "succeeded"
+        created = {e["data"]["psa"]["external_id"]: e["data"] for e in await psa.outbox_events(client, "invoice.created")}
+        paid = [i for i in cw.state.invoices.values() if str(i["id"]) in created and created[str(i["id"])]["status"] == "paid"]
+        assert paid
+        for invoice in paid:
+            latest = max(p["paymentDate"][:10] for p in cw.payments_of(invoice["id"]))
+            assert created[str(invoice["id"])]["paid_on"] == latest
+        assert all(data["paid_on"] is None for data in created.values() if data["status"] != "paid")
+        payment_reads = [r for r in cw.requests if r["method"] == "GET" and r["path"].endswith("/payments")]
+        assert len(payment_reads) == len(paid), "one read per paid invoice, none for the others"
+
+
+async def test_without_paid_dates_no_payment_is_read(infra, token, cw, psa):
+    headers = token(psa.TENANT, "psa:write", "ar:read")
+    async with running_service(infra, psa.SERVICE_WITHOUT_POLLER, consumers=False, relay=False) as client:
+        connection_id = await psa.connect(client, headers, cw)
+        assert (await sync(client, headers, connection_id))["status"] == "succeeded"
+        assert not [e for e in await psa.outbox_events(client, "invoice.created") if e["data"]["paid_on"]]
+        assert not [r for r in cw.requests if r["path"].endswith("/payments")]

@@ -49,6 +49,7 @@ async def test_full_sync_matches_the_simulator_and_a_resync_publishes_nothing(in
             assert (data["number"], data["total_minor"], data["subtotal_minor"], data["status"]) == \
                 (want["number"], want["total_minor"], want["subtotal_minor"], want["status"]), external_id
             assert len(data["lines"]) == want["lines"]
+            assert data.get("paid_on") == want["paid_on"], external_id  # the PSA's own paid date
             assert sum(line["amount_minor"] for line in data["lines"]) == data["subtotal_minor"]
             kinds |= {line["kind"] for line in data["lines"]}
             if want["agreement"]:

@@ -54,7 +54,8 @@ class AutotaskHarness:
             out[str(invoice["id"])] = {
                 "number": invoice["invoiceNumber"], "total_minor": minor(invoice["invoiceTotal"]),
                 "subtotal_minor": minor(invoice["invoiceTotal"]) - minor(invoice["totalTaxValue"]),
-                "lines": len(items), "status": status, "agreement": any(i["contractID"] for i in items)}
+                "lines": len(items), "status": status, "agreement": any(i["contractID"] for i in items),
+                "paid_on": invoice["paidDate"][:10] if status == "paid" else None}
         return out
 
     def counts(self) -> dict[str, int]:
@@ -150,7 +151,8 @@ class HaloHarness:
             out[str(invoice["id"])] = {"number": invoice["invoicenumber"], "total_minor": total,
                                        "subtotal_minor": total - sum(minor(li["tax_amount"]) for li in invoice["lines"]),
                                        "lines": len(invoice["lines"]), "status": status,
-                                       "agreement": bool(invoice["chid"])}
+                                       "agreement": bool(invoice["chid"]),
+                                       "paid_on": (invoice["datepaid"] or "")[:10] or None if status == "paid" else None}
         return out
 
     def counts(self) -> dict[str, int]:
@@ -246,7 +248,8 @@ class SuperOpsHarness:
             out[invoice["invoiceId"]] = {
                 "number": invoice["displayId"], "total_minor": total,
                 "subtotal_minor": sum(minor(i["amount"]) for i in invoice["items"]), "lines": len(invoice["items"]),
-                "status": status, "agreement": invoice["_contractBilled"]}
+                "status": status, "agreement": invoice["_contractBilled"],
+                "paid_on": invoice["paymentDate"] if status == "paid" else None}
         return out
 
     def counts(self) -> dict[str, int]:

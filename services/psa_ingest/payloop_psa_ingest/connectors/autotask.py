@@ -263,7 +263,8 @@ class AutotaskConnector:
             external_id=str(int_id(r["id"])), client_external_id=client, number=number, agreement=agreement,
             currency=self.currency, issued_on=issued, due_on=day(r["dueDate"]) if r.get("dueDate") else issued,
             terms=terms.get(r.get("paymentTerm")), status=status, subtotal_minor=total - tax, tax_minor=tax,
-            total_minor=total, balance_minor=total if status == "open" else 0, lines=lines)
+            total_minor=total, balance_minor=total if status == "open" else 0, lines=lines,
+            paid_on=day(r["paidDate"]) if status == "paid" else None)
 
     def _line(self, item: dict) -> Line:
         qty, rate = dec(item.get("quantity")), dec(item.get("rate"))

@@ -91,6 +91,9 @@ class PsaInvoice:
     total_minor: int
     balance_minor: int
     lines: list[Line]
+    # The day the PSA says it was paid in full, where the PSA records one (reporting dates payments
+    # made outside Payloop by it, not by when we first saw the balance drop).
+    paid_on: date | None = None
 
 
 @dataclass(frozen=True)

@@ -8,6 +8,7 @@ the key the PSA publishes at `Metadata.key_url`, fetched only from this connecti
 """
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import hmac
@@ -34,6 +35,8 @@ ACCEPT = "application/vnd.connectwise.com+json; version=2025.1"
 # Records saved in the same second as our last read, or committed late, are caught by this overlap;
 # content hashes make the re-read free of events.
 CURSOR_OVERLAP = timedelta(seconds=60)
+# Payment lists read at once for a page's paid invoices: a page's worth in parallel, not a flood.
+PAID_DATE_CONCURRENCY = 8
 CALLBACK_TYPES = {"company": "clients", "agreement": "agreements", "invoice": "invoices", "ticket": "tickets"}
 
 
@@ -63,6 +66,9 @@ class ConnectWiseConnector:
         self.line_kinds = {**DEFAULT_LINE_KINDS, **settings.get("line_kind_prefixes", {})}
         self.dispute_type = settings.get("dispute_ticket_type", "Billing Dispute")
         self.default_currency = settings.get("default_currency", "USD")
+        # The payment date of a paid invoice costs one request (its payments): with a long history that is
+        # most of a first sync's requests, so only when the connection asks (`settings.paid_dates`).
+        self.paid_dates = bool(settings.get("paid_dates", False))
         self._additions: dict[int, list[dict]] = {}
 
     async def aclose(self) -> None:
@@ -116,7 +122,8 @@ class ConnectWiseConnector:
         elif kind == "invoices":
             async for raw in self._pages("/finance/invoices", condition):
                 lines = await self._invoice_lines([r["id"] for r in raw if isinstance(r.get("id"), int)])
-                yield self._map_page(kind, raw, lambda r: self._invoice(r, lines.get(r["id"], [])))
+                paid = await self._paid_dates(raw)
+                yield self._map_page(kind, raw, lambda r: self._invoice(r, lines.get(r["id"], []), paid.get(r["id"])))
         elif kind == "tickets":
             wanted = f'type/name="{self.dispute_type}"'
             async for raw in self._pages("/service/tickets", f"{wanted} and {condition}" if condition else wanted):
@@ -141,6 +148,27 @@ class ConnectWiseConnector:
         for agreement_id in agreements - self._additions.keys():
             self._additions[agreement_id] = await self._all(f"/finance/agreements/{agreement_id}/additions")
         return lines
+
+    async def _paid_dates(self, raw: list[dict]) -> dict[int, date]:
+        """When each invoice of a page that the PSA shows paid by payments was paid: the latest `paymentDate` of
+        its payments (`/finance/invoices/{id}/payments`), the invoice itself carrying no paid date."""
+        if not self.paid_dates:
+            return {}
+        paid_ids = [r["id"] for r in raw if isinstance(r, dict) and isinstance(r.get("id"), int) and _paid_by_payments(r)]
+        gate = asyncio.Semaphore(PAID_DATE_CONCURRENCY)
+
+        async def latest_payment(invoice_id: int) -> date | None:
+            async with gate:
+                try:
+                    payments = await self._all(f"/finance/invoices/{invoice_id}/payments")
+                except PsaRequestError:
+                    return None  # gone since the page was read: the invoice lands without a paid date
+            days = [_date(p["paymentDate"]) for p in payments
+                    if isinstance(p, dict) and p.get("paymentDate") and _dec(p.get("amount")) > 0]
+            return max(days, default=None)
+
+        found = await asyncio.gather(*(latest_payment(i) for i in paid_ids))
+        return {i: day for i, day in zip(paid_ids, found) if day is not None}
 
     # --- mapping -----------------------------------------------------------------------------------
     def _client(self, r: dict) -> PsaClient:
@@ -192,7 +220,7 @@ class ConnectWiseConnector:
                 return str(addition["id"])
         return None
 
-    def _invoice(self, r: dict, raw_lines: list[tuple[str, dict]]) -> PsaInvoice | PsaCreditMemo:
+    def _invoice(self, r: dict, raw_lines: list[tuple[str, dict]], paid_on: date | None = None) -> PsaInvoice | PsaCreditMemo:
         currency = (r.get("currency") or {}).get("currencyCode") or self.default_currency
         decimals = int((r.get("currency") or {}).get("numberOfDecimals") or 2)
         total = to_minor(_dec(r.get("total")), decimals)
@@ -227,7 +255,8 @@ class ConnectWiseConnector:
             terms=(r.get("billingTerms") or {}).get("name"), status=status,
             subtotal_minor=to_minor(_dec(r.get("subtotal")), decimals),
             tax_minor=to_minor(_dec(r.get("salesTax")), decimals), total_minor=total,
-            balance_minor=0 if status == "void" else balance, lines=lines)
+            balance_minor=0 if status == "void" else balance, lines=lines,
+            paid_on=paid_on if status == "paid" else None)
 
     def _line(self, source: str, r: dict, decimals: int) -> Line:
         if source == "time":
@@ -300,6 +329,17 @@ class ConnectWiseConnector:
         message_id = str(payload.get("MessageId") or hashlib.sha256(body).hexdigest())
         return WebhookNotice(message_id=message_id, kind=kind,
                              external_id=str(payload["ID"]) if payload.get("ID") is not None else None)
+
+
+def _paid_by_payments(r: dict) -> bool:
+    """Paid in full with some payment (not only credits), and neither a credit memo nor void."""
+    try:
+        total, balance, payments = _dec(r.get("total")), _dec(r.get("balance")), _dec(r.get("payments"))
+    except ValueError:
+        return False  # mapping the record reports it
+    status = ((r.get("status") or {}).get("name") or "").lower()
+    return ((r.get("type") or "").lower() != "credit" and "void" not in status and "written" not in status
+            and balance <= 0 < total and payments > 0)
 
 
 def _updated(record: dict) -> datetime | None:

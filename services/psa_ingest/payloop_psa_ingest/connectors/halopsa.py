@@ -197,7 +197,8 @@ class HaloConnector:
             currency=currency, issued_on=issued,
             due_on=issued + timedelta(days=terms if isinstance(terms, int) else 0),
             terms=f"Net {terms}" if isinstance(terms, int) and terms > 0 else None, status=status,
-            subtotal_minor=subtotal, tax_minor=tax, total_minor=total, balance_minor=balance, lines=lines)
+            subtotal_minor=subtotal, tax_minor=tax, total_minor=total, balance_minor=balance, lines=lines,
+            paid_on=day(r["datepaid"]) if status == "paid" and r.get("datepaid") else None)
 
     def _line(self, line: dict, recurring: dict[Any, dict]) -> Line:
         qty, price = dec(line.get("qty_order")), dec(line.get("unit_price"))

@@ -276,7 +276,8 @@ class SuperOpsConnector:
             external_id=text(r["invoiceId"]), client_external_id=account, number=number, agreement=agreement,
             currency=self.currency, issued_on=issued, due_on=due, terms=term.get("paymentTermName"), status=status,
             subtotal_minor=subtotal, tax_minor=tax, total_minor=total,
-            balance_minor=0 if status in ("paid", "void") else total, lines=lines)
+            balance_minor=0 if status in ("paid", "void") else total, lines=lines,
+            paid_on=day(r["paymentDate"]) if status == "paid" and r.get("paymentDate") else None)
 
     def _ticket(self, r: dict) -> PsaDisputeTicket:
         numbers = [n.strip() for n in str(_custom(r.get("customFields"), "invoicenumber") or "").split(",") if n.strip()]
