@@ -3,9 +3,12 @@
 What it sets up, in order, so that the first minute shows the whole loop (docs/demo.md):
 the tenant profile; a collection policy that sends at any hour; a QuickBooks connection to the
 simulator's demo realm with its account mapping; a ConnectWise connection to the simulator's demo
-company and a first sync (40 clients, a year of invoices, the last months still open); saved cards
-with auto-pay for a few clients (one card that declines), an installment plan, and two clients on ACH
-auto-pay (processing, settled four banking days later on the sandbox's calendar).
+company and a first sync (40 clients, a year of invoices dated around today by `payloop dev`: the
+history paid on the PSA's own dates, one client paying later and later, the current invoices due
+today or over the next weeks); saved cards with auto-pay for the first clients (one card that
+declines), an installment plan, and two clients on ACH auto-pay (processing, settled four banking
+days later on the sandbox's calendar). Auto-pay charges what is due today at once and the rest on
+its due date as the services' clocks run (`--speed`).
 Then a second MSP, `demo-msp-xero`, on the other PSA and ledger: the HaloPSA simulator's company,
 connected to the Xero simulator's demo organisation through the consent step, with auto-pay cards
 so its settled payments are posted to Xero too. Twenty seconds later Stripe pays out each MSP's
@@ -23,8 +26,10 @@ import threading
 import time
 import uuid
 from dataclasses import dataclass, field
+from datetime import date, datetime
 from typing import TYPE_CHECKING, Any, Callable
 from urllib.parse import parse_qs, urlparse
+from zoneinfo import ZoneInfo
 
 import httpx
 
@@ -37,6 +42,7 @@ if TYPE_CHECKING:
     from payloop.cli.dev import DevPlatform
 
 DEMO_TENANT = "demo-msp"
+DEMO_TIMEZONE = "America/Chicago"
 
 # The simulators' demo accounts (libs/payloop/simulators/connectwise.py and quickbooks.py).
 CONNECTWISE_CREDENTIALS = {"company_id": "payloopdemo", "public_key": "demo-public-key",
@@ -51,6 +57,7 @@ DEV_STRIPE_KEY = "sk_test_payloop_dev"
 # Stripe's test payment methods: a card that succeeds and one whose off-session charges decline.
 GOOD_CARD, DECLINING_CARD = "pm_card_visa", "pm_card_chargeCustomerFail"
 
+# Roles by the PSA's order of clients, as the simulators' book (psa_book.EARLY_DUE_IN) dates their invoices.
 AUTOPAY_CLIENTS = 6  # the first clients of the PSA's list pay by card on auto-pay; the last of them declines
 INSTALLMENT_CLIENT = AUTOPAY_CLIENTS  # the next one pays its largest invoice in three parts
 ACH_CLIENTS = 2  # the two after it pay by bank account (ACH): processing, settled four banking days later
@@ -61,6 +68,11 @@ WAIT_S = 30.0
 
 class DemoStepFailed(Exception):
     pass
+
+
+def demo_today() -> date:
+    """The demo's first day in its tenant's timezone: the day the services' clocks start from."""
+    return datetime.now(ZoneInfo(DEMO_TIMEZONE)).date()
 
 
 def api(platform: "DevPlatform", service_name: str, tenant: str = DEMO_TENANT) -> httpx.Client:
@@ -103,7 +115,7 @@ class Demo:
 def seed_demo(platform: "DevPlatform") -> None:
     with api(platform, "tenants") as tenants:
         response = tenants.put(f"/v1/tenants/{DEMO_TENANT}", json={
-            "name": "Demo MSP", "timezone": "America/Chicago", "currency": "USD",
+            "name": "Demo MSP", "timezone": DEMO_TIMEZONE, "currency": "USD",
             "branding": {"primary_color": "#0f766e", "sender_name": "Demo MSP Billing"},
         })
         if response.status_code >= 400:
@@ -128,8 +140,8 @@ def seed_demo(platform: "DevPlatform") -> None:
 
 
 def seed_policy(demo: Demo) -> None:
-    """Reminders at any hour and day, so a newcomer sees one whatever the time; no hand-off step, so even
-    the simulator's long-overdue invoices get an email (the final notice) rather than a task."""
+    """Reminders at any hour and day, so a newcomer sees one whatever the time; no hand-off step, so every
+    overdue invoice gets an email rather than a task."""
     policy = {"name": "Demo: reminders around the clock", "is_default": True, "business_days": False,
               "send_hour": 0, "quiet_start_hour": 0, "quiet_end_hour": 0,
               "steps": [{"offset_days": -3, "level": "friendly"}, {"offset_days": 0, "level": "friendly"},
@@ -181,8 +193,10 @@ def seed_quickbooks(demo: Demo) -> None:
 def seed_connectwise(demo: Demo) -> None:
     """Connect the simulator's demo company and run the first sync now (then every 30 s by itself)."""
     base_url = simulator_url(demo.platform, "connectwise") + "/v4_6_release/apis/3.0"
+    # `paid_dates`: the PSA's own payment dates, so reporting's days-to-pay and drift read the client's history.
     run = connect_psa(demo, DEMO_TENANT, {"source": "connectwise", "name": "ConnectWise (simulator)",
-                                          "base_url": base_url, "credentials": CONNECTWISE_CREDENTIALS})
+                                          "base_url": base_url, "credentials": CONNECTWISE_CREDENTIALS,
+                                          "settings": {"paid_dates": True}})
     demo.say(f"ConnectWise connected; first sync: {run['counts']}")
 
 
@@ -197,8 +211,9 @@ def connect_psa(demo: Demo, tenant: str, connection: dict) -> dict:
         run = expect(psa.post(f"/v1/psa/connections/{found['id']}/sync", json={}), "the first sync")
         if run["status"] != "succeeded":
             raise DemoStepFailed(f"the first sync {run['status']}: {run.get('error')}")
-        demo.clients = expect(psa.get("/v1/psa/records", params={"kind": "client", "limit": 100}),
-                              "listing clients")["items"]
+        clients = expect(psa.get("/v1/psa/records", params={"kind": "client", "limit": 100}), "listing clients")
+        # In the PSA's order (its ids), which the book's roles follow: our ids are hashes.
+        demo.clients = sorted(clients["items"], key=lambda c: (len(c["external_id"]), c["external_id"]))
     return run
 
 
@@ -492,6 +507,7 @@ def what_to_open(platform: "DevPlatform") -> str:
     return "\n".join([
         "what to open (docs/demo.md says what to expect in the first minute):",
         f"  dashboard       {dashboard}/#token={token}",
+        f"  drift           {dashboard}/v1/drift (that token as Bearer): the client paying later and later",
         f"  reminder email  {simulator_url(platform, 'smtp-sink')}/",
         f"  ConnectWise     {simulator_url(platform, 'connectwise')}/v4_6_release/apis/3.0/finance/invoices "
         "(Basic payloopdemo+demo-public-key:demo-private-key, clientId header)",

@@ -22,7 +22,7 @@ from pathlib import Path
 import httpx
 
 from payloop.auth import mint_token
-from payloop.cli.demo import DEMO_TENANT
+from payloop.cli.demo import DEMO_TENANT, demo_today
 from payloop.cli.errors import CliError
 from payloop.embedded import EmbeddedBroker, EmbeddedPostgres, port_open, stop_process, wait_for_port
 from payloop.kafka import ensure_topics
@@ -113,9 +113,12 @@ class DevPlatform:
             raise CliError(f"registering the Stripe webhook with the Stripe sandbox failed: {response.status_code}")
 
     def start_simulators(self) -> None:
+        # The PSAs' books are dated around today, where the services' clocks start (and `--speed` runs them on).
+        today = demo_today().isoformat()
         for sim in SIMULATORS:
             port = self.port(sim.port)
             extra = [arg for option, base in sim.extra_ports for arg in (option, str(self.port(base)))]
+            extra += ["--today", today] if sim.dated_book else []
             self._spawn(sim.name, [sys.executable, "-m", f"payloop.simulators.{sim.module}", "--port", str(port),
                                    *extra], log=self.root / "logs" / f"sim-{sim.name}.log")
 
