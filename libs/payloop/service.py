@@ -21,7 +21,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import MetaData, text
 
 from payloop.body_limit import BodyLimitMiddleware
-from payloop.consumer import ConsumerRuntime, Handler
+from payloop.consumer import BatchHandler, ConsumerRuntime, Handler
 from payloop.db import asyncpg_dsn, make_engine, make_session_factory
 from payloop.kafka import broker_reachable, make_producer
 from payloop.outbox import OutboxRelay
@@ -39,6 +39,8 @@ class ServiceDefinition:
     migrations_dir: Path
     routers: list[APIRouter] = field(default_factory=list)
     handlers: dict[str, Handler] = field(default_factory=dict)
+    # Set-based versions of some handlers, for busy event types (see payloop.consumer).
+    batch_handlers: dict[str, BatchHandler] = field(default_factory=dict)
     # Extra background loops (schedulers, pollers): each gets (app, stop event).
     background: list[Callable[[FastAPI, asyncio.Event], "asyncio.Future | object"]] = field(default_factory=list)
     version: str = "0.1.0"
@@ -77,7 +79,7 @@ def create_app(service: ServiceDefinition, *, database_url: str | None = None) -
             tasks.append(asyncio.create_task(relay.run(stop), name="outbox-relay"))
         if _flag("PAYLOOP_RUN_CONSUMERS") and service.handlers:
             runtime = ConsumerRuntime(service.group, service.handlers, app.state.session_factory,
-                                      producer, settings)
+                                      producer, settings, batch_handlers=service.batch_handlers)
             app.state.consumer = runtime
             tasks.append(asyncio.create_task(runtime.run(stop), name="consumer"))
         for loop in service.background:

@@ -9,7 +9,7 @@ from datetime import date, datetime
 
 import structlog
 from payloop import tenant_replica
-from payloop.consumer import Handler
+from payloop.consumer import BatchHandler, Handler, newest_per_key
 from payloop.events.catalogue import EventData
 from payloop.events.envelope import Envelope
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -20,8 +20,8 @@ from payloop_collections.clock import Clock
 log = structlog.get_logger(__name__)
 
 
-def build_handlers(clock: Clock) -> dict[str, Handler]:
-    """The handlers, with the service's clock for the time of what they record."""
+def build_handlers(clock: Clock) -> tuple[dict[str, Handler], dict[str, BatchHandler]]:
+    """The handlers and batch handlers, with the service's clock for the time of what they record."""
 
     def client_of(event: Envelope) -> str | None:
         if event.client_id is None:
@@ -35,14 +35,27 @@ def build_handlers(clock: Clock) -> dict[str, Handler]:
             timezone=data.timezone)
 
     async def invoice_changed(session: AsyncSession, event: Envelope, data: EventData) -> None:
-        client_id = client_of(event)
-        if client_id is None:
+        await invoices_changed(session, [(event, data)])
+
+    async def invoices_changed(session: AsyncSession, run: list[tuple[Envelope, EventData]]) -> None:
+        run = [(event, data) for event, data in run if client_of(event) is not None]
+        if not run:
             return
-        await repository.ensure_client(session, event.tenant_id, client_id)
-        await repository.upsert_invoice(session, event.tenant_id, client_id, data.model_dump(mode="json"),
-                                        event.occurred_at)
-        if data.status == "paid":
-            await _mark_paid(session, event, client_id, [data.invoice_id], event.occurred_at.date())
+        await repository.ensure_clients(session, [(event.tenant_id, event.client_id) for event, _ in run])
+        await repository.upsert_invoices(session, [
+            (event.tenant_id, event.client_id, data.model_dump(mode="json"), event.occurred_at)
+            for event, data in newest_per_key(run, lambda event, data: (event.tenant_id, data.invoice_id))])
+        # Each paid invoice is marked on the day of the first event that said so, as one by one.
+        first_paid: dict[tuple[str, str], tuple[Envelope, date]] = {}
+        for event, data in run:
+            if data.status == "paid":
+                first_paid.setdefault((event.tenant_id, data.invoice_id), (event, event.occurred_at.date()))
+        by_client_and_day: dict[tuple[str, str, date], tuple[Envelope, list[str]]] = {}
+        for (_, invoice_id), (event, paid_on) in first_paid.items():
+            group = by_client_and_day.setdefault((event.tenant_id, event.client_id, paid_on), (event, []))
+            group[1].append(invoice_id)
+        for (_, client_id, paid_on), (event, invoice_ids) in by_client_and_day.items():
+            await _mark_paid(session, event, client_id, invoice_ids, paid_on)
 
     async def invoice_voided(session: AsyncSession, event: Envelope, data: EventData) -> None:
         client_id = client_of(event)
@@ -155,6 +168,8 @@ def build_handlers(clock: Clock) -> dict[str, Handler]:
                                           invoice_id=invoice_id, reason="paid")
         await cases.refresh_behaviour(session, event.tenant_id, client_id, now, causation=event)
 
+    batch_handlers: dict[str, BatchHandler] = {"invoice.created": invoices_changed,
+                                               "invoice.updated": invoices_changed}
     return {
         "tenant.updated": tenant_replica.apply_tenant_updated,
         "client.upserted": client_upserted,
@@ -169,4 +184,4 @@ def build_handlers(clock: Clock) -> dict[str, Handler]:
         "payment.disputed": payment_reversed,
         "autopay.changed": autopay_changed,
         "installment_plan.created": installment_plan_created,
-    }
+    }, batch_handlers

@@ -22,10 +22,14 @@ OPEN_STATUSES = ("open", "partially_paid")
 # --- clients --------------------------------------------------------------------------------------
 
 async def ensure_client(session: AsyncSession, tenant_id: str, client_id: str) -> None:
+    await ensure_clients(session, [(tenant_id, client_id)])
+
+
+async def ensure_clients(session: AsyncSession, keys: list[tuple[str, str]]) -> None:
     """Invoices and payments may arrive before `client.upserted`: keep a row to hang them on."""
-    await session.execute(insert(m.Client).values(
-        tenant_id=tenant_id, client_id=client_id, case_id=uuid7(), billing_emails=[],
-    ).on_conflict_do_nothing())
+    await session.execute(insert(m.Client.__table__).on_conflict_do_nothing(), [
+        dict(tenant_id=tenant_id, client_id=client_id, case_id=uuid7(), billing_emails=[])
+        for tenant_id, client_id in dict.fromkeys(keys)])
 
 
 async def get_client(session: AsyncSession, tenant_id: str, client_id: str) -> m.Client | None:
@@ -42,19 +46,23 @@ async def update_client(session: AsyncSession, tenant_id: str, client_id: str, *
 
 # --- invoices and payments ------------------------------------------------------------------------
 
-async def upsert_invoice(session: AsyncSession, tenant_id: str, client_id: str, data: dict[str, Any],
-                         occurred_at: datetime) -> None:
-    values = dict(
+async def upsert_invoices(session: AsyncSession,
+                          snapshots: list[tuple[str, str, dict[str, Any], datetime]]) -> None:
+    """(tenant, client, invoice data, event time) per invoice, at most one per invoice."""
+    rows = [dict(
+        tenant_id=tenant_id, invoice_id=data["invoice_id"],
         client_id=client_id, number=data["number"], currency=data["currency"],
         issued_on=date.fromisoformat(data["issued_on"]), due_on=date.fromisoformat(data["due_on"]),
         status=data["status"], total_minor=data["total_minor"], psa_balance_minor=data["balance_minor"],
         agreement=data.get("agreement"), lines=data.get("lines", []), event_occurred_at=occurred_at,
-    )
-    statement = insert(m.Invoice).values(tenant_id=tenant_id, invoice_id=data["invoice_id"], **values)
+    ) for tenant_id, client_id, data, occurred_at in snapshots]
+    # One statement executed for many rows: compiled once, sent in one round trip.
+    statement = insert(m.Invoice.__table__)
     # Newest event wins: a late redelivery of an older version never reopens a paid invoice.
     await session.execute(statement.on_conflict_do_update(
-        index_elements=[m.Invoice.tenant_id, m.Invoice.invoice_id], set_=values,
-        where=m.Invoice.event_occurred_at <= statement.excluded.event_occurred_at))
+        index_elements=[m.Invoice.tenant_id, m.Invoice.invoice_id],
+        set_={k: statement.excluded[k] for k in rows[0] if k not in ("tenant_id", "invoice_id")},
+        where=m.Invoice.event_occurred_at <= statement.excluded.event_occurred_at), rows)
 
 
 async def set_invoice(session: AsyncSession, tenant_id: str, invoice_ids: list[str], **values: Any) -> None:

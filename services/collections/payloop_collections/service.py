@@ -22,13 +22,15 @@ def build_service(*, clock: Clock | None = None, settings: CollectionsSettings |
     collections = Collections(
         clock=clock or clock_from(settings),
         settings=settings, mailer=SmtpMailer(settings))
+    handlers, batch_handlers = build_handlers(collections.clock)
     return ServiceDefinition(
         name="collections",
         description="Collections: policies, reminder sequences, cases, promises and outgoing email",
         metadata=metadata,
         migrations_dir=Path(__file__).parent / "migrations",
         routers=[tenant_replica.router, build_router(collections), build_public_router(collections)],
-        handlers=build_handlers(collections.clock),
+        handlers=handlers,
+        batch_handlers=batch_handlers,
         background=[scheduler_loop(collections)] if scheduler else [],
     )
 

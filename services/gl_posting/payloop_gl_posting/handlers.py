@@ -12,6 +12,7 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from payloop import tenant_replica
+from payloop.consumer import newest_per_key
 from payloop.events.catalogue import (
     EventData, InvoiceV1, InvoiceVoidedV1, PaymentDisputedV1, PaymentRefundedV1, PaymentSettledV1, PayoutPaidV1,
 )
@@ -21,13 +22,23 @@ from payloop_gl_posting.models import Invoice
 
 
 async def on_invoice(session: AsyncSession, event: Envelope, data: EventData) -> None:
-    assert isinstance(data, InvoiceV1)
-    values = dict(number=data.number, client_id=event.client_id, currency=data.currency,
-                  total_minor=data.total_minor, balance_minor=data.balance_minor, status=data.status,
-                  occurred_at=event.occurred_at)
-    await session.execute(insert(Invoice).values(tenant_id=event.tenant_id, invoice_id=data.invoice_id, **values)
-                          .on_conflict_do_update(index_elements=["tenant_id", "invoice_id"], set_=values,
-                                                 where=Invoice.occurred_at <= event.occurred_at))
+    await on_invoices(session, [(event, data)])
+
+
+async def on_invoices(session: AsyncSession, run: list[tuple[Envelope, EventData]]) -> None:
+    """invoice.created and invoice.updated: the newest snapshot of each invoice wins."""
+    rows = []
+    for event, data in newest_per_key(run, lambda event, data: (event.tenant_id, data.invoice_id)):
+        assert isinstance(data, InvoiceV1)
+        rows.append(dict(tenant_id=event.tenant_id, invoice_id=data.invoice_id, number=data.number,
+                         client_id=event.client_id, currency=data.currency, total_minor=data.total_minor,
+                         balance_minor=data.balance_minor, status=data.status, occurred_at=event.occurred_at))
+    # One statement executed for many rows: compiled once, sent in one round trip.
+    stmt = insert(Invoice.__table__)
+    await session.execute(stmt.on_conflict_do_update(
+        index_elements=["tenant_id", "invoice_id"],
+        set_={k: stmt.excluded[k] for k in rows[0] if k not in ("tenant_id", "invoice_id")},
+        where=Invoice.occurred_at <= stmt.excluded.occurred_at), rows)
 
 
 async def on_invoice_voided(session: AsyncSession, event: Envelope, data: EventData) -> None:
@@ -84,6 +95,8 @@ async def on_payout_paid(session: AsyncSession, event: Envelope, data: EventData
         amount_minor=data.amount_minor, currency=data.currency,
         items=[i.model_dump(mode="json") for i in data.items], arrival_date=data.arrival_date))
 
+
+BATCH_HANDLERS = {"invoice.created": on_invoices, "invoice.updated": on_invoices}
 
 HANDLERS = {
     "tenant.updated": tenant_replica.apply_tenant_updated,

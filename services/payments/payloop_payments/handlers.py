@@ -7,11 +7,12 @@ client or invoice it has not seen yet.
 """
 from __future__ import annotations
 
-from sqlalchemy import func, select
+from sqlalchemy import func, select, tuple_
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from payloop import tenant_replica
+from payloop.consumer import newest_per_key
 from payloop.events.catalogue import ClientUpsertedV1, CreditMemoCreatedV1, InvoiceV1, InvoiceVoidedV1
 from payloop.events.envelope import Envelope
 
@@ -28,8 +29,14 @@ async def client_upserted(session: AsyncSession, event: Envelope, data: ClientUp
 
 
 async def invoice_upserted(session: AsyncSession, event: Envelope, data: InvoiceV1) -> None:
+    await invoices_upserted(session, [(event, data)])
+
+
+async def invoices_upserted(session: AsyncSession, run: list[tuple[Envelope, InvoiceV1]]) -> None:
     """invoice.created and invoice.updated: the PSA's view; our collected/pending amounts stay."""
-    values = {
+    run = newest_per_key(run, lambda event, data: (event.tenant_id, data.invoice_id))
+    early_credit = await _credit_applied_before(session, [(event.tenant_id, data.invoice_id) for event, data in run])
+    rows = [{
         "tenant_id": event.tenant_id, "invoice_id": data.invoice_id, "client_id": event.client_id or "",
         "number": data.number, "currency": data.currency, "issued_on": data.issued_on, "due_on": data.due_on,
         "status": data.status, "total_minor": data.total_minor,
@@ -38,18 +45,27 @@ async def invoice_upserted(session: AsyncSession, event: Envelope, data: Invoice
         "lines": [line.model_dump(mode="json") for line in data.lines],
         "agreement": data.agreement.model_dump(mode="json") if data.agreement else None,
         "source_occurred_at": event.occurred_at,
-    }
-    # A new invoice starts with the credit memos that arrived before it (see credit_memo_created).
-    early_credit = select(func.coalesce(func.sum(CreditMemoApplication.amount_minor), 0)).where(
-        CreditMemoApplication.tenant_id == event.tenant_id,
-        CreditMemoApplication.invoice_id == data.invoice_id).scalar_subquery()
-    stmt = insert(Invoice).values(**values, credited_minor=early_credit)
-    updatable = {k: stmt.excluded[k] for k in values if k not in ("tenant_id", "invoice_id")}
+        "credited_minor": early_credit.get((event.tenant_id, data.invoice_id), 0),
+    } for event, data in run]
+    # One statement executed for many rows: compiled once, sent in one round trip.
+    stmt = insert(Invoice.__table__)
+    # credited_minor is set on insert only: afterwards credit_memo_created keeps it.
+    updatable = {k: stmt.excluded[k] for k in rows[0] if k not in ("tenant_id", "invoice_id", "credited_minor")}
     await session.execute(stmt.on_conflict_do_update(
         index_elements=[Invoice.tenant_id, Invoice.invoice_id],
         set_={**updatable, "updated_at": func.now()},
         where=Invoice.source_occurred_at <= stmt.excluded.source_occurred_at,
-    ))
+    ), rows)
+
+
+async def _credit_applied_before(session: AsyncSession, keys: list[tuple[str, str]]) -> dict[tuple[str, str], int]:
+    """A new invoice starts with the credit memos that arrived before it (see credit_memo_created)."""
+    rows = await session.execute(
+        select(CreditMemoApplication.tenant_id, CreditMemoApplication.invoice_id,
+               func.sum(CreditMemoApplication.amount_minor))
+        .where(tuple_(CreditMemoApplication.tenant_id, CreditMemoApplication.invoice_id).in_(keys))
+        .group_by(CreditMemoApplication.tenant_id, CreditMemoApplication.invoice_id))
+    return {(tenant_id, invoice_id): int(amount) for tenant_id, invoice_id, amount in rows}
 
 
 async def invoice_voided(session: AsyncSession, event: Envelope, data: InvoiceVoidedV1) -> None:
@@ -85,6 +101,8 @@ async def credit_memo_created(session: AsyncSession, event: Envelope, data: Cred
             set_={"credit_minor": Client.credit_minor + rest},
         ))
 
+
+BATCH_HANDLERS = {"invoice.created": invoices_upserted, "invoice.updated": invoices_upserted}
 
 HANDLERS = {
     "tenant.updated": tenant_replica.apply_tenant_updated,

@@ -10,13 +10,14 @@ from payloop_tenants.audit.handlers import store_audit_entry
 from payloop_tenants.models import metadata
 from payloop_tenants.secrets_rotation import STORED_SECRETS
 from payloop_tenants.webhooks.api import router as webhooks_router
-from payloop_tenants.webhooks.fanout import fan_out
+from payloop_tenants.webhooks.fanout import fan_out, fan_out_many
 from payloop_tenants.webhooks.schemas import SUBSCRIBABLE_TYPES
 from payloop_tenants.webhooks.sender import WebhookSender
 from payloop.secrets_rotation import rotation_command, rotation_router
 
 HANDLERS = {type: fan_out for type in CATALOGUE.types() if type in SUBSCRIBABLE_TYPES}
 HANDLERS["audit.recorded"] = store_audit_entry
+BATCH_HANDLERS = {type: fan_out_many for type in HANDLERS if HANDLERS[type] is fan_out}
 
 SERVICE = ServiceDefinition(
     name="tenants",
@@ -26,6 +27,7 @@ SERVICE = ServiceDefinition(
     migrations_dir=Path(__file__).parent / "migrations",
     routers=[tenants_router, webhooks_router, audit_router, rotation_router(STORED_SECRETS)],
     handlers=HANDLERS,
+    batch_handlers=BATCH_HANDLERS,
     background=[WebhookSender().run],
     commands={"rotate-secrets": rotation_command(STORED_SECRETS)},
 )
