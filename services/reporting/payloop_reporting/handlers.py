@@ -9,7 +9,7 @@ from __future__ import annotations
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from payloop import tenant_replica
-from payloop.consumer import Handler
+from payloop.consumer import BatchHandler, Handler
 from payloop.events.catalogue import EventData
 from payloop.events.envelope import Envelope
 
@@ -43,16 +43,27 @@ async def on_agreement_upserted(session: AsyncSession, event: Envelope, data: Ev
 
 
 async def on_invoice(session: AsyncSession, event: Envelope, data: EventData) -> None:
+    await on_invoices(session, [(event, data)])
+
+
+async def on_invoices(session: AsyncSession, run: list[tuple[Envelope, EventData]]) -> None:
     """invoice.created and invoice.updated: the PSA's view of the invoice, newest snapshot wins."""
-    client_id = _client(event)
-    await rm.ensure_client(session, event.tenant_id, client_id)
-    await rm.upsert_invoice(session, event.tenant_id, client_id, data.model_dump(mode="json"), event.occurred_at)
-    await rm.refresh_invoices(session, event.tenant_id, [data.invoice_id])
-    await rm.resolve_exceptions_of_kind(session, event.tenant_id, "psa_sync_failed", data.psa.source,
-                                        event.occurred_at)
-    if event.type == "invoice.created":
-        await _timeline(session, event, "invoice_created", f"Invoice {data.number} issued, due {data.due_on}",
+    snapshots = [(event.tenant_id, _client(event), data.model_dump(mode="json"), event.occurred_at)
+                 for event, data in run]
+    await rm.ensure_clients(session, [(tenant_id, client_id) for tenant_id, client_id, _, _ in snapshots])
+    await rm.upsert_invoices(session, snapshots)
+    by_tenant: dict[str, list[str]] = {}
+    for event, data in run:
+        by_tenant.setdefault(event.tenant_id, []).append(data.invoice_id)
+    for tenant_id, invoice_ids in by_tenant.items():
+        await rm.refresh_invoices(session, tenant_id, invoice_ids)
+    await rm.resolve_exceptions_of_kind_many(session, "psa_sync_failed", [
+        (event.tenant_id, data.psa.source, event.occurred_at) for event, data in run])
+    await rm.add_timelines(session, [
+        rm.timeline_row(event.tenant_id, event.client_id, event_id=event.id, kind="invoice_created",
+                        summary=f"Invoice {data.number} issued, due {data.due_on}", occurred_at=event.occurred_at,
                         amount_minor=data.total_minor, currency=data.currency, invoice_ids=[data.invoice_id])
+        for event, data in run if event.type == "invoice.created"])
 
 
 async def on_invoice_voided(session: AsyncSession, event: Envelope, data: EventData) -> None:
@@ -306,6 +317,8 @@ async def on_gl_post_failed(session: AsyncSession, event: Envelope, data: EventD
     if posted_at is not None:  # a later attempt posted before this failure reached us
         await rm.resolve_exception(session, event.tenant_id, f"gl_post_failed:{data.entry_id}", posted_at)
 
+
+BATCH_HANDLERS: dict[str, BatchHandler] = {"invoice.created": on_invoices, "invoice.updated": on_invoices}
 
 HANDLERS: dict[str, Handler] = {
     "tenant.updated": tenant_replica.apply_tenant_updated,

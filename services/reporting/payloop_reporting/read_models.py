@@ -26,11 +26,15 @@ def _json(value: Any) -> str:
 
 
 async def ensure_client(session: AsyncSession, tenant_id: str, client_id: str | None) -> None:
+    await ensure_clients(session, [(tenant_id, client_id)])
+
+
+async def ensure_clients(session: AsyncSession, keys: Sequence[tuple[str, str | None]]) -> None:
     """A placeholder row, so a client's invoices and payments show before its profile arrives."""
-    if client_id:
+    rows = [{"t": tenant_id, "c": client_id} for tenant_id, client_id in dict.fromkeys(keys) if client_id]
+    if rows:
         await session.execute(text(
-            "INSERT INTO clients (tenant_id, client_id) VALUES (:t, :c) ON CONFLICT DO NOTHING"),
-            {"t": tenant_id, "c": client_id})
+            "INSERT INTO clients (tenant_id, client_id) VALUES (:t, :c) ON CONFLICT DO NOTHING"), rows)
 
 
 async def upsert_client_profile(session: AsyncSession, tenant_id: str, client_id: str, *, name: str,
@@ -97,10 +101,19 @@ def _date(value: str | date | None) -> date | None:
     return date.fromisoformat(value) if isinstance(value, str) else value
 
 
-async def upsert_invoice(session: AsyncSession, tenant_id: str, client_id: str, data: dict[str, Any],
-                         occurred_at: datetime) -> None:
-    """What the PSA says about an invoice; an older snapshot never overwrites a newer one."""
-    agreement = data.get("agreement") or {}
+async def upsert_invoices(session: AsyncSession,
+                          snapshots: Sequence[tuple[str, str, dict[str, Any], datetime]]) -> None:
+    """What the PSA says about invoices, (tenant, client, invoice data, event time) each, applied in
+    order; an older snapshot never overwrites a newer one."""
+    rows = []
+    for tenant_id, client_id, data, occurred_at in snapshots:
+        agreement = data.get("agreement") or {}
+        rows.append({
+            "t": tenant_id, "id": data["invoice_id"], "c": client_id, "number": data["number"],
+            "agreement_id": agreement.get("id"), "agreement_kind": agreement.get("kind"),
+            "currency": data["currency"], "issued": _date(data["issued_on"]), "due": _date(data["due_on"]),
+            "terms": data.get("terms"), "status": data["status"], "total": data["total_minor"],
+            "balance": data["balance_minor"], "at": occurred_at})
     await session.execute(text("""
         INSERT INTO invoices (tenant_id, invoice_id, client_id, number, agreement_id, agreement_kind, currency,
                               issued_on, due_on, terms, psa_status, total_minor, psa_balance_minor,
@@ -113,12 +126,7 @@ async def upsert_invoice(session: AsyncSession, tenant_id: str, client_id: str, 
             issued_on = EXCLUDED.issued_on, due_on = EXCLUDED.due_on, terms = EXCLUDED.terms,
             psa_status = EXCLUDED.psa_status, total_minor = EXCLUDED.total_minor,
             psa_balance_minor = EXCLUDED.psa_balance_minor, snapshot_at = EXCLUDED.snapshot_at
-        WHERE invoices.snapshot_at <= EXCLUDED.snapshot_at"""),
-        {"t": tenant_id, "id": data["invoice_id"], "c": client_id, "number": data["number"],
-         "agreement_id": agreement.get("id"), "agreement_kind": agreement.get("kind"),
-         "currency": data["currency"], "issued": _date(data["issued_on"]), "due": _date(data["due_on"]),
-         "terms": data.get("terms"), "status": data["status"], "total": data["total_minor"],
-         "balance": data["balance_minor"], "at": occurred_at})
+        WHERE invoices.snapshot_at <= EXCLUDED.snapshot_at"""), rows)
 
 
 async def record_void(session: AsyncSession, tenant_id: str, invoice_id: str, voided_at: datetime) -> None:
@@ -205,18 +213,27 @@ def _instant(value: str | datetime | None) -> datetime | None:
     return datetime.fromisoformat(value) if isinstance(value, str) else value
 
 
-async def add_timeline(session: AsyncSession, tenant_id: str, client_id: str | None, *, event_id, kind: str,
-                       summary: str, occurred_at: datetime, amount_minor: int | None = None,
-                       currency: str | None = None, invoice_ids: Sequence[str] = (),
-                       data: dict[str, Any] | None = None) -> None:
-    await session.execute(text("""
-        INSERT INTO timeline (tenant_id, event_id, client_id, occurred_at, kind, summary, amount_minor, currency,
-                              invoice_ids, data)
-        VALUES (:t, :e, :c, :at, :kind, :summary, :amount, :currency, CAST(:invoices AS jsonb), CAST(:data AS jsonb))
-        ON CONFLICT DO NOTHING"""),
-        {"t": tenant_id, "e": event_id, "c": client_id, "at": occurred_at, "kind": kind, "summary": summary,
-         "amount": amount_minor, "currency": currency, "invoices": _json(list(invoice_ids)),
-         "data": _json(data or {})})
+def timeline_row(tenant_id: str, client_id: str | None, *, event_id, kind: str, summary: str,
+                 occurred_at: datetime, amount_minor: int | None = None, currency: str | None = None,
+                 invoice_ids: Sequence[str] = (), data: dict[str, Any] | None = None) -> dict[str, Any]:
+    return {"t": tenant_id, "e": event_id, "c": client_id, "at": occurred_at, "kind": kind, "summary": summary,
+            "amount": amount_minor, "currency": currency, "invoices": _json(list(invoice_ids)),
+            "data": _json(data or {})}
+
+
+async def add_timeline(session: AsyncSession, tenant_id: str, client_id: str | None, **entry: Any) -> None:
+    await add_timelines(session, [timeline_row(tenant_id, client_id, **entry)])
+
+
+async def add_timelines(session: AsyncSession, rows: Sequence[dict[str, Any]]) -> None:
+    """Entries made by `timeline_row`; an entry told again (same event and kind) is kept once."""
+    if rows:
+        await session.execute(text("""
+            INSERT INTO timeline (tenant_id, event_id, client_id, occurred_at, kind, summary, amount_minor,
+                                  currency, invoice_ids, data)
+            VALUES (:t, :e, :c, :at, :kind, :summary, :amount, :currency, CAST(:invoices AS jsonb),
+                    CAST(:data AS jsonb))
+            ON CONFLICT DO NOTHING"""), list(rows))
 
 
 async def upsert_ticket(session: AsyncSession, tenant_id: str, client_id: str | None, data: dict[str, Any],
@@ -358,10 +375,19 @@ async def resolve_exception(session: AsyncSession, tenant_id: str, exception_id:
 
 async def resolve_exceptions_of_kind(session: AsyncSession, tenant_id: str, kind: str, subject_id: str,
                                      resolved_at: datetime) -> None:
-    await session.execute(text("""
-        UPDATE exceptions SET resolved_at = :at
-        WHERE tenant_id = :t AND kind = :kind AND subject_id = :subject AND occurred_at <= :at AND resolved_at IS NULL"""),
-        {"t": tenant_id, "kind": kind, "subject": subject_id, "at": resolved_at})
+    await resolve_exceptions_of_kind_many(session, kind, [(tenant_id, subject_id, resolved_at)])
+
+
+async def resolve_exceptions_of_kind_many(session: AsyncSession, kind: str,
+                                          resolutions: Sequence[tuple[str, str, datetime]]) -> None:
+    """(tenant, subject, resolved at) each, applied in order."""
+    if resolutions:
+        await session.execute(text("""
+            UPDATE exceptions SET resolved_at = :at
+            WHERE tenant_id = :t AND kind = :kind AND subject_id = :subject AND occurred_at <= :at
+              AND resolved_at IS NULL"""),
+            [{"t": tenant_id, "kind": kind, "subject": subject_id, "at": resolved_at}
+             for tenant_id, subject_id, resolved_at in resolutions])
 
 
 async def payment_settled_at(session: AsyncSession, tenant_id: str, payment_id: str) -> datetime | None:

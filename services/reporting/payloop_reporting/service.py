@@ -7,7 +7,7 @@ from payloop.service import ServiceDefinition
 from payloop_reporting.api import router
 from payloop_reporting.dashboard import router as dashboard_router
 from payloop_reporting.dead_letters import watch_dead_letters
-from payloop_reporting.handlers import HANDLERS
+from payloop_reporting.handlers import BATCH_HANDLERS, HANDLERS
 from payloop_reporting.models import metadata
 
 def _rebuild(argv: list[str]) -> None:
@@ -23,6 +23,7 @@ SERVICE = ServiceDefinition(
     migrations_dir=Path(__file__).parent / "migrations",
     routers=[tenant_replica.router, router, dashboard_router],
     handlers=HANDLERS,
+    batch_handlers=BATCH_HANDLERS,
     background=[watch_dead_letters],
     commands={"rebuild": ("rebuild the read models by replaying every topic", _rebuild)},
 )
