@@ -113,19 +113,20 @@ async def upsert_invoices(session: AsyncSession,
             "agreement_id": agreement.get("id"), "agreement_kind": agreement.get("kind"),
             "currency": data["currency"], "issued": _date(data["issued_on"]), "due": _date(data["due_on"]),
             "terms": data.get("terms"), "status": data["status"], "total": data["total_minor"],
-            "balance": data["balance_minor"], "at": occurred_at})
+            "balance": data["balance_minor"], "paid_on": _date(data.get("paid_on")), "at": occurred_at})
     await session.execute(text("""
         INSERT INTO invoices (tenant_id, invoice_id, client_id, number, agreement_id, agreement_kind, currency,
-                              issued_on, due_on, terms, psa_status, total_minor, psa_balance_minor,
+                              issued_on, due_on, terms, psa_status, total_minor, psa_balance_minor, psa_paid_on,
                               snapshot_at, balance_minor)
         VALUES (:t, :id, :c, :number, :agreement_id, :agreement_kind, :currency, :issued, :due, :terms,
-                :status, :total, :balance, :at, 0)
+                :status, :total, :balance, :paid_on, :at, 0)
         ON CONFLICT (tenant_id, invoice_id) DO UPDATE SET
             client_id = EXCLUDED.client_id, number = EXCLUDED.number, agreement_id = EXCLUDED.agreement_id,
             agreement_kind = EXCLUDED.agreement_kind, currency = EXCLUDED.currency,
             issued_on = EXCLUDED.issued_on, due_on = EXCLUDED.due_on, terms = EXCLUDED.terms,
             psa_status = EXCLUDED.psa_status, total_minor = EXCLUDED.total_minor,
-            psa_balance_minor = EXCLUDED.psa_balance_minor, snapshot_at = EXCLUDED.snapshot_at
+            psa_balance_minor = EXCLUDED.psa_balance_minor, psa_paid_on = EXCLUDED.psa_paid_on,
+            snapshot_at = EXCLUDED.snapshot_at
         WHERE invoices.snapshot_at <= EXCLUDED.snapshot_at"""), rows)
 
 
@@ -250,7 +251,9 @@ async def upsert_ticket(session: AsyncSession, tenant_id: str, client_id: str | 
 
 # Balance = the smaller of what the PSA last said and the total minus the reductions we know of:
 # our payments show at once, before the PSA hears of them, and payments we never see (a cheque
-# recorded in the PSA) show when the PSA's balance drops (`outside_paid_minor`).
+# recorded in the PSA) show when the PSA's balance drops (`outside_paid_minor`), dated by the PSA's
+# paid date where it gives one (`psa_paid_on`, at noon UTC: that same day in every timezone within
+# 11 hours of UTC; the metrics read the date itself), else by when we first saw the drop.
 _REFRESH = text("""
 WITH facts AS (
     SELECT i.tenant_id, i.invoice_id,
@@ -275,10 +278,11 @@ WITH facts AS (
     WHERE i.tenant_id = :t AND i.invoice_id = ANY(:ids)
 ), balances AS (
     SELECT o.*, CASE WHEN o.outside = 0 THEN NULL
+                     WHEN o.psa_paid_on IS NOT NULL THEN (o.psa_paid_on + time '12:00') AT TIME ZONE 'UTC'
                      WHEN o.outside <> o.stored_outside OR o.stored_outside_at IS NULL THEN o.snapshot_at
                      ELSE o.stored_outside_at END AS outside_at
     FROM (
-        SELECT f.*, i.total_minor, i.psa_status, i.snapshot_at, i.client_id,
+        SELECT f.*, i.total_minor, i.psa_status, i.psa_paid_on, i.snapshot_at, i.client_id,
             i.outside_paid_minor AS stored_outside, i.outside_paid_at AS stored_outside_at,
             GREATEST(i.total_minor - i.psa_balance_minor - f.reduced, 0) AS outside,
             CASE WHEN f.voided_at IS NOT NULL OR i.psa_status = 'written_off' THEN 0

@@ -155,7 +155,7 @@ async def invoice_facts(session: AsyncSession, ctx: TenantContext, currency: str
     params = {"t": ctx.tenant_id, "currency": currency, "client": client_id}
     invoices = (await session.execute(text(f"""
         SELECT invoice_id, client_id, total_minor, issued_on, due_on, voided_at, psa_status, snapshot_at,
-               outside_paid_minor, outside_paid_at
+               outside_paid_minor, outside_paid_at, psa_paid_on
         FROM invoices i WHERE i.tenant_id = :t AND i.currency = :currency {client_filter}"""), params)).all()
     reductions: dict[str, list[Reduction]] = {}
     rows = await session.execute(text(f"""
@@ -169,7 +169,8 @@ async def invoice_facts(session: AsyncSession, ctx: TenantContext, currency: str
     for row in invoices:
         own = reductions.get(row.invoice_id, [])
         if row.outside_paid_minor:
-            own.append(Reduction(ctx.local_date(row.outside_paid_at), row.outside_paid_minor))
+            # Paid in the PSA: on the PSA's own paid date where it gave one, else when we saw the balance drop.
+            own.append(Reduction(row.psa_paid_on or ctx.local_date(row.outside_paid_at), row.outside_paid_minor))
         facts.append(InvoiceFacts(
             invoice_id=row.invoice_id, client_id=row.client_id, total_minor=row.total_minor,
             issued_on=row.issued_on, due_on=row.due_on, reductions=tuple(own),

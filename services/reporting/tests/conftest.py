@@ -42,7 +42,8 @@ class Book:
         return event
 
     def invoice(self, invoice_id: str, client: str, total: int, issued: str, due: str, *, type_="invoice.created",
-                status="open", balance: int | None = None, occurred_at: datetime | None = None) -> Envelope:
+                status="open", balance: int | None = None, occurred_at: datetime | None = None,
+                paid_on: str | None = None) -> Envelope:
         data = {"invoice_id": invoice_id, "psa": {"source": "connectwise", "external_id": invoice_id},
                 "number": f"INV-{invoice_id}", "agreement": {"id": f"AG-{client}", "kind": "managed_services",
                                                              "name": "Managed services"},
@@ -51,6 +52,8 @@ class Book:
                 "balance_minor": total if balance is None else balance,
                 "lines": [{"kind": "recurring", "description": "Managed services", "quantity": "1",
                            "unit_price_minor": total, "amount_minor": total}]}
+        if paid_on:
+            data["paid_on"] = paid_on
         if type_ == "invoice.updated":
             data["changes"] = {"balance_minor": {"from": total, "to": balance}}
         return self.add(type_, occurred_at or at(issued), data, client)

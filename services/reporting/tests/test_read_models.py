@@ -137,3 +137,34 @@ async def test_drift_alert_names_the_client_and_both_averages(infra, token, tena
         ("D", 18.0, 34.0, 16.0)]
     assert report["alerts"][0]["message"] == "Delta Dental: average days-to-pay from 18 to 34 over the last 90 days"
     assert calmer["alerts"] == []
+
+
+async def test_history_paid_in_the_psa_drifts_by_the_psa_dates_not_the_sync(infra, token, tenant, as_of, apply_events,
+                                                                            blank_book):
+    """A client's history first seen already paid, in one sync on one day: each invoice's payment is dated by
+    the PSA's `paid_on` (whether its first snapshot was paid or it was paid later), so the drift is the
+    client's own; without PSA dates the same history would look paid on the day of the sync."""
+    b = blank_book(tenant)
+    b.add("client.upserted", b.at("2025-09-02"), {"client_id": "K", "name": "Keystone Logistics",
+                                                "psa": {"source": "connectwise", "external_id": "K"}}, "K")
+    synced = b.at("2026-03-30")
+    for invoice, issued, due, paid in (("K1", "2025-10-01", "2025-10-31", "2025-10-19"),
+                                       ("K2", "2025-11-01", "2025-12-01", "2025-11-19"),
+                                       ("K3", "2026-01-01", "2026-01-31", "2026-02-04")):
+        b.invoice(invoice, "K", 10_000, issued, due, status="paid", balance=0, occurred_at=synced, paid_on=paid)
+    # K4: open at the first sync, then paid in the PSA (a cheque), which the next sync shows.
+    b.invoice("K4", "K", 10_000, "2026-02-01", "2026-03-03", occurred_at=synced)
+    b.invoice("K4", "K", 10_000, "2026-02-01", "2026-03-03", type_="invoice.updated", status="paid", balance=0,
+              occurred_at=b.at("2026-03-31"), paid_on="2026-03-07")
+    async with running_service(infra, SERVICE, consumers=False, relay=False) as client:
+        await apply_events(client.app.state.session_factory, b.events)
+        report = (await client.get("/v1/drift", params={"as_of": as_of.isoformat()},
+                                   headers=token(tenant, "ar:read"))).json()
+        async with client.app.state.session_factory() as session:
+            paid = dict((await session.execute(text(
+                "SELECT invoice_id, paid_at FROM invoices WHERE tenant_id = :t"), {"t": tenant})).all())
+    # 18 days to pay in the quarter before, 34 in the last one: the figures of the drift test above.
+    assert [(a["client_id"], a["previous_days"], a["current_days"], a["change_days"]) for a in report["alerts"]] == [
+        ("K", 18.0, 34.0, 16.0)]
+    assert {k: v.date().isoformat() for k, v in paid.items()} == {
+        "K1": "2025-10-19", "K2": "2025-11-19", "K3": "2026-02-04", "K4": "2026-03-07"}
