@@ -76,6 +76,16 @@ def test_payloop_dev_is_ready_within_60s_and_ctrl_c_leaves_nothing_behind(tmp_pa
         page = httpx.get(links[0], timeout=10)
         assert page.status_code == 200 and "Demo MSP" in page.text, (links[0], page.status_code)
 
+        # The drifting late payer, dated by ConnectWise's own payment dates, is the one drift alert.
+        deadline = time.monotonic() + 60
+        while True:
+            alerts = httpx.get(f"http://127.0.0.1:{8105 + OFFSET}/v1/drift",
+                               headers={"Authorization": f"Bearer {token}"}).json()["alerts"]
+            if alerts or time.monotonic() > deadline:
+                break
+            time.sleep(1)
+        assert [a["name"] for a in alerts] == ["Keystone Logistics LLC"], alerts
+
         # The second MSP (HaloPSA and Xero): its auto-pay charges settle and are posted to Xero.
         xero_token = subprocess.run([str(Path(sys.executable).parent / "payloop"), "token", "--tenant",
                                      "demo-msp-xero", "--scopes", "ar:read"], env=env, capture_output=True,
