@@ -274,8 +274,10 @@ WITH facts AS (
         (SELECT (t.data->>'promised_on')::date FROM timeline t WHERE t.tenant_id = i.tenant_id
             AND t.client_id = i.client_id AND t.kind = 'promise' AND t.invoice_ids ? i.invoice_id
             ORDER BY t.occurred_at DESC LIMIT 1) AS promised_on
-    FROM invoices i LEFT JOIN invoice_voids v ON v.tenant_id = i.tenant_id AND v.invoice_id = i.invoice_id
-    WHERE i.tenant_id = :t AND i.invoice_id = ANY(:ids)
+    -- Driven by the ids (one primary-key lookup each), never by a scan of the tenant's invoices.
+    FROM unnest(CAST(:ids AS text[])) AS wanted(invoice_id)
+    JOIN invoices i ON i.tenant_id = :t AND i.invoice_id = wanted.invoice_id
+    LEFT JOIN invoice_voids v ON v.tenant_id = i.tenant_id AND v.invoice_id = i.invoice_id
 ), balances AS (
     SELECT o.*, CASE WHEN o.outside = 0 THEN NULL
                      WHEN o.psa_paid_on IS NOT NULL THEN (o.psa_paid_on + time '12:00') AT TIME ZONE 'UTC'
