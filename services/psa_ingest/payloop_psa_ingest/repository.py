@@ -4,7 +4,7 @@ from __future__ import annotations
 import uuid
 from datetime import datetime
 
-from sqlalchemy import select, text, update
+from sqlalchemy import select, text, tuple_, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from payloop_psa_ingest.models import DISCONNECTED, Connection, PaymentWriteback, PsaRecord, SyncRun
@@ -54,11 +54,15 @@ async def request_sync_now(session: AsyncSession, tenant_id: str, connection_id:
                           .values(next_sync_at=text("now()")))
 
 
-async def get_record(session: AsyncSession, connection_id: uuid.UUID, kind: str, external_id: str
-                     ) -> PsaRecord | None:
-    return (await session.execute(select(PsaRecord).where(
-        PsaRecord.connection_id == connection_id, PsaRecord.kind == kind,
-        PsaRecord.external_id == external_id))).scalar_one_or_none()
+async def records_by_external_id(session: AsyncSession, connection_id: uuid.UUID, keys: list[tuple[str, str]]
+                                 ) -> dict[tuple[str, str], PsaRecord]:
+    """The stored records of these (kind, vendor id) pairs, by pair."""
+    if not keys:
+        return {}
+    rows = await session.scalars(select(PsaRecord).where(
+        PsaRecord.connection_id == connection_id,
+        tuple_(PsaRecord.kind, PsaRecord.external_id).in_(list(dict.fromkeys(keys)))))
+    return {(r.kind, r.external_id): r for r in rows}
 
 
 async def record_by_id(session: AsyncSession, tenant_id: str, kind: str, record_id: uuid.UUID) -> PsaRecord | None:
