@@ -88,30 +88,46 @@ async def escalate(session: AsyncSession, tenant_id: str, client_id: str, now: d
 
 async def refresh_behaviour(session: AsyncSession, tenant_id: str, client_id: str, now: datetime,
                             causation: Envelope | str | None = None) -> behaviour.Behaviour | None:
-    """Recompute days-to-pay and drift from the client's paid invoices; announce a change."""
-    paid = [behaviour.PaidInvoice(i.issued_on, i.due_on, i.paid_on)
-            for i in await repository.paid_invoices(session, tenant_id, client_id) if i.paid_on]
-    result = behaviour.compute(paid)
-    if result is None:
-        return None
-    values = {"samples": result.samples, "average_days_to_pay": result.average_days_to_pay,
-              "recent_days_to_pay": result.recent_days_to_pay,
-              "baseline_days_to_pay": result.baseline_days_to_pay, "on_time_ratio": result.on_time_ratio,
-              "drifting": result.drifting}
-    stored = await repository.get_behaviour(session, tenant_id, client_id)
-    if stored is not None and all(getattr(stored, k) == v for k, v in values.items()):
-        return result
-    await repository.save_behaviour(session, tenant_id, client_id, values)
-    await repository.update_client(session, tenant_id, client_id, drifting=result.drifting)
-    was_drifting = stored.drifting if stored is not None else False
-    if was_drifting != result.drifting:
-        await repository.add_timeline(session, tenant_id, client_id,
-                                      "drift_detected" if result.drifting else "drift_cleared", now,
-                                      recent_days_to_pay=result.recent_days_to_pay,
-                                      baseline_days_to_pay=result.baseline_days_to_pay)
-    await publish(session, "client.behaviour_changed", tenant_id, client_id,
-                  {**values, "window_days": result.window_days}, now, causation)
-    return result
+    return (await refresh_behaviours(session, tenant_id, {client_id: causation}, now))[client_id]
+
+
+async def refresh_behaviours(session: AsyncSession, tenant_id: str, causes: dict[str, Envelope | str | None],
+                             now: datetime) -> dict[str, behaviour.Behaviour | None]:
+    """Recompute days-to-pay and drift of these clients (each with the event that caused it) from their
+    paid invoices; announce each change. A few statements for any number of clients."""
+    history = await repository.paid_history(session, tenant_id, list(causes))
+    stored = await repository.behaviours(session, tenant_id, list(causes))
+    results: dict[str, behaviour.Behaviour | None] = {}
+    changed: dict[str, dict[str, Any]] = {}
+    for client_id in causes:
+        result = results[client_id] = behaviour.compute(history.get(client_id, []))
+        if result is None:
+            continue
+        values = {"samples": result.samples, "average_days_to_pay": result.average_days_to_pay,
+                  "recent_days_to_pay": result.recent_days_to_pay,
+                  "baseline_days_to_pay": result.baseline_days_to_pay, "on_time_ratio": result.on_time_ratio,
+                  "drifting": result.drifting}
+        old = stored.get(client_id)
+        if old is None or any(getattr(old, k) != v for k, v in values.items()):
+            changed[client_id] = values
+    if not changed:
+        return results
+    await repository.save_behaviours(session, tenant_id, changed)
+    await repository.set_drifting(session, tenant_id, {c: values["drifting"] for c, values in changed.items()})
+    events = []
+    for client_id, values in changed.items():
+        result = results[client_id]
+        was_drifting = stored[client_id].drifting if client_id in stored else False
+        if was_drifting != result.drifting:
+            await repository.add_timeline(session, tenant_id, client_id,
+                                          "drift_detected" if result.drifting else "drift_cleared", now,
+                                          recent_days_to_pay=result.recent_days_to_pay,
+                                          baseline_days_to_pay=result.baseline_days_to_pay)
+        events.append(new_event("client.behaviour_changed", tenant_id=tenant_id, client_id=client_id,
+                                data={**values, "window_days": result.window_days}, producer=PRODUCER,
+                                causation=causes[client_id], occurred_at=now))
+    await outbox.publish_many(session, events)
+    return results
 
 
 async def settle_promises(session: AsyncSession, tenant_id: str, now: datetime, today: date) -> None:

@@ -45,17 +45,18 @@ def build_handlers(clock: Clock) -> tuple[dict[str, Handler], dict[str, BatchHan
         await repository.upsert_invoices(session, [
             (event.tenant_id, event.client_id, data.model_dump(mode="json"), event.occurred_at)
             for event, data in newest_per_key(run, lambda event, data: (event.tenant_id, data.invoice_id))])
-        # Each paid invoice is marked on the day of the first event that said so, as one by one.
+        # Each paid invoice is marked paid on the PSA's paid date, or else on the day of the first event
+        # that said it was paid, as one by one.
         first_paid: dict[tuple[str, str], tuple[Envelope, date]] = {}
         for event, data in run:
             if data.status == "paid":
-                first_paid.setdefault((event.tenant_id, data.invoice_id), (event, event.occurred_at.date()))
-        by_client_and_day: dict[tuple[str, str, date], tuple[Envelope, list[str]]] = {}
-        for (_, invoice_id), (event, paid_on) in first_paid.items():
-            group = by_client_and_day.setdefault((event.tenant_id, event.client_id, paid_on), (event, []))
-            group[1].append(invoice_id)
-        for (_, client_id, paid_on), (event, invoice_ids) in by_client_and_day.items():
-            await _mark_paid(session, event, client_id, invoice_ids, paid_on)
+                first_paid.setdefault((event.tenant_id, data.invoice_id),
+                                      (event, data.paid_on or event.occurred_at.date()))
+        by_tenant: dict[str, dict[str, tuple[Envelope, date]]] = {}
+        for (tenant_id, invoice_id), marked in first_paid.items():
+            by_tenant.setdefault(tenant_id, {})[invoice_id] = marked
+        for tenant_id, paid in by_tenant.items():
+            await _mark_paid_many(session, tenant_id, paid)
 
     async def invoice_voided(session: AsyncSession, event: Envelope, data: EventData) -> None:
         client_id = client_of(event)
@@ -98,7 +99,7 @@ def build_handlers(clock: Clock) -> tuple[dict[str, Handler], dict[str, BatchHan
         paid = [inv.invoice_id for inv, balance in
                 await repository.invoices_with_balance(session, event.tenant_id, invoice_ids=invoice_ids)
                 if balance <= 0]
-        await _mark_paid(session, event, client_id, paid, settled_on)
+        await _mark_paid(session, event, paid, settled_on)
 
     async def payment_failed(session: AsyncSession, event: Envelope, data: EventData) -> None:
         client_id = client_of(event)
@@ -153,20 +154,30 @@ def build_handlers(clock: Clock) -> tuple[dict[str, Handler], dict[str, BatchHan
             await cases.paused(session, event.tenant_id, client_id, "installment_plan", clock.now(), until=last,
                                causation=event, plan_id=data.plan_id, invoice_id=data.invoice_id)
 
-    async def _mark_paid(session: AsyncSession, event: Envelope, client_id: str, invoice_ids: list[str],
-                         paid_on: date) -> None:
-        """Stop the sequence of paid invoices and learn from how long the client took."""
-        newly_paid = [inv.invoice_id for inv, _ in
-                      await repository.invoices_with_balance(session, event.tenant_id, invoice_ids=invoice_ids)
+    async def _mark_paid(session: AsyncSession, event: Envelope, invoice_ids: list[str], paid_on: date) -> None:
+        await _mark_paid_many(session, event.tenant_id, {invoice_id: (event, paid_on) for invoice_id in invoice_ids})
+
+    async def _mark_paid_many(session: AsyncSession, tenant_id: str, paid: dict[str, tuple[Envelope, date]]) -> None:
+        """Stop the sequence of paid invoices (each with the event that said so and its day) and learn
+        from how long their clients took."""
+        newly_paid = [inv for inv, _ in
+                      await repository.invoices_with_balance(session, tenant_id, invoice_ids=list(paid))
                       if inv.paid_on is None]
         if not newly_paid:
             return
-        await repository.set_invoice(session, event.tenant_id, newly_paid, paid_on=paid_on)
+        by_day: dict[date, list[str]] = {}
+        for inv in newly_paid:
+            by_day.setdefault(paid[inv.invoice_id][1], []).append(inv.invoice_id)
+        for paid_on, invoice_ids in by_day.items():
+            await repository.set_invoice(session, tenant_id, invoice_ids, paid_on=paid_on)
         now: datetime = clock.now()
-        for invoice_id in newly_paid:
-            await repository.add_timeline(session, event.tenant_id, client_id, "stopped", now,
-                                          invoice_id=invoice_id, reason="paid")
-        await cases.refresh_behaviour(session, event.tenant_id, client_id, now, causation=event)
+        causes: dict[str, Envelope] = {}
+        for inv in newly_paid:
+            event = paid[inv.invoice_id][0]
+            repository.stage_timeline(session, tenant_id, event.client_id, "stopped", now,
+                                      invoice_id=inv.invoice_id, reason="paid")
+            causes.setdefault(event.client_id, event)
+        await cases.refresh_behaviours(session, tenant_id, causes, now)
 
     batch_handlers: dict[str, BatchHandler] = {"invoice.created": invoices_changed,
                                                "invoice.updated": invoices_changed}

@@ -14,6 +14,7 @@ from payloop.ids import uuid7
 from payloop.tenant_replica import TenantProfile, load_profile
 
 from payloop_collections import models as m
+from payloop_collections.behaviour import PaidInvoice
 from payloop_collections.policy import DEFAULT_POLICY_ID, Policy, Step
 
 OPEN_STATUSES = ("open", "partially_paid")
@@ -121,10 +122,16 @@ async def open_invoices(session: AsyncSession, tenant_id: str, client_id: str | 
             if inv.status in OPEN_STATUSES and bal > 0]
 
 
-async def paid_invoices(session: AsyncSession, tenant_id: str, client_id: str) -> list[m.Invoice]:
-    return list((await session.execute(select(m.Invoice).where(
-        m.Invoice.tenant_id == tenant_id, m.Invoice.client_id == client_id,
-        m.Invoice.paid_on.is_not(None)))).scalars())
+async def paid_history(session: AsyncSession, tenant_id: str, client_ids: list[str]
+                       ) -> dict[str, list[PaidInvoice]]:
+    """Issue, due and paid dates of each client's paid invoices: what its payment behaviour is made of."""
+    rows = await session.execute(select(m.Invoice.client_id, m.Invoice.issued_on, m.Invoice.due_on, m.Invoice.paid_on)
+                                 .where(m.Invoice.tenant_id == tenant_id, m.Invoice.client_id.in_(client_ids),
+                                        m.Invoice.paid_on.is_not(None)))
+    history: dict[str, list[PaidInvoice]] = {}
+    for client_id, issued_on, due_on, paid_on in rows:
+        history.setdefault(client_id, []).append(PaidInvoice(issued_on, due_on, paid_on))
+    return history
 
 
 async def tenants_with_open_invoices(session: AsyncSession) -> list[str]:
@@ -218,9 +225,15 @@ async def claim_due_message(session: AsyncSession, now: datetime) -> m.Message |
 
 async def add_timeline(session: AsyncSession, tenant_id: str, client_id: str, kind: str, at: datetime,
                        invoice_id: str | None = None, **detail: Any) -> None:
+    stage_timeline(session, tenant_id, client_id, kind, at, invoice_id, **detail)
+    await session.flush()
+
+
+def stage_timeline(session: AsyncSession, tenant_id: str, client_id: str, kind: str, at: datetime,
+                   invoice_id: str | None = None, **detail: Any) -> None:
+    """A timeline entry written with the session's next flush (many entries: one statement)."""
     session.add(m.TimelineEntry(tenant_id=tenant_id, client_id=client_id, invoice_id=invoice_id, kind=kind,
                                 detail=detail, at=at))
-    await session.flush()
 
 
 async def timeline(session: AsyncSession, tenant_id: str, client_id: str, after: int | None, limit: int
@@ -287,11 +300,27 @@ async def get_behaviour(session: AsyncSession, tenant_id: str, client_id: str) -
     return await session.get(m.ClientBehaviour, (tenant_id, client_id))
 
 
-async def save_behaviour(session: AsyncSession, tenant_id: str, client_id: str, values: dict[str, Any]) -> None:
-    statement = insert(m.ClientBehaviour).values(tenant_id=tenant_id, client_id=client_id, **values)
+async def behaviours(session: AsyncSession, tenant_id: str, client_ids: list[str]) -> dict[str, m.ClientBehaviour]:
+    rows = await session.scalars(select(m.ClientBehaviour).where(
+        m.ClientBehaviour.tenant_id == tenant_id, m.ClientBehaviour.client_id.in_(client_ids)))
+    return {b.client_id: b for b in rows}
+
+
+async def save_behaviours(session: AsyncSession, tenant_id: str, values_by_client: dict[str, dict[str, Any]]) -> None:
+    statement = insert(m.ClientBehaviour.__table__)
+    columns = next(iter(values_by_client.values())).keys()
     await session.execute(statement.on_conflict_do_update(
         index_elements=[m.ClientBehaviour.tenant_id, m.ClientBehaviour.client_id],
-        set_={**values, "updated_at": func.now()}))
+        set_={**{k: statement.excluded[k] for k in columns}, "updated_at": func.now()}),
+        [{"tenant_id": tenant_id, "client_id": client_id, **values}
+         for client_id, values in values_by_client.items()])
+
+
+async def set_drifting(session: AsyncSession, tenant_id: str, drifting_by_client: dict[str, bool]) -> None:
+    await ensure_clients(session, [(tenant_id, client_id) for client_id in drifting_by_client])
+    await session.execute(text(
+        "UPDATE clients SET drifting = :drifting, updated_at = now() WHERE tenant_id = :t AND client_id = :c"),
+        [{"t": tenant_id, "c": client_id, "drifting": drifting} for client_id, drifting in drifting_by_client.items()])
 
 
 async def clients(session: AsyncSession, tenant_id: str, client_ids: list[str]) -> dict[str, m.Client]:

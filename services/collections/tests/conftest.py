@@ -43,6 +43,7 @@ class Harness:
     settings: CollectionsSettings
     tenant: str
     handlers: dict[str, Any]
+    batch_handlers: dict[str, Any]
     invoices: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     @property
@@ -57,6 +58,12 @@ class Harness:
         async with self.factory() as session, session.begin():
             await self.handlers[type](session, event, CATALOGUE.parse(type, event.version, event.data))
         return event
+
+    async def apply_batch(self, events: list) -> None:
+        """Apply a run of events of one type in one transaction through the service's batch handler."""
+        async with self.factory() as session, session.begin():
+            await self.batch_handlers[events[0].type](
+                session, [(e, CATALOGUE.parse(e.type, e.version, e.data)) for e in events])
 
     async def tenant_profile(self, timezone: str = "America/New_York", **branding: Any):
         await self.apply("tenant.updated", {"tenant_id": self.tenant, "name": "Acme MSP", "timezone": timezone,
@@ -106,7 +113,7 @@ async def harness(infra, sink: SmtpSink, start: datetime, *, scheduler: bool = F
     service = build_service(clock=clock, settings=config, scheduler=scheduler)
     async with running_service(infra, service, consumers=consumers, relay=relay) as client:
         yield Harness(client=client, clock=clock, settings=config, tenant=f"msp-{next(_ids)}",
-                      handlers=service.handlers)
+                      handlers=service.handlers, batch_handlers=service.batch_handlers)
 
 
 @pytest_asyncio.fixture

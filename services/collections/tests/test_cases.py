@@ -5,6 +5,8 @@ from zoneinfo import ZoneInfo
 
 from sqlalchemy import text
 
+from payloop.events import new_event
+
 NY = ZoneInfo("America/New_York")
 DUE = date(2026, 3, 5)  # Thursday
 
@@ -296,3 +298,36 @@ async def test_dated_pause_ends_by_itself_and_a_silent_payment_stops_holding_rem
         before = len(sink.messages)
         await h.tick()
         assert "ach" in [m.parsed["X-Payloop-Client"] for m in sink.messages[before:]]
+
+
+async def test_a_synced_history_in_one_batch_is_dated_by_the_psa_and_each_client_learnt_once(make_harness, token):
+    """The first sync of a PSA brings years of paid invoices at once: the batch handler marks them paid on
+    the PSA's paid dates (not the day of the sync), so the drifter is found, with one
+    client.behaviour_changed per client for the whole batch."""
+    async with make_harness(at(-60)) as h:
+        await h.tenant_profile()
+        events = []
+        for k in range(9):
+            issued = date(2025, 6, 1) + timedelta(days=30 * k)
+            for cid, days in (("drifter", 18 if k < 6 else 34), ("steady", 18)):
+                paid_on = issued + timedelta(days=days)
+                events.append(new_event("invoice.created", tenant_id=h.tenant, client_id=cid, producer="test",
+                                        occurred_at=h.clock.now(), data={
+                    "invoice_id": f"{cid}-{k}", "psa": {"source": "connectwise", "external_id": f"{cid}-{k}"},
+                    "number": f"N-{cid}-{k}", "agreement": None, "currency": "USD",
+                    "issued_on": issued.isoformat(), "due_on": (issued + timedelta(days=30)).isoformat(),
+                    "terms": "Net 30", "status": "paid", "subtotal_minor": 10_000, "tax_minor": 0,
+                    "total_minor": 10_000, "balance_minor": 0, "lines": [], "paid_on": paid_on.isoformat()}))
+        await h.apply_batch(events)
+
+        behaviour = (await h.client.get("/v1/collections/clients/drifter", headers=token(h.tenant, "ar:read"))
+                     ).json()["behaviour"]
+        assert behaviour["drifting"] and (behaviour["baseline_days_to_pay"], behaviour["recent_days_to_pay"]) == (18.0, 34.0)
+        steady = (await h.client.get("/v1/collections/clients/steady", headers=token(h.tenant, "ar:read"))
+                  ).json()["behaviour"]
+        assert not steady["drifting"] and steady["recent_days_to_pay"] == 18.0
+        assert (await timeline_kinds(h, token, "drifter")).count("stopped") == 9
+        async with h.factory() as session:
+            announced = (await session.execute(text(
+                "SELECT key, count(*) FROM outbox WHERE topic = 'client.behaviour_changed' GROUP BY key"))).all()
+        assert sorted(announced) == [(f"{h.tenant}:drifter", 1), (f"{h.tenant}:steady", 1)]
