@@ -79,11 +79,26 @@ async def run(stack: Stack, *, rate: int, seconds: float, drain_timeout_s: float
         await psa_db.close()
     deadline = time.monotonic() + drain_timeout_s
     measured = {service: await _applied(stack, service, produced, deadline) for service in CONSUMERS}
+    relay = await _relayed(stack, ids)
     pooled = [ms for samples, _ in measured.values() for ms in samples]
     return {"rate_per_s": rate, "achieved_rate_per_s": achieved, "events": total, "tenant": tenant,
+            "relay": relay,
             "consumers": {service: latency_summary(samples, pending)
                           for service, (samples, pending) in measured.items()},
             "all_consumers": latency_summary(pooled, sum(pending for _, pending in measured.values()))}
+
+
+async def _relayed(stack: Stack, ids: list[uuid.UUID]) -> dict:
+    """How long events waited in psa_ingest's outbox: commit to the relay's pick-up (its transaction's
+    start, `sent_at`), so a backlog in the relay is told apart from one in the consumers."""
+    conn = await asyncpg.connect(stack.dsn("psa_ingest"))
+    try:
+        rows = await conn.fetch(
+            "SELECT extract(epoch FROM sent_at - pg_xact_commit_timestamp(xmin)) * 1000 AS ms FROM outbox "
+            "WHERE event_id = ANY($1) AND sent_at IS NOT NULL", ids)
+    finally:
+        await conn.close()
+    return latency_summary([max(0.0, float(r["ms"])) for r in rows], len(ids) - len(rows))
 
 
 async def _warm_up(stack: Stack, factory, tenant: str, client: str, timeout_s: float) -> None:

@@ -130,6 +130,10 @@ async def run_hop(run: Run, stack: Stack, raw: dict | None, *, part: str, rate: 
     step(f"{part}: invoice.created at a steady {rate}/s for {seconds:.0f}s")
     result = await hop_latency.run(stack, rate=rate, seconds=seconds, drain_timeout_s=drain_timeout_s)
     run.details[part] = result
+    relay = result["relay"]
+    if relay.get("count"):
+        print(f"  psa_ingest's relay picked events up after p50 {relay['p50_ms']:.1f} ms, p99 {relay['p99_ms']:.1f} ms"
+              " (outbox commit -> relay transaction)", flush=True)
     for service, figures in result["consumers"].items():
         if figures.get("count"):
             print(f"  -> {service:12} p50 {figures['p50_ms']:9.1f} ms  p99 {figures['p99_ms']:9.1f} ms"

@@ -140,7 +140,7 @@ class OutboxRelay:
                 ))
             await asyncio.wait_for(asyncio.gather(*futures), self.settings.relay_send_timeout_s)
             await conn.execute(
-                "UPDATE outbox SET sent_at = now() WHERE seq = ANY($1::bigint[])", [r["seq"] for r in rows]
+                "UPDATE outbox SET sent_at = clock_timestamp() WHERE seq = ANY($1::bigint[])", [r["seq"] for r in rows]
             )
         OUTBOX_PUBLISHED.labels(self.service).inc(len(rows))
         backlog = await conn.fetchval("SELECT count(*) FROM outbox WHERE sent_at IS NULL")
