@@ -14,7 +14,6 @@ import time
 import subprocess
 import sys
 from datetime import UTC, date, datetime, timedelta
-from pathlib import Path
 
 import httpx
 import pytest
@@ -33,11 +32,18 @@ from payloop_payments.service import SERVICE
 from payloop_payments.settings import payments_settings
 
 
+# localstripe pickles its whole store to /tmp/localstripe.pickle after every write (and every localstripe
+# on the machine shares that file): each request costs more than the last. Tests start from scratch, so
+# the copy on disk serves nothing.
+LOCALSTRIPE_IN_MEMORY = ("from localstripe import resources, server; "
+                         "resources.Store.dump_to_disk = lambda self: None; server.start()")
+
+
 @pytest.fixture(scope="session")
 def localstripe(tmp_path_factory):
     port = free_port()
-    binary = Path(sys.executable).parent / "localstripe"
-    process = subprocess.Popen([str(binary), "--port", str(port), "--from-scratch"],
+    process = subprocess.Popen([sys.executable, "-c", LOCALSTRIPE_IN_MEMORY, "--port", str(port),
+                                "--from-scratch"],
                                cwd=tmp_path_factory.mktemp("localstripe"),
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
