@@ -4,18 +4,27 @@ Two scheduler processes may run at once. A first charge is a payment whose idemp
 `autopay:<invoice id>` or `installment:<part id>` (unique per tenant), so only one process can create it; a retry is claimed
 with `SELECT ... FOR UPDATE SKIP LOCKED` and numbered by a unique (payment, attempt number). Time is
 a parameter (`now`), so tests advance a clock instead of waiting.
+
+Within a pass, up to `PAYLOOP_PAYMENTS_SCHEDULER_CONCURRENCY` charges are presented at once: Stripe's
+answer takes most of a charge's time, and the Stripe gateway paces the requests under Stripe's rate
+limit, so the run is bounded by the processor rather than by one charge after another. A pass that
+presented a full batch is followed at once by the next; only a quieter one waits the interval.
 """
 from __future__ import annotations
 
 import asyncio
+import uuid
+from collections.abc import Awaitable, Callable, Iterable
 from datetime import date, datetime, timedelta
+from typing import TypeVar
 from zoneinfo import ZoneInfo
 
 import structlog
 from fastapi import FastAPI
 from sqlalchemy import select
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker, create_async_engine
 
+from payloop.db import make_session_factory
 from payloop.tenant_replica import load_profile
 
 from payloop_payments import charging, installments, repository
@@ -31,6 +40,7 @@ log = structlog.get_logger(__name__)
 # An attempt still `created` after this was interrupted before Stripe answered: present it again.
 STALE_ATTEMPT = timedelta(minutes=2)
 BATCH = 100
+T = TypeVar("T")
 
 
 def charge_date(enrollment: AutopayEnrollment, invoice: Invoice) -> date:
@@ -86,30 +96,63 @@ async def due_first_charges(session: AsyncSession, now: datetime) -> list[Paymen
     return due
 
 
-async def run_once(factory: async_sessionmaker[AsyncSession], gateway: StripeGateway, *, now: datetime) -> int:
-    """One pass: first charges (auto-pay, installment parts), due retries, interrupted attempts.
+async def run_once(factory: async_sessionmaker[AsyncSession], gateway: StripeGateway, *, now: datetime,
+                   concurrency: int | None = None) -> int:
+    """One pass: first charges (auto-pay, installment parts), due retries, interrupted attempts, each
+    kind `concurrency` at a time (default: the setting).
 
     Returns how many were presented."""
-    presented = 0
+    concurrency = concurrency or payments_settings().payments_scheduler_concurrency
     async with factory() as session:
         due = await due_first_charges(session, now)
         today_by_tenant: dict[str, date] = {}
         due += await installments.due_parts(
             session, now, lambda tenant_id: _today(session, tenant_id, now, today_by_tenant))
-    for request in due:
+
+    async def first_charge(request: PaymentRequest) -> int:
         _, created = await charging.start(factory, gateway, request, now=now)
-        presented += created
-    while True:
-        payment_id = await _claim_retry(factory, now)
-        if payment_id is None:
-            break
-        presented += await charging.retry(factory, gateway, payment_id, now=now, claimed=True) is not None
+        return created
+
+    presented = sum(await _at_most(concurrency, due, first_charge, what="first_charge"))
+
+    async def retries() -> int:
+        # Claimed one at a time, so concurrent workers (and schedulers) never take the same payment.
+        done = 0
+        while (payment_id := await _claim_retry(factory, now)) is not None:
+            done += await _logged(charging.retry(factory, gateway, payment_id, now=now, claimed=True),
+                                  what="retry", id=str(payment_id)) is not None
+        return done
+
+    presented += sum(await asyncio.gather(*(retries() for _ in range(concurrency))))
     async with factory() as session:
         stale = (await session.scalars(select(PaymentAttempt.id).where(
             PaymentAttempt.status == "created", PaymentAttempt.created_at < now - STALE_ATTEMPT).limit(BATCH))).all()
-    for attempt_id in stale:
+
+    async def present_again(attempt_id: uuid.UUID) -> int:
         await charging.present(factory, gateway, attempt_id, now=now)
+        return 0
+
+    await _at_most(concurrency, stale, present_again, what="stale_attempt")
     return presented
+
+
+async def _at_most(limit: int, items: Iterable[T], work: Callable[[T], Awaitable[int]], *,
+                   what: str) -> list[int]:
+    semaphore = asyncio.Semaphore(limit)
+
+    async def one(item: T) -> int:
+        async with semaphore:
+            return await _logged(work(item), what=what, id=str(getattr(item, "idempotency_key", item))) or 0
+    return await asyncio.gather(*(one(item) for item in items))
+
+
+async def _logged(call: Awaitable, *, what: str, id: str):
+    """One charge's error is logged and skipped, so it holds back neither the pass nor the others."""
+    try:
+        return await call
+    except Exception:
+        log.exception("payments.scheduler.charge_failed", what=what, id=id)
+        return None
 
 
 async def _claim_retry(factory: async_sessionmaker[AsyncSession], now: datetime):
@@ -131,12 +174,25 @@ async def scheduler_loop(app: FastAPI, stop: asyncio.Event) -> None:
         return
     from payloop_payments.api import clock_of, gateway_of
 
-    while not stop.is_set():
-        try:
-            await run_once(app.state.session_factory, gateway_of(app), now=clock_of(app).now())
-        except Exception:
-            log.exception("payments.scheduler.pass_failed")
-        try:
-            await asyncio.wait_for(stop.wait(), settings.payments_scheduler_interval_s)
-        except TimeoutError:
-            pass
+    # The scheduler's own connections, one per concurrent charge (each holds at most one at a time), so
+    # however many charges are in flight, the API and the consumer keep the whole of the service's pool.
+    concurrency = settings.payments_scheduler_concurrency
+    engine = create_async_engine(app.state.engine.url, pool_size=concurrency, max_overflow=0,
+                                 pool_pre_ping=True)
+    factory = make_session_factory(engine)
+    try:
+        while not stop.is_set():
+            presented = 0
+            try:
+                presented = await run_once(factory, gateway_of(app), now=clock_of(app).now(),
+                                           concurrency=concurrency)
+            except Exception:
+                log.exception("payments.scheduler.pass_failed")
+            if presented >= BATCH:
+                continue  # a full batch: more is probably due, and Stripe's pace already spaces the requests
+            try:
+                await asyncio.wait_for(stop.wait(), settings.payments_scheduler_interval_s)
+            except TimeoutError:
+                pass
+    finally:
+        await engine.dispose()

@@ -4,6 +4,7 @@ from __future__ import annotations
 from datetime import datetime
 from functools import lru_cache
 
+from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 # localstripe accepts any `sk_test_...` key; dev and tests use this one.
@@ -29,7 +30,18 @@ class PaymentsSettings(BaseSettings):
     # Flood guard of /webhooks/stripe per source IP (Stripe retries a 429 later, so nothing is lost).
     stripe_webhook_rate_per_s: float = 50.0
     stripe_webhook_burst: int = 500
+    # Stripe allows 100 read and write operations per second in live mode (25 in test mode); we stay
+    # below it ourselves. Per process: with several payments processes on one account, divide it.
+    stripe_max_requests_per_s: float = Field(90.0, gt=0)
+    # A 429 all the same is retried this many times with exponential backoff (0.25 s, 0.5 s, ...)
+    # before the call counts as unanswered (a charge is then presented again later, not failed).
+    stripe_rate_limit_retries: int = Field(4, ge=0)
+    # The scheduler's pause when a pass found less than a full batch; with a full batch it goes on at once.
     payments_scheduler_interval_s: float = 5.0
+    # Charges the scheduler presents at once: a charge waits on Stripe and the database most of its
+    # time, so throughput is about this divided by one charge's latency. The scheduler opens as many
+    # database connections of its own (each charge holds at most one at a time), beside the API's pool.
+    payments_scheduler_concurrency: int = Field(16, ge=1, le=64)
     # The service clock (scheduler, API): start at this instant, run `speed` times faster (dev, demos).
     payments_clock_start: datetime | None = None
     payments_clock_speed: float = 1.0

@@ -3,9 +3,16 @@
 Calls that create or move money carry an `Idempotency-Key` derived from our own row ids, so a
 retry after a crash or timeout returns Stripe's first answer instead of charging again. Per tenant,
 the charge runs on the tenant's Stripe Connect account (`stripe_account_id` in tenant settings).
+
+Every request waits for its slot in a `RequestPace` below Stripe's live rate limit (100 operations a
+second), so a busy auto-pay run is paced by us rather than refused; a 429 that comes all the same (other
+processes on the same account) is retried here with exponential backoff, and only if it persists does it
+become `ProcessorUnavailable`: a charge then stays unanswered and is presented again later, never failed.
 """
 from __future__ import annotations
 
+import asyncio
+import random
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -14,6 +21,7 @@ import structlog
 
 from payloop.metrics import EXTERNAL_API_ERRORS
 
+from payloop_payments.pacing import RequestPace
 from payloop_payments.settings import PaymentsSettings
 
 log = structlog.get_logger(__name__)
@@ -40,7 +48,11 @@ class ChargeResult:
 
 
 class ProcessorUnavailable(Exception):
-    """Stripe could not be reached or answered 5xx: the outcome is unknown, retry with the same key."""
+    """Stripe could not be reached, answered 5xx or kept refusing with 429: retry later with the same key."""
+
+
+# Stripe asks for exponential backoff on 429; the first wait is a few of our paced slots.
+RATE_LIMIT_FIRST_BACKOFF_S = 0.25
 
 
 class StripeGateway:
@@ -49,6 +61,8 @@ class StripeGateway:
         self._client = stripe.StripeClient(settings.api_key(), base_addresses=base,
                                            http_client=stripe.HTTPXClient(timeout=settings.stripe_timeout_s),
                                            max_network_retries=2)
+        self._pace = RequestPace(settings.stripe_max_requests_per_s)
+        self._rate_limit_retries = settings.stripe_rate_limit_retries
 
     @staticmethod
     def _options(idempotency_key: str | None = None, account: str | None = None) -> dict[str, Any]:
@@ -175,10 +189,21 @@ class StripeGateway:
             params["starting_after"] = page.data[-1].id
 
     async def _call(self, method, *args, **kwargs):
-        try:
-            return await method(*args, **kwargs)
-        except stripe.CardError:
-            raise
-        except (stripe.APIConnectionError, stripe.RateLimitError, stripe.APIError) as exc:
-            EXTERNAL_API_ERRORS.labels(service="payments", system="stripe", kind=type(exc).__name__).inc()
-            raise ProcessorUnavailable(str(exc)) from exc
+        for retry in range(self._rate_limit_retries + 1):
+            await self._pace.wait()
+            try:
+                return await method(*args, **kwargs)
+            except stripe.CardError:
+                raise
+            except stripe.RateLimitError as exc:
+                # Refused before anything happened at Stripe, so the same request may simply go again.
+                EXTERNAL_API_ERRORS.labels(service="payments", system="stripe", kind=type(exc).__name__).inc()
+                if retry == self._rate_limit_retries:
+                    raise ProcessorUnavailable(str(exc)) from exc
+                # Jitter, so callers refused together do not come back together.
+                delay = RATE_LIMIT_FIRST_BACKOFF_S * 2 ** retry * random.uniform(0.5, 1.0)
+                log.info("payments.stripe.rate_limited", retry=retry + 1, delay_s=round(delay, 3))
+                await asyncio.sleep(delay)
+            except (stripe.APIConnectionError, stripe.APIError) as exc:
+                EXTERNAL_API_ERRORS.labels(service="payments", system="stripe", kind=type(exc).__name__).inc()
+                raise ProcessorUnavailable(str(exc)) from exc
