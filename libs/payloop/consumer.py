@@ -1,6 +1,6 @@
 """The consumer runtime: at-least-once delivery made exactly-once in effect.
 
-For each fetched batch and partition, one database transaction applies the records in order: the
+For each fetched batch, one database transaction applies the records, each partition's in order: the
 batch's event ids are claimed in the `inbox` table in one statement (so a redelivered event has no
 second effect), then the handlers run. A service may also give a batch handler for a busy event
 type: consecutive records with the same batch handler are applied by one call, with set-based SQL,
@@ -10,7 +10,7 @@ a savepoint with its single handler. The offsets are committed only after the
 database commit. A failing handler is retried with exponential backoff; after
 `consumer_max_attempts` the record goes to `{topic}.dlq.{group}` with the error, and the batch moves
 on, so other keys keep flowing. Infrastructure failures (database or broker down) never dead-letter:
-the partition is rewound to the batch's first offset and retried after a pause.
+the batch's partitions are rewound to its first offsets and retried after a pause.
 Stopping finishes the batch in hand, commits, then leaves the group.
 """
 from __future__ import annotations
@@ -136,19 +136,18 @@ class ConsumerRuntime:
                 batches = await consumer.getmany(timeout_ms=500, max_records=self.settings.consumer_max_records)
                 if not batches:
                     continue
-                offsets: dict[TopicPartition, int] = {}
-                for tp, records in batches.items():
-                    try:
-                        await self._apply_partition_batch(records)
-                    except Exception as exc:
-                        if not _is_infrastructure_error(exc):
-                            raise
-                        log.warning("consumer.batch.infrastructure_error", group=self.group,
-                                    topic=tp.topic, partition=tp.partition, error=repr(exc))
+                try:
+                    # Each partition's records stay in order; partitions need no order between them.
+                    await self._apply_batch([record for records in batches.values() for record in records])
+                except Exception as exc:
+                    if not _is_infrastructure_error(exc):
+                        raise
+                    log.warning("consumer.batch.infrastructure_error", group=self.group, error=repr(exc))
+                    for tp, records in batches.items():
                         consumer.seek(tp, records[0].offset)
-                        await asyncio.sleep(1.0)
-                        continue
-                    offsets[tp] = records[-1].offset + 1
+                    await asyncio.sleep(1.0)
+                    continue
+                offsets = {tp: records[-1].offset + 1 for tp, records in batches.items()}
                 await self._commit(consumer, offsets)
                 self._record_lag(consumer, offsets)
         finally:
@@ -173,7 +172,7 @@ class ConsumerRuntime:
             if high is not None:
                 CONSUMER_LAG.labels(self.group, tp.topic, tp.partition).set(max(high - position, 0))
 
-    async def _apply_partition_batch(self, records: list[ConsumerRecord]) -> None:
+    async def _apply_batch(self, records: list[ConsumerRecord]) -> None:
         """Fast path first: claim the whole batch in one statement and run the handlers without
         savepoints. If any handler fails, roll that back and redo the batch record by record, each in
         a savepoint with retries, so one bad event cannot take its neighbours down with it."""
