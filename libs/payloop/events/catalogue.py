@@ -393,11 +393,14 @@ class CatalogueEntry:
 @dataclass
 class Catalogue:
     entries: dict[tuple[str, int], CatalogueEntry] = field(default_factory=dict)
+    # Each type's versions, sorted: `parse` runs for every consumed event, a scan of `entries` would not do.
+    _versions: dict[str, list[int]] = field(default_factory=dict, repr=False)
 
     def add(self, entry: CatalogueEntry) -> None:
         key = (entry.type, entry.version)
         previous = self.entries.get(key)
         self.entries[key] = entry
+        self._versions.pop(entry.type, None)
         # Refuse a version that `parse` could not reach, at import time rather than at the first old event.
         for version in self.versions(entry.type)[1:]:
             if self.entries[(entry.type, version)].upcast_from_previous is None:
@@ -405,16 +408,19 @@ class Catalogue:
                     del self.entries[key]
                 else:
                     self.entries[key] = previous
+                self._versions.pop(entry.type, None)
                 raise MissingUpcaster(f"{entry.type} v{version} lacks an upcaster from the previous version")
 
     def types(self) -> list[str]:
         return sorted({t for t, _ in self.entries})
 
     def versions(self, type: str) -> list[int]:
-        versions = sorted(v for t, v in self.entries if t == type)
-        if not versions:
-            raise UnknownEventType(type)
-        return versions
+        if type not in self._versions:
+            versions = sorted(v for t, v in self.entries if t == type)
+            if not versions:
+                raise UnknownEventType(type)
+            self._versions[type] = versions
+        return list(self._versions[type])
 
     def current(self, type: str) -> CatalogueEntry:
         return self.entries[(type, self.versions(type)[-1])]
