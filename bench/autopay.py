@@ -100,6 +100,43 @@ class Stripe:
             stop_process(self.localstripe)
 
 
+async def sandbox_alone(stripe: Stripe, *, charges: int, concurrency: int = 16) -> dict:
+    """The raw limit of the auto-pay run on this machine: the Stripe sandbox (localstripe and the proxy
+    in front of it, Python processes on the same cores) answering exactly the three requests a charge of
+    ours makes (PaymentIntent created and confirmed off-session with a saved card, its charge, the
+    charge's balance transaction), `concurrency` at once, with no Payloop code in the way."""
+    async with httpx.AsyncClient(base_url=stripe.sandbox.url, timeout=60,
+                                 headers={"Authorization": f"Bearer {STRIPE_KEY}"}) as api:
+        async def call(method: str, path: str, **kw) -> dict:
+            for attempt in range(50):  # the sandbox's rate limit applies here too
+                answer = await api.request(method, path, **kw)
+                if answer.status_code != 429:
+                    answer.raise_for_status()
+                    return answer.json()
+                await asyncio.sleep(0.05 * (attempt + 1))
+            raise RuntimeError(f"{path}: still limited")
+        customer = (await call("POST", "/v1/customers", data={"name": "Raw limit"}))["id"]
+        intent = (await call("POST", "/v1/setup_intents", data={"customer": customer, "usage": "off_session",
+                                                                "payment_method_types[]": "card"}))["id"]
+        method = (await call("POST", f"/v1/setup_intents/{intent}/confirm",
+                             data={"payment_method": "pm_card_visa"}))["payment_method"]
+        semaphore = asyncio.Semaphore(concurrency)
+
+        async def charge(n: int) -> None:
+            async with semaphore:
+                paid = await call("POST", "/v1/payment_intents", headers={"Idempotency-Key": f"raw-{uuid.uuid4()}"},
+                                  data={"amount": 1_000 + n, "currency": "usd", "customer": customer,
+                                        "payment_method": method, "confirm": "true", "off_session": "true",
+                                        "payment_method_types[]": "card"})
+                latest = paid["latest_charge"]  # an id, or (localstripe) the charge itself: read again as we do
+                charge = await call("GET", f"/v1/charges/{latest if isinstance(latest, str) else latest['id']}")
+                await call("GET", f"/v1/balance_transactions/{charge['balance_transaction']}")
+        started = time.perf_counter()
+        await asyncio.gather(*(charge(n) for n in range(charges)))
+        seconds = time.perf_counter() - started
+    return {"charges": charges, "concurrency": concurrency, "seconds": seconds, "charges_per_s": charges / seconds}
+
+
 def _client_event(tenant: str, client_id: str, n: int):
     return new_event("client.upserted", tenant_id=tenant, client_id=client_id, producer="psa_ingest", data={
         "client_id": client_id, "psa": {"source": "connectwise", "external_id": f"ap-{n}"},
