@@ -16,8 +16,6 @@ request in proportion to what the run has already made.
 from __future__ import annotations
 
 import asyncio
-import subprocess
-import sys
 import time
 import uuid
 from datetime import date, timedelta
@@ -29,20 +27,16 @@ from aiohttp import web
 from sqlalchemy.ext.asyncio import async_sessionmaker
 
 from payloop.db import make_engine
-from payloop.embedded import free_port, port_open, stop_process
+from payloop.embedded import free_port, stop_process
 from payloop.events import new_event
 from payloop.outbox import publish_many
+from payloop.simulators.localstripe_process import start_localstripe
 from payloop.simulators.stripe_sandbox import StripeSandbox
 from ingestion import CONSUMERS, admin, onboard, wait_applied
 from results import summary_ms
 from stack import Stack
 
 STRIPE_KEY = "sk_test_payloop_bench"
-# localstripe pickles its whole store to /tmp/localstripe.pickle after every write, so each request costs
-# more than the last (tens of thousands of objects by the end of a run) and that, not Stripe's limit or our
-# code, bounded the run. The bench starts from scratch and never reads the copy back: keep it in memory.
-LOCALSTRIPE_IN_MEMORY = ("from localstripe import resources, server; "
-                         "resources.Store.dump_to_disk = lambda self: None; server.start()")
 CLIENTS_MAX = 100
 
 
@@ -78,14 +72,8 @@ class Stripe:
 
     async def start(self) -> "Stripe":
         port = free_port()
-        (self.root / "localstripe").mkdir(exist_ok=True)
-        self.localstripe = subprocess.Popen(
-            [sys.executable, "-c", LOCALSTRIPE_IN_MEMORY, "--port", str(port), "--from-scratch"],
-            cwd=self.root / "localstripe", stdout=open(self.root / "localstripe.log", "ab"), stderr=subprocess.STDOUT)
-        for _ in range(600):
-            if port_open("127.0.0.1", port):
-                break
-            await asyncio.sleep(0.05)
+        self.localstripe = start_localstripe(port, self.root / "localstripe",
+                                             log=open(self.root / "localstripe.log", "ab"))
         self.sandbox = await CountingSandbox(f"http://127.0.0.1:{port}", rate_limit=self.rate_limit).start()
         return self
 
@@ -102,9 +90,10 @@ class Stripe:
 
 async def sandbox_alone(stripe: Stripe, *, charges: int, concurrency: int = 16) -> dict:
     """The raw limit of the auto-pay run on this machine: the Stripe sandbox (localstripe and the proxy
-    in front of it, Python processes on the same cores) answering exactly the three requests a charge of
-    ours makes (PaymentIntent created and confirmed off-session with a saved card, its charge, the
-    charge's balance transaction), `concurrency` at once, with no Payloop code in the way."""
+    in front of it, Python processes on the same cores) answering exactly the requests a charge of ours
+    makes (a PaymentIntent created and confirmed off-session with a saved card, its charge's balance
+    transaction expanded for the fee; the charge and its balance transaction asked for only if they
+    did not come expanded), `concurrency` at once, with no Payloop code in the way."""
     async with httpx.AsyncClient(base_url=stripe.sandbox.url, timeout=60,
                                  headers={"Authorization": f"Bearer {STRIPE_KEY}"}) as api:
         async def call(method: str, path: str, **kw) -> dict:
@@ -127,10 +116,13 @@ async def sandbox_alone(stripe: Stripe, *, charges: int, concurrency: int = 16) 
                 paid = await call("POST", "/v1/payment_intents", headers={"Idempotency-Key": f"raw-{uuid.uuid4()}"},
                                   data={"amount": 1_000 + n, "currency": "usd", "customer": customer,
                                         "payment_method": method, "confirm": "true", "off_session": "true",
-                                        "payment_method_types[]": "card"})
-                latest = paid["latest_charge"]  # an id, or (localstripe) the charge itself: read again as we do
-                charge = await call("GET", f"/v1/charges/{latest if isinstance(latest, str) else latest['id']}")
-                await call("GET", f"/v1/balance_transactions/{charge['balance_transaction']}")
+                                        "payment_method_types[]": "card",
+                                        "expand[]": "latest_charge.balance_transaction"})
+                charge = paid["latest_charge"]
+                if isinstance(charge, str):  # not expanded: ask for it, as the gateway would
+                    charge = await call("GET", f"/v1/charges/{charge}")
+                if isinstance(charge.get("balance_transaction"), str):
+                    await call("GET", f"/v1/balance_transactions/{charge['balance_transaction']}")
         started = time.perf_counter()
         await asyncio.gather(*(charge(n) for n in range(charges)))
         seconds = time.perf_counter() - started

@@ -3,8 +3,9 @@
 `invoice.created` events are written into psa_ingest's outbox at a steady `rate` per second (a
 transaction every 20 ms, through `payloop.outbox.publish_many`, as psa_ingest's own sync writes
 them), for one tenant of 200 clients. psa_ingest's relay publishes them; tenants, payments,
-collections, gl_posting and reporting consume them in their own processes. Per consumer: outbox
-commit to inbox commit (`pg_xact_commit_timestamp` of each row). Reporting's figure is the read
+collections, gl_posting and reporting consume them in their own processes. Per consumer: the writing
+transaction's commit to the inbox row's (`pg_xact_commit_timestamp` of each; the writer notes its
+transaction ids, since the relay rewrites the outbox rows when it marks them sent). Reporting's figure is the read
 model's freshness (issue 7: updated within a second).
 """
 from __future__ import annotations
@@ -12,9 +13,10 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from datetime import date, timedelta
+from datetime import date, datetime, timedelta
 
 import asyncpg
+from sqlalchemy import text
 from sqlalchemy.ext.asyncio import async_sessionmaker
 
 from payloop.db import make_engine
@@ -48,6 +50,7 @@ async def run(stack: Stack, *, rate: int, seconds: float, drain_timeout_s: float
     await _warm_up(stack, factory, tenant, clients[0], drain_timeout_s)
     total = int(rate * seconds)
     ids: list[uuid.UUID] = []
+    transaction_of: dict[uuid.UUID, str] = {}
     print(f"  writing {total:,} invoice.created at {rate}/s into psa_ingest's outbox (a transaction every "
           f"{TICK_S * 1000:.0f} ms with the events due by then)", flush=True)
     started = time.perf_counter()
@@ -62,7 +65,9 @@ async def run(stack: Stack, *, rate: int, seconds: float, drain_timeout_s: float
             if events:
                 async with factory() as session, session.begin():
                     await publish_many(session, events)
+                    xact = await session.scalar(text("SELECT pg_current_xact_id()::text"))
                 ids += [e.id for e in events]
+                transaction_of.update((e.id, xact) for e in events)
             tick += 1
             if time.perf_counter() - last_report >= 5:
                 print(f"  {time.perf_counter() - started:5.0f}s  {len(ids):,} written", flush=True)
@@ -72,14 +77,16 @@ async def run(stack: Stack, *, rate: int, seconds: float, drain_timeout_s: float
         await engine.dispose()
     psa_db = await asyncpg.connect(stack.dsn("psa_ingest"))
     try:
-        produced = {r["event_id"]: r["committed"] for r in await psa_db.fetch(
-            "SELECT event_id, pg_xact_commit_timestamp(xmin) AS committed FROM outbox WHERE event_id = ANY($1)",
-            ids)}
+        # The writer's own transactions: the outbox rows' xmin is the relay's by now (it marks them sent).
+        committed = {r["x"]: r["at"] for r in await psa_db.fetch(
+            "SELECT x, pg_xact_commit_timestamp(x::xid) AS at FROM unnest($1::text[]) AS x",
+            list(set(transaction_of.values())))}
+        produced = {event_id: committed[xact] for event_id, xact in transaction_of.items()}
     finally:
         await psa_db.close()
     deadline = time.monotonic() + drain_timeout_s
     measured = {service: await _applied(stack, service, produced, deadline) for service in CONSUMERS}
-    relay = await _relayed(stack, ids)
+    relay = await _relayed(stack, produced)
     pooled = [ms for samples, _ in measured.values() for ms in samples]
     return {"rate_per_s": rate, "achieved_rate_per_s": achieved, "events": total, "tenant": tenant,
             "relay": relay,
@@ -88,17 +95,17 @@ async def run(stack: Stack, *, rate: int, seconds: float, drain_timeout_s: float
             "all_consumers": latency_summary(pooled, sum(pending for _, pending in measured.values()))}
 
 
-async def _relayed(stack: Stack, ids: list[uuid.UUID]) -> dict:
-    """How long events waited in psa_ingest's outbox: commit to the relay's pick-up (its transaction's
-    start, `sent_at`), so a backlog in the relay is told apart from one in the consumers."""
+async def _relayed(stack: Stack, produced: dict[uuid.UUID, datetime]) -> dict:
+    """How long events waited in psa_ingest's outbox: their commit to the relay's acknowledged send
+    (`sent_at`), so a backlog in the relay is told apart from one in the consumers."""
     conn = await asyncpg.connect(stack.dsn("psa_ingest"))
     try:
-        rows = await conn.fetch(
-            "SELECT extract(epoch FROM sent_at - pg_xact_commit_timestamp(xmin)) * 1000 AS ms FROM outbox "
-            "WHERE event_id = ANY($1) AND sent_at IS NOT NULL", ids)
+        rows = await conn.fetch("SELECT event_id, sent_at FROM outbox WHERE event_id = ANY($1) AND sent_at IS NOT NULL",
+                                list(produced))
     finally:
         await conn.close()
-    return latency_summary([max(0.0, float(r["ms"])) for r in rows], len(ids) - len(rows))
+    return latency_summary([(r["sent_at"] - produced[r["event_id"]]).total_seconds() * 1000 for r in rows],
+                           len(produced) - len(rows))
 
 
 async def _warm_up(stack: Stack, factory, tenant: str, client: str, timeout_s: float) -> None:

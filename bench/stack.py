@@ -5,8 +5,9 @@ payloop_<name> serve --migrate`, each its own process), on a private PostgreSQL 
 temporary directory and on free ports, so a benchmark never meets a running `payloop dev`.
 
 PostgreSQL runs with `track_commit_timestamp = on`: latencies are measured from one commit to
-another with `pg_xact_commit_timestamp(xmin)` on the rows themselves (the outbox row of the producer,
-the inbox row of the consumer), read from one server clock. `now()` would give transaction starts.
+another with `pg_xact_commit_timestamp` on one server clock: the consumer's inbox row (its xmin) and
+the producer's transaction (its id, noted by the writer: the outbox row's xmin is the relay's once it
+is marked sent).
 """
 from __future__ import annotations
 

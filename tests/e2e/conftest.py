@@ -1,40 +1,20 @@
-"""Fixtures of the end-to-end tests: localstripe, the outside world and one platform of six service
-processes for the whole folder (each test onboards an MSP of its own), and a fresh ConnectWise per test."""
+"""Fixtures of the end-to-end tests: the outside world (around the plugin's in-memory localstripe) and
+one platform of six service processes for the whole folder (each test onboards an MSP of its own),
+and a fresh ConnectWise per test."""
 from __future__ import annotations
 
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 import pytest_asyncio
 
-from payloop.embedded import free_port, port_open
+from payloop.embedded import free_port
 from payloop.simulators.connectwise import ConnectWiseSimulator
 
 # The harness lives beside the tests (the importlib import mode puts no test folder on sys.path).
 sys.path.insert(0, str(Path(__file__).parent))
 from e2e_harness import Msp, PartnerReceiver, Platform, World  # noqa: E402
-
-
-@pytest.fixture(scope="session")
-def localstripe(tmp_path_factory):
-    port = free_port()
-    process = subprocess.Popen([str(Path(sys.executable).parent / "localstripe"), "--port", str(port),
-                                "--from-scratch"], cwd=tmp_path_factory.mktemp("e2e-localstripe"),
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        for _ in range(400):
-            if port_open("127.0.0.1", port):
-                break
-            if process.poll() is not None:
-                raise RuntimeError("localstripe exited")
-            time.sleep(0.05)
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        process.terminate()
-        process.wait(10)
 
 
 @pytest_asyncio.fixture(scope="session")

@@ -158,3 +158,17 @@ async def db_url(infra: Infra):
     async def _make(service) -> str:
         return await infra.fresh_database(service.name, service.migrations_dir)
     return _make
+
+
+@pytest.fixture(scope="session")
+def localstripe(tmp_path_factory) -> str:
+    """One in-memory localstripe for the session (payments' tests and the end-to-end tests share it)."""
+    from payloop.simulators.localstripe_process import start_localstripe
+
+    port = free_port()
+    process = start_localstripe(port, tmp_path_factory.mktemp("localstripe"))
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        process.terminate()
+        process.wait(10)

@@ -1,5 +1,5 @@
 """Fixtures of the payments tests (test modules cannot import each other, so helpers come as the `kit`
-fixture): localstripe as a subprocess behind the project's Stripe sandbox (ACH, card declines,
+fixture): the plugin's localstripe behind the project's Stripe sandbox (ACH, card declines,
 payouts), the service on a fresh database, events applied through the service's own handlers, and
 what the outbox holds."""
 from __future__ import annotations
@@ -11,8 +11,6 @@ import hmac
 import json
 import os
 import time
-import subprocess
-import sys
 from datetime import UTC, date, datetime, timedelta
 
 import httpx
@@ -21,7 +19,7 @@ import pytest_asyncio
 import uvicorn
 from sqlalchemy import text
 
-from payloop.embedded import free_port, port_open
+from payloop.embedded import free_port
 from payloop.events import new_event
 from payloop.events.catalogue import CATALOGUE
 from payloop.simulators.stripe_sandbox import StripeSandbox
@@ -30,33 +28,6 @@ from payloop.testing.plugin import running_service
 from payloop_payments.handlers import HANDLERS
 from payloop_payments.service import SERVICE
 from payloop_payments.settings import payments_settings
-
-
-# localstripe pickles its whole store to /tmp/localstripe.pickle after every write (and every localstripe
-# on the machine shares that file): each request costs more than the last. Tests start from scratch, so
-# the copy on disk serves nothing.
-LOCALSTRIPE_IN_MEMORY = ("from localstripe import resources, server; "
-                         "resources.Store.dump_to_disk = lambda self: None; server.start()")
-
-
-@pytest.fixture(scope="session")
-def localstripe(tmp_path_factory):
-    port = free_port()
-    process = subprocess.Popen([sys.executable, "-c", LOCALSTRIPE_IN_MEMORY, "--port", str(port),
-                                "--from-scratch"],
-                               cwd=tmp_path_factory.mktemp("localstripe"),
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        for _ in range(200):
-            if port_open("127.0.0.1", port):
-                break
-            if process.poll() is not None:
-                raise RuntimeError("localstripe exited")
-            time.sleep(0.05)
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        process.terminate()
-        process.wait(10)
 
 
 @pytest_asyncio.fixture(scope="session")
