@@ -7,10 +7,12 @@ not by time).
 """
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import random
 import uuid
+import weakref
 from collections import Counter
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta
@@ -31,6 +33,7 @@ from payloop_psa_ingest.connectors.base import (
     PsaInvoice, Record,
 )
 from payloop_psa_ingest.models import DISCONNECTED, Connection, PsaRecord, SyncRun
+from payloop_psa_ingest.settings import psa_ingest_settings
 
 log = structlog.get_logger(__name__)
 
@@ -62,9 +65,31 @@ def _qty(value: Decimal) -> str:
     return text if text not in ("-0", "") else "0"
 
 
+# One gate per event loop (an asyncio.Semaphore belongs to the loop it first waits on).
+_gates: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Semaphore] = weakref.WeakKeyDictionary()
+
+
+def _sync_gate() -> asyncio.Semaphore:
+    loop = asyncio.get_running_loop()
+    gate = _gates.get(loop)
+    if gate is None:
+        gate = _gates[loop] = asyncio.Semaphore(psa_ingest_settings().max_concurrent_syncs)
+    return gate
+
+
 async def run_sync(factory: async_sessionmaker[AsyncSession], tenant_id: str, connection_id: uuid.UUID, *,
                    trigger: str, full: bool = False) -> SyncRun:
-    """Run one sync now; raises SyncBusy if one is running, LookupError if no such connection."""
+    """Run one sync now; raises SyncBusy if one is running, LookupError if no such connection.
+    Waits its turn while `PAYLOOP_PSA_INGEST_MAX_CONCURRENT_SYNCS` syncs run in this process."""
+    gate = _sync_gate()
+    if gate.locked():
+        log.info("psa.sync.queued", tenant_id=tenant_id, connection_id=str(connection_id), trigger=trigger)
+    async with gate:
+        return await _run_sync(factory, tenant_id, connection_id, trigger=trigger, full=full)
+
+
+async def _run_sync(factory: async_sessionmaker[AsyncSession], tenant_id: str, connection_id: uuid.UUID, *,
+                    trigger: str, full: bool) -> SyncRun:
     async with factory() as session, session.begin():
         connection = await repository.claim_sync_lease(session, tenant_id, connection_id, LEASE_S)
         if connection is None:
