@@ -15,6 +15,7 @@ ALLOWED_TYPES = {
         "fee_account_id": {"Expense", "Other Expense", "Cost of Goods Sold"},
         "refunds_account_id": {"Income", "Other Income", "Expense", "Other Expense"},
         "receivable_account_id": {"Accounts Receivable"},
+        "convenience_fee_account_id": {"Income", "Other Income"},
     },
     "xero": {
         # Xero takes payments into, and transfers between, BANK accounts only: clearing is one.
@@ -23,6 +24,7 @@ ALLOWED_TYPES = {
         "fee_account_id": {"EXPENSE", "OVERHEADS", "DIRECTCOSTS"},
         "refunds_account_id": {"REVENUE", "SALES", "OTHERINCOME", "EXPENSE", "OVERHEADS", "DIRECTCOSTS"},
         "receivable_account_id": {"CURRENT"},
+        "convenience_fee_account_id": {"REVENUE", "OTHERINCOME", "SALES"},
     },
 }
 

@@ -53,12 +53,14 @@ def _day(event: Envelope, settled_at=None) -> date:
 
 
 async def on_payment_settled(session: AsyncSession, event: Envelope, data: EventData) -> None:
+    """The payment, and its card convenience fee (charged on top, the MSP's income) as an entry of its own."""
     assert isinstance(data, PaymentSettledV1)
+    common = dict(tenant_id=event.tenant_id, source_event_id=event.id, payment_id=data.payment_id,
+                  currency=data.currency, occurred_on=_day(event, data.settled_at), client_id=event.client_id)
     await repository.add_entry(session, journal.payment_settled(
-        tenant_id=event.tenant_id, source_event_id=event.id, payment_id=data.payment_id,
-        amount_minor=data.amount_minor, currency=data.currency,
-        allocations=[a.model_dump(mode="json") for a in data.allocations],
-        occurred_on=_day(event, data.settled_at), client_id=event.client_id))
+        amount_minor=data.amount_minor, allocations=[a.model_dump(mode="json") for a in data.allocations], **common))
+    if data.surcharge_minor:
+        await repository.add_entry(session, journal.convenience_fee(surcharge_minor=data.surcharge_minor, **common))
 
 
 async def on_payment_refunded(session: AsyncSession, event: Envelope, data: EventData) -> None:

@@ -12,8 +12,8 @@ from dataclasses import dataclass, field
 from datetime import date
 from typing import Any, Literal
 
-Purpose = Literal["payment", "deposit", "refund", "dispute", "dispute_won"]
-AccountRole = Literal["clearing", "bank", "fee_expense", "receivable", "client_credit", "refunds"]
+Purpose = Literal["payment", "deposit", "refund", "dispute", "dispute_won", "convenience_fee"]
+AccountRole = Literal["clearing", "bank", "fee_expense", "receivable", "client_credit", "refunds", "convenience_fee"]
 
 # Payout items that are the processor's own charges or credits, not money a payment put into clearing.
 PROCESSOR_ITEMS = frozenset({"adjustment", "fee"})
@@ -92,6 +92,23 @@ def payment_settled(*, tenant_id: str, source_event_id: uuid.UUID, payment_id: s
                   currency=currency, occurred_on=occurred_on, lines=lines, client_id=client_id,
                   details={"amount_minor": amount_minor, "allocations": allocations,
                            "unapplied_minor": amount_minor - allocated})
+
+
+def convenience_fee(*, tenant_id: str, source_event_id: uuid.UUID, payment_id: str, surcharge_minor: int,
+                    currency: str, occurred_on: date, client_id: str | None = None) -> JournalEntry:
+    """A card convenience fee charged on top of a payment: the processor took it into clearing with the
+    payment (the payout's charge item grosses both), and it is the MSP's income, paying no invoice.
+
+    An entry of its own, beside the payment's: the payment's vendor record (applied to invoices) cannot
+    carry income, and a fee waiting for its income account to be mapped holds up nothing else.
+    """
+    if surcharge_minor <= 0:
+        raise UnbalancedEntry(f"convenience fee of payment {payment_id} of {surcharge_minor}")
+    lines = [JournalLine("clearing", surcharge_minor, f"convenience fee of payment {payment_id}"),
+             JournalLine("convenience_fee", -surcharge_minor, "card convenience fee income")]
+    return _entry("convenience_fee", tenant_id=tenant_id, source_event_id=source_event_id, subject_id=payment_id,
+                  currency=currency, occurred_on=occurred_on, lines=lines, client_id=client_id,
+                  details={"amount_minor": surcharge_minor, "payment_id": payment_id})
 
 
 def payout_paid(*, tenant_id: str, source_event_id: uuid.UUID, payout_id: str, amount_minor: int,

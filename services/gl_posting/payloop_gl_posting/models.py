@@ -48,6 +48,7 @@ class AccountMapping(GlPostingBase):
     refunds_account_id: Mapped[str] = mapped_column(Text)
     receivable_account_id: Mapped[str | None] = mapped_column(Text)
     refund_item_id: Mapped[str | None] = mapped_column(Text)
+    convenience_fee_account_id: Mapped[str | None] = mapped_column(Text)
     customer_rule: Mapped[str] = mapped_column(Text, default="invoice_customer")
     validated_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())

@@ -48,6 +48,9 @@ class AccountMappingIn(BaseModel):
     refunds_account_id: str = Field(min_length=1, description="Where refunds and chargebacks are booked")
     receivable_account_id: str | None = None
     refund_item_id: str | None = Field(None, description="QuickBooks item used on refund receipts (unused for Xero)")
+    convenience_fee_account_id: str | None = Field(
+        None, description="Income account of card convenience fees (surcharges); a surcharged payment's fee "
+        "waits as an `account_not_mapped` exception until one is set")
     customer_rule: Literal["invoice_customer"] = "invoice_customer"
 
 
@@ -155,6 +158,8 @@ class ReconciliationReport(BaseModel):
     refunds: PurposeTotals
     disputes: PurposeTotals
     disputes_won: PurposeTotals = Field(description="Disputes won: their funds returned to clearing")
+    convenience_fees: PurposeTotals = Field(description="Card convenience fees charged on top of payments: "
+                                            "into clearing with them, the MSP's income")
     fees_minor: int
     clearing_balance_minor: int
     clearing_posted_balance_minor: int

@@ -38,21 +38,23 @@ def invoice_event(t: str, invoice_id: str, number: str, total: int, client: str 
         "balance_minor": total, "lines": []})
 
 
-def payment_data(payment_id: str, amount: int, fee: int, allocations: list[tuple[str, int]]) -> dict:
+def payment_data(payment_id: str, amount: int, fee: int, allocations: list[tuple[str, int]],
+                 surcharge: int = 0) -> dict:
     return {"payment_id": payment_id, "method": {"type": "card", "brand": "visa", "last4": "4242"},
-            "amount_minor": amount, "currency": "USD", "fee_minor": fee,
+            "amount_minor": amount, "currency": "USD", "fee_minor": fee, "surcharge_minor": surcharge,
             "allocations": [{"invoice_id": i, "amount_minor": a} for i, a in allocations],
             "processor": {"name": "stripe", "payment_intent_id": f"pi_{payment_id}", "charge_id": f"ch_{payment_id}"}}
 
 
-def settled(t: str, payment_id: str, amount: int, fee: int, allocations, client: str = "c1"):
+def settled(t: str, payment_id: str, amount: int, fee: int, allocations, client: str = "c1", surcharge: int = 0):
     return new_event("payment.settled", tenant_id=t, client_id=client, producer="payments",
-                     data=payment_data(payment_id, amount, fee, allocations))
+                     data=payment_data(payment_id, amount, fee, allocations, surcharge))
 
 
-def refunded(t: str, payment_id: str, amount: int, fee: int, allocations, refund: int, client: str = "c1"):
+def refunded(t: str, payment_id: str, amount: int, fee: int, allocations, refund: int, client: str = "c1",
+             surcharge: int = 0):
     return new_event("payment.refunded", tenant_id=t, client_id=client, producer="payments",
-                     data={**payment_data(payment_id, amount, fee, allocations),
+                     data={**payment_data(payment_id, amount, fee, allocations, surcharge),
                            "refund_id": f"re_{payment_id}", "refunded_minor": refund})
 
 
@@ -137,6 +139,16 @@ def books_total_differs(t: str) -> list:
 
 
 BOOKS_TOTAL_DIFFERS = ("1007", "Delta Dental", "90.00")
+
+
+def surcharged_activity(t: str) -> list:
+    """A card payment of invoice 1001 (1,000.00) with a 30.00 convenience fee on top, so Stripe charged
+    1,030.00 (fee 30.17 on that); a partial refund of 200.00 (payments refunds the invoice amount, never the
+    fee); the payout of both, whose charge item's gross is what Stripe charged."""
+    return [invoice_event(t, "inv-1", "1001", 100_000),
+            settled(t, "p1", 100_000, 3_017, [("inv-1", 100_000)], surcharge=3_000),
+            refunded(t, "p1", 100_000, 3_017, [("inv-1", 100_000)], 20_000, surcharge=3_000),
+            payout(t, "po_1", [("charge", "p1", 103_000, 3_017), ("refund", "p1", -20_000, 0)])]
 
 
 def assert_planted_mismatches(report: dict) -> None:

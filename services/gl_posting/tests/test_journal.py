@@ -87,3 +87,21 @@ def test_a_won_dispute_returns_to_clearing_exactly_what_the_dispute_took_out():
     with pytest.raises(journal.UnbalancedEntry):
         journal.dispute_won(tenant_id="t", source_event_id=EVENT, payment_id="pay_1", dispute_id="dp_1",
                             amount_minor=0, currency="USD", occurred_on=date(2026, 3, 9))
+
+
+def test_a_convenience_fee_puts_into_clearing_what_the_payout_grosses_beyond_the_payment():
+    payment = journal.payment_settled(tenant_id="t", source_event_id=EVENT, payment_id="pay_1", amount_minor=100_000,
+                                      currency="USD", occurred_on=date(2026, 3, 3),
+                                      allocations=[{"invoice_id": "inv_1", "amount_minor": 100_000}])
+    fee = journal.convenience_fee(tenant_id="t", source_event_id=EVENT, payment_id="pay_1", surcharge_minor=3_000,
+                                  currency="USD", occurred_on=date(2026, 3, 3))
+    payout = journal.payout_paid(tenant_id="t", source_event_id=EVENT, payout_id="po_1", amount_minor=99_983,
+                                 currency="USD", arrival_date=date(2026, 3, 5),
+                                 items=[{"type": "charge", "payment_id": "pay_1", "gross_minor": 103_000,
+                                         "fee_minor": 3_017, "net_minor": 99_983}])
+    assert fee.id == journal.entry_id(EVENT, "convenience_fee") != payment.id
+    assert fee.amount("convenience_fee") == -3_000
+    assert sum(entry.amount("clearing") for entry in (payment, fee, payout)) == 0
+    with pytest.raises(journal.UnbalancedEntry):
+        journal.convenience_fee(tenant_id="t", source_event_id=EVENT, payment_id="pay_1", surcharge_minor=0,
+                                currency="USD", occurred_on=date(2026, 3, 3))
