@@ -8,6 +8,7 @@ changes nothing),
 bodies, 401 for bad tokens, 429 throttling (500 requests/minute per realm) and closed books.
 Entity field names are those of Intuit's XSD (`../shared/specs/quickbooks/Finance.xsd`).
 
+Writes: Payment, Deposit, RefundReceipt, SalesReceipt and JournalEntry (a convenience fee's income).
 Accounts keep balances (debits positive for assets and expenses, credits positive for the rest),
 so a test can check that clearing returns to zero and that the bank holds the payouts.
 Control endpoints for tests and demos live under `/_sim` (create companies and invoices, close the
@@ -52,6 +53,7 @@ ACCEPTED_FIELDS = {
                                 "CustomerMemo", "BillEmail"},
     "SalesReceipt": _COMMON | {"CustomerRef", "DepositToAccountRef", "PaymentMethodRef", "PaymentRefNum",
                                "CustomerMemo", "BillEmail"},
+    "JournalEntry": _COMMON | {"Adjustment"},
 }
 DEBIT_NORMAL = {"Bank", "Other Current Asset", "Accounts Receivable", "Expense", "Other Expense",
                 "Cost of Goods Sold", "Fixed Asset", "Other Asset"}
@@ -133,6 +135,7 @@ class Simulator:
             ("Merchant Processing Fees", "Expense", "BankCharges"),
             ("Sales of Product Income", "Income", "SalesOfProductIncome"),
             ("Refunds and Chargebacks", "Income", "DiscountsRefundsGiven"),
+            ("Card Convenience Fees", "Income", "ServiceFeeIncome"),
         ):
             company.add("Account", {"Name": acct_name, "FullyQualifiedName": acct_name, "AccountType": acct_type,
                                     "AccountSubType": sub_type, "Classification": _classification(acct_type),
@@ -304,6 +307,7 @@ def create_sales_receipt(company: Company, body: dict[str, Any]) -> dict[str, An
 def create_journal_entry(company: Company, body: dict[str, Any]) -> dict[str, Any]:
     """A manual JournalEntry (Intuit's shape: lines with `JournalEntryLineDetail.PostingType` Debit or
     Credit and an `AccountRef`); debits must equal credits, as QuickBooks insists."""
+    _check_fields("JournalEntry", body)
     _check_period(company, body)
     postings, balance = [], Decimal("0")
     for line in body.get("Line", []):
@@ -325,7 +329,8 @@ def create_journal_entry(company: Company, body: dict[str, Any]) -> dict[str, An
 
 WRITERS = {"payment": ("Payment", create_payment), "deposit": ("Deposit", create_deposit),
            "refundreceipt": ("RefundReceipt", create_refund_receipt),
-           "salesreceipt": ("SalesReceipt", create_sales_receipt)}
+           "salesreceipt": ("SalesReceipt", create_sales_receipt),
+           "journalentry": ("JournalEntry", create_journal_entry)}
 
 
 # --- queries --------------------------------------------------------------------------------------

@@ -262,6 +262,7 @@ class Simulator:
         org.add_account("610", "Accounts Receivable", "CURRENT", SystemAccount="DEBTORS")
         org.add_account("200", "Sales", "REVENUE")
         org.add_account("260", "Refunds and Chargebacks", "REVENUE")
+        org.add_account("270", "Card Convenience Fees", "OTHERINCOME")
         org.add_account("404", "Bank Fees", "OVERHEADS")
         org.add_account("405", "Merchant Processing Fees", "EXPENSE")
         self.organisations[org.tenant_id] = org

@@ -165,6 +165,8 @@ async def put_mapping(body: AccountMappingIn, request: Request, principal: Princ
         setattr(mapping, key, value)
     mapping.validated_at, mapping.updated_at = validated_at, datetime.now(UTC)
     await session.flush()
+    # What waited for an account the mapping did not name can go now (or fails again, saying so).
+    await repository.requeue(session, principal.tenant_id, reasons=["account_not_mapped"])
     await audit.record(session, principal, "account_mapping.changed", ("account_mapping", principal.tenant_id),
                        {**body.model_dump(mode="json"), "validated": validated_at is not None}, producer=PRODUCER)
     return AccountMappingState(configured=True, mapping=AccountMappingView.model_validate(mapping, from_attributes=True))

@@ -81,6 +81,13 @@ async def posted_payment(session: AsyncSession, tenant_id: str, payment_id: str)
         Entry.state == "posted"))
 
 
+async def surcharge(session: AsyncSession, tenant_id: str, payment_id: str) -> int:
+    """A payment's convenience fee; one a payment, however many times its settlement was journaled."""
+    return int(await session.scalar(select(func.coalesce(func.max(Entry.details["amount_minor"].as_integer()), 0))
+                                    .where(Entry.tenant_id == tenant_id, Entry.purpose == "convenience_fee",
+                                           Entry.subject_id == payment_id)))
+
+
 async def remembered(session: AsyncSession, tenant_id: str, system: str, kind: str, our_id: str) -> str | None:
     return await session.scalar(select(IdMap.external_id).where(
         IdMap.tenant_id == tenant_id, IdMap.system == system, IdMap.kind == kind, IdMap.our_id == our_id))

@@ -8,7 +8,8 @@ from decimal import Decimal
 
 from gl_activity import (
     BOOKS_TOTAL_DIFFERS, DAY, INVOICES, all_posted, apply, assert_planted_mismatches, books_total_differs, entries,
-    exception_for, invoice_event, month_of_activity, processor_expense, settled, tenant, wait_for,
+    exception_for, invoice_event, month_of_activity, processor_expense, settled, surcharged_activity, tenant,
+    wait_for,
 )
 from sqlalchemy import text
 
@@ -238,3 +239,68 @@ async def test_account_mapping_is_checked_against_the_chart_of_accounts(infra, q
         other = token(tenant(), "admin")
         assert (await client.get("/v1/gl/account-mapping", headers=other)).json() == {"configured": False, "mapping": None}
         assert (await client.get("/v1/gl/connection", headers=other)).json()["status"] == "not_connected"
+
+
+async def test_a_convenience_fee_is_posted_once_as_income_and_waits_for_its_account_to_be_mapped(infra, qbo, token):
+    t = tenant()
+    headers = token(t, "admin")
+    realm = await setup_company(qbo)
+    async with running_service(infra, SERVICE, consumers=False) as client:
+        await connect(client, qbo, headers, realm)
+        accounts = await map_accounts(client, qbo, headers, realm)  # no convenience fee account yet
+        events = surcharged_activity(t)
+        await apply(client, *events)
+        # Everything else posts; the fee waits, parked and told, for its income account.
+        parked = await wait_for(lambda: exception_for(client, headers, "account_not_mapped"))
+        assert parked["purpose"] == "convenience_fee" and not parked["retryable"]
+        assert "convenience_fee_account_id" in parked["detail"]
+
+        async def all_but_the_fee_posted():
+            items = await entries(client, headers)
+            return len(items) == 4 and all(e["state"] == ("failed" if e["purpose"] == "convenience_fee" else "posted")
+                                           for e in items)
+        await wait_for(all_but_the_fee_posted)
+
+        mapping = (await client.get("/v1/gl/account-mapping", headers=headers)).json()["mapping"]
+        del mapping["validated_at"]
+        wrong = await client.put("/v1/gl/account-mapping", headers=headers,
+                                 json={**mapping, "convenience_fee_account_id": accounts["Merchant Processing Fees"]})
+        assert wrong.status_code == 422
+        assert [e["loc"] for e in wrong.json()["errors"]] == [["convenience_fee_account_id"]]
+        # Naming the account re-queues the fee at once: no operator retry needed.
+        mapped = await client.put("/v1/gl/account-mapping", headers=headers,
+                                  json={**mapping, "convenience_fee_account_id": accounts["Card Convenience Fees"]})
+        assert mapped.status_code == 200, mapped.text
+        posted = await wait_for(lambda: all_posted(client, headers, 4))
+        await apply(client, events[1])  # the settlement told again changes nothing
+        assert len(await entries(client, headers)) == 4
+
+        state = await qbo.state(realm)
+        accounts_now = balances(state)
+        assert accounts_now["Undeposited Funds"] == 0  # Stripe's 1,030.00 charge, cleared to the cent
+        assert accounts_now["Card Convenience Fees"] == Decimal("30")
+        assert accounts_now["Checking"] == Decimal("799.83")  # 1,030.00 - 30.17 fees - 200.00 refunded
+        assert accounts_now["Merchant Processing Fees"] == Decimal("30.17")
+        assert accounts_now["Refunds and Chargebacks"] == Decimal("-200")
+        fee = next(e for e in posted if e["purpose"] == "convenience_fee")
+        [journal_entry] = state["entities"]["JournalEntry"]
+        assert (journal_entry["Id"], journal_entry["DocNumber"]) == (fee["external_id"], fee["reference"])
+        # The deposit links the payment at its amount; the fee leaves clearing on a line of its own.
+        [deposit] = state["entities"]["Deposit"]
+        assert sorted(Decimal(str(line["Amount"])) for line in deposit["Line"]) == \
+            [Decimal("-200"), Decimal("-30.17"), Decimal("30"), Decimal("1000")]
+        writes = await qbo.requests(realm)
+        assert sorted(w["requestid"] for w in writes) == sorted(e["id"] for e in posted)  # one write an entry
+
+        report = (await client.get("/v1/gl/reconciliation", headers=headers)).json()
+        assert report["balanced"] is True, report["mismatches"]
+        assert report["convenience_fees"] == {"count": 1, "amount_minor": 3_000, "posted_count": 1,
+                                              "posted_amount_minor": 3_000}
+        assert {a["role"]: (a["ours_minor"], a["theirs_minor"]) for a in report["ledger"]["accounts"]} == \
+            {"clearing": (0, 0), "bank": (79_983, 79_983)}
+        async with client.app.state.session_factory() as session:
+            told = (await session.execute(text(
+                "SELECT topic, payload FROM outbox WHERE topic LIKE 'gl.post%' ORDER BY seq"))).all()
+        # The event catalogue's purpose for a convenience fee entry is `fee`.
+        assert [(topic, json.loads(p)["data"]["purpose"]) for topic, p in told if json.loads(p)["data"]["entry_id"]
+                == fee["id"]] == [("gl.post_failed", "fee"), ("gl.posted", "fee")]

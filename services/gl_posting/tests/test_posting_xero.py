@@ -9,7 +9,8 @@ from decimal import Decimal
 
 from gl_activity import (
     BOOKS_TOTAL_DIFFERS, DAY, INVOICES, all_posted, apply, assert_planted_mismatches, books_total_differs, entries,
-    exception_for, invoice_event, month_of_activity, processor_expense, settled, tenant, wait_for,
+    exception_for, invoice_event, month_of_activity, processor_expense, settled, surcharged_activity, tenant,
+    wait_for,
 )
 from sqlalchemy import text
 
@@ -243,3 +244,47 @@ async def test_exceptions_mapping_and_consent_checks(infra, xero_sim, token):
 async def _status(client, headers, status: str):
     view = (await client.get("/v1/gl/connection", headers=headers)).json()
     return view if view["status"] == status else None
+
+
+async def test_a_convenience_fee_is_received_into_clearing_as_income_once(infra, xero_sim, token):
+    t = tenant()
+    headers = token(t, "admin")
+    organisation = await setup_organisation(xero_sim)
+    async with running_service(infra, SERVICE, consumers=False) as client:
+        await connect(client, xero_sim, headers, organisation)
+        accounts = await map_accounts(client, xero_sim, headers, organisation)
+        mapping = (await client.get("/v1/gl/account-mapping", headers=headers)).json()["mapping"]
+        del mapping["validated_at"]
+        wrong = await client.put("/v1/gl/account-mapping", headers=headers,
+                                 json={**mapping, "convenience_fee_account_id": accounts["Merchant Processing Fees"]})
+        assert [e["loc"] for e in wrong.json()["errors"]] == [["convenience_fee_account_id"]]
+        mapped = await client.put("/v1/gl/account-mapping", headers=headers,
+                                  json={**mapping, "convenience_fee_account_id": accounts["Card Convenience Fees"]})
+        assert mapped.status_code == 200, mapped.text
+        events = surcharged_activity(t)
+        await apply(client, *events)
+        posted = await wait_for(lambda: all_posted(client, headers, 4))
+        await apply(client, events[1])  # the settlement told again changes nothing
+        assert len(await entries(client, headers)) == 4
+
+        state = await xero_sim.state(organisation)
+        balances = {name: money(value) for name, value in state["balances"].items()}
+        assert balances["Stripe Clearing"] == 0  # Stripe's 1,030.00 charge, cleared to the cent
+        assert balances["Card Convenience Fees"] == Decimal("30")
+        assert balances["Business Bank Account"] == Decimal("799.83")  # 1,030.00 - 30.17 fees - 200.00 refunded
+        fee = next(e for e in posted if e["purpose"] == "convenience_fee")
+        [receipt] = [b for b in state["BankTransactions"] if b["Reference"] == f"{fee['reference']}-convenience-fee"]
+        assert (receipt["Type"], money(receipt["Total"]), receipt["BankTransactionID"]) == \
+            ("RECEIVE", Decimal("30"), fee["external_id"])
+        assert receipt["Contact"]["Name"] == "Acme Dental"  # who paid the invoice paid the fee
+        writes = await xero_sim.requests(organisation)
+        assert len({w["idempotency_key"] for w in writes}) == len(writes) == 5  # payment, fee, refund, transfer, fees
+        validator = xero.spec_validator(xero.find_spec())
+        for write in writes:
+            assert validator.errors(write["collection"], write["body"]) == [], write
+
+        report = (await client.get("/v1/gl/reconciliation", headers=headers)).json()
+        assert report["balanced"] is True, report["mismatches"]
+        assert report["convenience_fees"]["posted_amount_minor"] == 3_000
+        assert {a["role"]: (a["ours_minor"], a["theirs_minor"]) for a in report["ledger"]["accounts"]} == \
+            {"clearing": (0, 0), "bank": (79_983, 79_983)}

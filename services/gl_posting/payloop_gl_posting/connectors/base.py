@@ -56,6 +56,14 @@ class WaitingForPayment(PostingError):
     reason = "waiting_for_payment"
 
 
+class AccountNotMapped(PostingError):
+    """The entry needs an account the tenant's mapping does not name (an optional one, such as the
+    convenience fee income account): parked until the mapping names it, which re-queues it."""
+
+    reason = "account_not_mapped"
+    retryable = False
+
+
 class Rejected(PostingError):
     """The vendor refused the request as invalid: retrying the same request cannot succeed."""
 
@@ -141,6 +149,9 @@ class PostingContext(Protocol):
 
     async def posted_payment(self, payment_id: str) -> str | None:
         """The vendor id of a payment we posted, or None while it is not posted."""
+
+    async def surcharge(self, payment_id: str) -> int:
+        """The card convenience fee journaled for a payment (0 when none): in clearing beside the payment."""
 
     async def remembered(self, kind: str, our_id: str) -> str | None: ...
 

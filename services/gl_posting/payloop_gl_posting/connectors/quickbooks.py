@@ -6,9 +6,12 @@
   that may have been applied we look it up (`select * from Payment where DocNumber = ...`) first.
 - A payment is applied to the QuickBooks invoice found by its number (DocNumber), deposited to the
   clearing account (Undeposited Funds); what exceeds the invoices stays unapplied (client credit).
-- A payout becomes a Deposit into the bank: one line linking each payment at its gross, refunds and
-  disputes as negative clearing lines, and the fees as one negative line to the fee expense account,
-  so the deposit equals the payout to the cent and clearing returns to zero.
+- A card convenience fee becomes a JournalEntry: clearing debited, the mapped income account credited
+  (a Payment can carry no income, and a fee pays no invoice).
+- A payout becomes a Deposit into the bank: one line linking each payment at its amount (a charge's
+  gross beyond it is the payment's convenience fee, a clearing line of its own), refunds and disputes
+  as negative clearing lines, and the fees as one negative line to the fee expense account, so the
+  deposit equals the payout to the cent and clearing returns to zero.
 - A refund or dispute becomes a RefundReceipt paid out of clearing against the refund item; a won dispute
   its mirror, a SalesReceipt of the same item into clearing, which the next payout deposits.
 Vendor facts we rely on are in docs/vendors/quickbooks.md.
@@ -23,8 +26,9 @@ from typing import Any
 import httpx
 
 from payloop_gl_posting.connectors.base import (
-    CustomerNotFound, InvoiceNotFound, LedgerAccount, LedgerBalances, LedgerItem, PeriodClosed, PostingContext,
-    PostingError, RateLimited, Rejected, TokenRevoked, WaitingForPayment, chunks, dumps, to_decimal, to_minor,
+    AccountNotMapped, CustomerNotFound, InvoiceNotFound, LedgerAccount, LedgerBalances, LedgerItem, PeriodClosed,
+    PostingContext, PostingError, RateLimited, Rejected, TokenRevoked, WaitingForPayment, chunks, dumps, to_decimal,
+    to_minor,
 )
 from payloop_gl_posting.journal import PROCESSOR_ITEMS, JournalEntry
 from payloop_gl_posting.models import AccountMapping
@@ -32,7 +36,7 @@ from payloop_gl_posting.oauth import TokenStore
 from payloop_gl_posting.settings import GlSettings
 
 ENTITY = {"payment": "Payment", "deposit": "Deposit", "refund": "RefundReceipt", "dispute": "RefundReceipt",
-          "dispute_won": "SalesReceipt"}
+          "dispute_won": "SalesReceipt", "convenience_fee": "JournalEntry"}
 
 
 class QuickBooks:
@@ -132,6 +136,8 @@ class QuickBooks:
             body = await self._payment(entry, mapping, context)
         elif entry.purpose == "deposit":
             body = await self._deposit(entry, mapping, context)
+        elif entry.purpose == "convenience_fee":
+            body = self._convenience_fee(entry, mapping)
         else:
             body = await self._receipt(entry, mapping, context)
         entity = ENTITY[entry.purpose]
@@ -173,7 +179,15 @@ class QuickBooks:
                 payment = await context.posted_payment(item["payment_id"])
                 if payment is None:
                     raise WaitingForPayment(f"payment {item['payment_id']} of this payout is not posted yet")
-                lines.append({"Amount": gross, "LinkedTxn": [{"TxnId": payment, "TxnType": "Payment"}]})
+                # QuickBooks deposits a linked payment in full and no more: Stripe's gross also holds
+                # the convenience fee, which its own journal entry put in clearing.
+                surcharge = await context.surcharge(item["payment_id"])
+                lines.append({"Amount": to_decimal(item["gross_minor"] - surcharge, entry.currency),
+                              "LinkedTxn": [{"TxnId": payment, "TxnType": "Payment"}]})
+                if surcharge:
+                    lines.append({"Amount": to_decimal(surcharge, entry.currency), "DetailType": "DepositLineDetail",
+                                  "Description": f"convenience fee {item['payment_id']}",
+                                  "DepositLineDetail": {"AccountRef": {"value": mapping.clearing_account_id}}})
             elif item["gross_minor"]:
                 # Refunds and disputes left clearing already; processor adjustments belong with the fees.
                 account = mapping.fee_account_id if item["type"] in PROCESSOR_ITEMS else mapping.clearing_account_id
@@ -188,6 +202,18 @@ class QuickBooks:
                 "DepositToAccountRef": {"value": mapping.bank_account_id},
                 "TotalAmt": to_decimal(entry.details["amount_minor"], entry.currency),
                 "Line": lines}
+
+    def _convenience_fee(self, entry: JournalEntry, mapping: AccountMapping) -> dict[str, Any]:
+        if not mapping.convenience_fee_account_id:
+            raise AccountNotMapped("the account mapping names no convenience fee income account "
+                                   "(convenience_fee_account_id)")
+        amount = to_decimal(entry.details["amount_minor"], entry.currency)
+        what = f"convenience fee of payment {entry.subject_id}"
+        return {**self._common(entry, what),
+                "Line": [{"Amount": amount, "DetailType": "JournalEntryLineDetail", "Description": what,
+                          "JournalEntryLineDetail": {"PostingType": side, "AccountRef": {"value": account}}}
+                         for side, account in (("Debit", mapping.clearing_account_id),
+                                               ("Credit", mapping.convenience_fee_account_id))]}
 
     async def _receipt(self, entry: JournalEntry, mapping: AccountMapping, context: PostingContext) -> dict[str, Any]:
         """A refund or dispute (RefundReceipt: out of clearing) or a won dispute (SalesReceipt: back in);

@@ -12,6 +12,8 @@
 - A payout is a bank transfer of its amount from clearing to the bank, plus a SPEND bank transaction
   of its fees and processor adjustments from clearing to the fee expense account: clearing gives up
   exactly the gross of the payout's payment items.
+- A card convenience fee is a RECEIVE bank transaction into clearing from the mapped income account,
+  from the payment's contact; the payout's transfer then carries it to the bank with the payment.
 - A refund or dispute is a SPEND bank transaction out of clearing to the refunds account; a won dispute
   its mirror, a RECEIVE bank transaction into clearing from the refunds account.
 Vendor facts we rely on are in docs/vendors/xero.md.
@@ -27,8 +29,9 @@ from typing import Any
 import httpx
 
 from payloop_gl_posting.connectors.base import (
-    CustomerNotFound, InvoiceNotFound, LedgerAccount, LedgerBalances, LedgerItem, PeriodClosed, PostingContext,
-    PostingError, RateLimited, Rejected, TokenRevoked, WaitingForPayment, chunks, dumps, to_decimal, to_minor,
+    AccountNotMapped, CustomerNotFound, InvoiceNotFound, LedgerAccount, LedgerBalances, LedgerItem, PeriodClosed,
+    PostingContext, PostingError, RateLimited, Rejected, TokenRevoked, WaitingForPayment, chunks, dumps, to_decimal,
+    to_minor,
 )
 from payloop_gl_posting.journal import JournalEntry
 from payloop_gl_posting.models import AccountMapping
@@ -63,6 +66,8 @@ def plan(entry: JournalEntry) -> list[Step]:
     if entry.purpose == "deposit":
         return ([Step("transfer", *TRANSFER)] if details["amount_minor"] else []) + \
                ([Step("fees", *TRANSACTION)] if processor_charges(entry) else [])
+    if entry.purpose == "convenience_fee":
+        return [Step("convenience-fee", *TRANSACTION)]
     return [Step("reversal", *TRANSACTION)]
 
 
@@ -230,12 +235,21 @@ class Xero:
                                      {"Name": self.settings.xero_fee_contact}, mapping.clearing_account_id, abs(fee),
                                      f"Processing fees and adjustments of payout {entry.subject_id}",
                                      account_code=await self._account_code(mapping.fee_account_id, context))
-        # reversal: a refund or a dispute out of clearing, or a won dispute back in
+        if step.name == "convenience-fee" and not mapping.convenience_fee_account_id:
+            raise AccountNotMapped("the account mapping names no convenience fee income account "
+                                   "(convenience_fee_account_id)")
+        # The rest are about a posted payment and its contact: a convenience fee into clearing from its
+        # income account, a refund or a dispute out of clearing, or a won dispute back in.
         if await context.posted_payment(entry.subject_id) is None:
             raise WaitingForPayment(f"payment {entry.subject_id} is not posted yet")
         contact = await context.remembered("payment_customer", entry.subject_id)
         if contact is None:
             raise CustomerNotFound(f"payment {entry.subject_id} has no Xero contact on record")
+        if step.name == "convenience-fee":
+            return self._transaction(entry, common, "RECEIVE", {"ContactID": contact}, mapping.clearing_account_id,
+                                     details["amount_minor"], f"Card convenience fee of payment {entry.subject_id}",
+                                     account_code=await self._account_code(mapping.convenience_fee_account_id,
+                                                                           context))
         kind = "RECEIVE" if entry.purpose == "dispute_won" else "SPEND"
         return self._transaction(entry, common, kind, {"ContactID": contact}, mapping.clearing_account_id,
                                  details["amount_minor"],
