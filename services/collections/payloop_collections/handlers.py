@@ -160,23 +160,17 @@ def build_handlers(clock: Clock) -> tuple[dict[str, Handler], dict[str, BatchHan
     async def _mark_paid_many(session: AsyncSession, tenant_id: str, paid: dict[str, tuple[Envelope, date]]) -> None:
         """Stop the sequence of paid invoices (each with the event that said so and its day) and learn
         from how long their clients took."""
-        newly_paid = [inv for inv, _ in
-                      await repository.invoices_with_balance(session, tenant_id, invoice_ids=list(paid))
-                      if inv.paid_on is None]
+        newly_paid = await repository.mark_paid(session, tenant_id,
+                                                {invoice_id: day for invoice_id, (_, day) in paid.items()})
         if not newly_paid:
             return
-        by_day: dict[date, list[str]] = {}
-        for inv in newly_paid:
-            by_day.setdefault(paid[inv.invoice_id][1], []).append(inv.invoice_id)
-        for paid_on, invoice_ids in by_day.items():
-            await repository.set_invoice(session, tenant_id, invoice_ids, paid_on=paid_on)
         now: datetime = clock.now()
         causes: dict[str, Envelope] = {}
-        for inv in newly_paid:
-            event = paid[inv.invoice_id][0]
-            repository.stage_timeline(session, tenant_id, event.client_id, "stopped", now,
-                                      invoice_id=inv.invoice_id, reason="paid")
-            causes.setdefault(event.client_id, event)
+        for invoice_id in newly_paid:
+            causes.setdefault(paid[invoice_id][0].client_id, paid[invoice_id][0])
+        await repository.add_timelines(session, [
+            dict(tenant_id=tenant_id, client_id=paid[invoice_id][0].client_id, invoice_id=invoice_id, kind="stopped",
+                 detail={"reason": "paid"}, at=now) for invoice_id in newly_paid])
         await cases.refresh_behaviours(session, tenant_id, causes, now)
 
     batch_handlers: dict[str, BatchHandler] = {"invoice.created": invoices_changed,

@@ -66,6 +66,20 @@ async def upsert_invoices(session: AsyncSession,
         where=m.Invoice.event_occurred_at <= statement.excluded.event_occurred_at), rows)
 
 
+async def mark_paid(session: AsyncSession, tenant_id: str, paid_on: dict[str, date]) -> list[str]:
+    """Date the invoices not yet paid (invoice id -> paid day) in one statement; returns those it dated,
+    in the order given. An invoice already paid keeps its first day."""
+    if not paid_on:
+        return []
+    rows = await session.execute(text(
+        "UPDATE invoices SET paid_on = given.paid_on "
+        "FROM unnest(CAST(:ids AS text[]), CAST(:days AS date[])) AS given(invoice_id, paid_on) "
+        "WHERE invoices.tenant_id = :t AND invoices.invoice_id = given.invoice_id AND invoices.paid_on IS NULL "
+        "RETURNING invoices.invoice_id"), {"t": tenant_id, "ids": list(paid_on), "days": list(paid_on.values())})
+    dated = set(rows.scalars())
+    return [invoice_id for invoice_id in paid_on if invoice_id in dated]
+
+
 async def set_invoice(session: AsyncSession, tenant_id: str, invoice_ids: list[str], **values: Any) -> None:
     if invoice_ids:
         await session.execute(update(m.Invoice).where(m.Invoice.tenant_id == tenant_id,
@@ -225,15 +239,14 @@ async def claim_due_message(session: AsyncSession, now: datetime) -> m.Message |
 
 async def add_timeline(session: AsyncSession, tenant_id: str, client_id: str, kind: str, at: datetime,
                        invoice_id: str | None = None, **detail: Any) -> None:
-    stage_timeline(session, tenant_id, client_id, kind, at, invoice_id, **detail)
-    await session.flush()
+    await add_timelines(session, [dict(tenant_id=tenant_id, client_id=client_id, invoice_id=invoice_id, kind=kind,
+                                       detail=detail, at=at)])
 
 
-def stage_timeline(session: AsyncSession, tenant_id: str, client_id: str, kind: str, at: datetime,
-                   invoice_id: str | None = None, **detail: Any) -> None:
-    """A timeline entry written with the session's next flush (many entries: one statement)."""
-    session.add(m.TimelineEntry(tenant_id=tenant_id, client_id=client_id, invoice_id=invoice_id, kind=kind,
-                                detail=detail, at=at))
+async def add_timelines(session: AsyncSession, entries: list[dict[str, Any]]) -> None:
+    """Timeline entries (tenant_id, client_id, invoice_id, kind, detail, at), in this order: one statement."""
+    if entries:
+        await session.execute(insert(m.TimelineEntry.__table__), entries)
 
 
 async def timeline(session: AsyncSession, tenant_id: str, client_id: str, after: int | None, limit: int
