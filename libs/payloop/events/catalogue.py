@@ -335,7 +335,8 @@ class ClientBehaviourChangedV1(EventData):
 
 class GlPostedV1(EventData):
     entry_id: str
-    purpose: Literal["payment", "deposit", "fee", "refund", "dispute", "dispute_won"]
+    # convenience_fee: a card convenience fee booked as the MSP's income (added in v1, additive)
+    purpose: Literal["payment", "deposit", "fee", "refund", "dispute", "dispute_won", "convenience_fee"]
     system: Literal["quickbooks", "xero"]
     external_id: str
     source_event_id: str

@@ -38,15 +38,6 @@ from payloop_gl_posting.settings import GlSettings
 
 log = structlog.get_logger(__name__)
 PRODUCER = "gl_posting"
-# The event catalogue's gl.posted names a convenience fee entry `fee` (it has no `convenience_fee`);
-# gl.post_failed says the same, so a consumer sees one purpose for one entry.
-PUBLISHED_PURPOSE = {"convenience_fee": "fee"}
-
-
-def published_purpose(entry: JournalEntry) -> str:
-    return PUBLISHED_PURPOSE.get(entry.purpose, entry.purpose)
-
-
 def token_endpoint(system: str, settings: GlSettings) -> TokenEndpoint:
     if system == "quickbooks":
         return TokenEndpoint(settings.quickbooks_token_url, settings.quickbooks_client_id,
@@ -211,7 +202,7 @@ async def _posted(session_factory: async_sessionmaker[AsyncSession], entry: Jour
         await repository.resolve_exceptions(session, entry.id)
         await outbox.publish(session, new_event(
             "gl.posted", tenant_id=entry.tenant_id, client_id=entry.client_id, producer=PRODUCER,
-            data={"entry_id": str(entry.id), "purpose": published_purpose(entry), "system": system,
+            data={"entry_id": str(entry.id), "purpose": entry.purpose, "system": system,
                   "external_id": external_id, "source_event_id": str(entry.source_event_id)}))
     log.info("gl.entry.posted", tenant_id=entry.tenant_id, entry_id=str(entry.id), purpose=entry.purpose,
              system=system, external_id=external_id)
@@ -248,7 +239,7 @@ async def _failed(session_factory: async_sessionmaker[AsyncSession], entry: Jour
         if exc.reason != "waiting_for_payment":  # the normal order of things, not a failure to report
             await outbox.publish(session, new_event(
                 "gl.post_failed", tenant_id=entry.tenant_id, client_id=entry.client_id, producer=PRODUCER,
-                data={"entry_id": str(entry.id), "purpose": published_purpose(entry), "system": system,
+                data={"entry_id": str(entry.id), "purpose": entry.purpose, "system": system,
                       "reason": exc.reason, "retryable": exc.retryable,
                       "source_event_id": str(entry.source_event_id)}))
     log.warning("gl.entry.failed", tenant_id=entry.tenant_id, entry_id=str(entry.id), reason=exc.reason,

@@ -301,6 +301,5 @@ async def test_a_convenience_fee_is_posted_once_as_income_and_waits_for_its_acco
         async with client.app.state.session_factory() as session:
             told = (await session.execute(text(
                 "SELECT topic, payload FROM outbox WHERE topic LIKE 'gl.post%' ORDER BY seq"))).all()
-        # The event catalogue's purpose for a convenience fee entry is `fee`.
         assert [(topic, json.loads(p)["data"]["purpose"]) for topic, p in told if json.loads(p)["data"]["entry_id"]
-                == fee["id"]] == [("gl.post_failed", "fee"), ("gl.posted", "fee")]
+                == fee["id"]] == [("gl.post_failed", "convenience_fee"), ("gl.posted", "convenience_fee")]
