@@ -102,9 +102,10 @@ async def reduce_payment(session: AsyncSession, tenant_id: str, payment_id: str,
     ).values(amount_minor=func.greatest(m.InvoicePayment.amount_minor - taken_minor, 0)))
 
 
-def _collected():
+def _collected(tenant_id: str):
     return (select(m.InvoicePayment.tenant_id, m.InvoicePayment.invoice_id,
                    func.sum(m.InvoicePayment.amount_minor).label("collected"))
+            .where(m.InvoicePayment.tenant_id == tenant_id)
             .group_by(m.InvoicePayment.tenant_id, m.InvoicePayment.invoice_id).subquery())
 
 
@@ -116,10 +117,13 @@ def _balance(collected):
 
 
 async def invoices_with_balance(session: AsyncSession, tenant_id: str, client_id: str | None = None,
-                                invoice_ids: list[str] | None = None) -> list[tuple[m.Invoice, int]]:
-    collected = _collected()
-    balance = _balance(collected).label("balance")
-    query = (select(m.Invoice, balance)
+                                invoice_ids: list[str] | None = None, *, open_only: bool = False
+                                ) -> list[tuple[m.Invoice, int]]:
+    """Invoices with what is still owed on each, by due date; `open_only`: those open with a balance
+    (filtered in the database: the scheduler asks for them every tick, and most of a book is paid)."""
+    collected = _collected(tenant_id)
+    balance = _balance(collected)
+    query = (select(m.Invoice, balance.label("balance"))
              .outerjoin(collected, and_(collected.c.tenant_id == m.Invoice.tenant_id,
                                         collected.c.invoice_id == m.Invoice.invoice_id))
              .where(m.Invoice.tenant_id == tenant_id))
@@ -127,13 +131,14 @@ async def invoices_with_balance(session: AsyncSession, tenant_id: str, client_id
         query = query.where(m.Invoice.client_id == client_id)
     if invoice_ids is not None:
         query = query.where(m.Invoice.invoice_id.in_(invoice_ids))
+    if open_only:
+        query = query.where(m.Invoice.status.in_(OPEN_STATUSES), balance > 0)
     return [(row[0], int(row[1])) for row in (await session.execute(query.order_by(m.Invoice.due_on))).all()]
 
 
 async def open_invoices(session: AsyncSession, tenant_id: str, client_id: str | None = None
                         ) -> list[tuple[m.Invoice, int]]:
-    return [(inv, bal) for inv, bal in await invoices_with_balance(session, tenant_id, client_id)
-            if inv.status in OPEN_STATUSES and bal > 0]
+    return await invoices_with_balance(session, tenant_id, client_id, open_only=True)
 
 
 async def paid_history(session: AsyncSession, tenant_id: str, client_ids: list[str]
