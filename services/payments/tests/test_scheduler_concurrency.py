@@ -16,11 +16,12 @@ from payloop_payments.stripe_gateway import StripeGateway
 class CountingLimit(RateLimit):
     """The sandbox's limit, counting what it refused."""
 
-    refused = 0
+    refused = taken = 0
 
     def take(self) -> bool:
         allowed = super().take()
         self.refused += not allowed
+        self.taken += allowed
         return allowed
 
 
@@ -82,6 +83,25 @@ async def test_two_concurrent_schedulers_charge_every_due_invoice_and_retry_exac
                 for c in ("c0", "c1", "c2")
                 for i in (await payments.get(f"/v1/clients/{c}/invoices", headers=headers)).json()}
     assert balances == dict.fromkeys(invoices, 0)
+
+
+async def test_a_charge_is_one_stripe_request_and_its_fee_comes_with_the_answer(payments, token, kit, stripe_sandbox):
+    tenant, headers = "t-one-request", token("t-one-request", "admin")
+    await kit.seed_tenant(payments, tenant)
+    await enrolled_client(payments, headers, kit, tenant, "acme")
+    await kit.seed_invoice(payments, tenant, "acme", "a-1", 10_000, due=date(2026, 6, 1))
+    limit = CountingLimit(1_000)
+    stripe_sandbox.limit = limit
+    try:
+        assert await scheduler.run_once(payments.app.state.session_factory, payments.app.state.gateway,
+                                        now=kit.utc(2026, 6, 1)) == 1
+    finally:
+        stripe_sandbox.limit = None
+    # The PaymentIntent with its charge's balance transaction expanded: no request for the charge or the fee.
+    # (Without the expansion the gateway asks for the charge and its balance transaction: three requests.)
+    assert (limit.taken, limit.refused) == (1, 0)
+    settled = await kit.outbox_events(payments, "payment.settled", tenant)
+    assert [a["invoice_id"] for e in settled for a in e["data"]["allocations"]] == ["a-1"]
 
 
 async def test_a_429_is_retried_with_backoff_within_the_charge(payments, token, kit, stripe_sandbox):
