@@ -247,6 +247,11 @@ class PaymentRefundedV1(PaymentBase):
 class PaymentDisputedV1(PaymentBase):
     dispute_id: str
     disputed_minor: Minor
+    disputed_surcharge_minor: Minor = Field(
+        0, description="What the processor's dispute takes beyond `disputed_minor` (which stops at the "
+        "payment's amount less refunds): its share of the card convenience fee (`surcharge_minor`), at most "
+        "that fee. Withdrawn with the dispute, returned if it is won (the won event repeats it); 0 when the "
+        "payment had no fee or the dispute stops short of it")
     reason: str | None = None
     status: str = "needs_response"
 

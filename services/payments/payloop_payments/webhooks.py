@@ -164,6 +164,9 @@ async def _dispute(session: AsyncSession, kind: str, dispute: dict[str, Any]) ->
     remaining = [Allocation(a.invoice_id, a.amount_minor - a.refunded_minor) for a in allocations
                  if a.amount_minor > a.refunded_minor]
     amount = min(int(dispute["amount"]), payment.amount_minor - payment.refunded_minor)
+    # Stripe disputes the charge, which holds the convenience fee on top of the amount; refunds never touch
+    # the fee, so what the dispute takes beyond the invoices' share is the fee's, up to the whole fee.
+    surcharge = max(0, min(int(dispute["amount"]) - amount, payment.surcharge_minor))
     won = kind == "charge.dispute.closed" and dispute.get("status") == "won"
     opening = kind != "charge.dispute.closed"
     if opening and payment.disputed_minor == 0 and amount > 0:
@@ -182,7 +185,8 @@ async def _dispute(session: AsyncSession, kind: str, dispute: dict[str, Any]) ->
         return "dispute already recorded"
     await session.flush()
     await charging.payment_event(session, "payment.disputed", payment, dispute_id=dispute["id"],
-                                 disputed_minor=amount, reason=dispute.get("reason"),
+                                 disputed_minor=amount, disputed_surcharge_minor=surcharge,
+                                 reason=dispute.get("reason"),
                                  status=dispute.get("status", "needs_response"))
     return f"payment {payment.id}: dispute {dispute.get('status')}"
 
