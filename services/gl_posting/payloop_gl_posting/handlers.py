@@ -75,19 +75,27 @@ async def on_payment_refunded(session: AsyncSession, event: Envelope, data: Even
 
 async def on_payment_disputed(session: AsyncSession, event: Envelope, data: EventData) -> None:
     """The funds leave when the dispute opens and come back if it is won; each move is journaled once per
-    dispute, whichever of its events (created, funds_withdrawn, closed) tells it first or again."""
+    dispute, whichever of its events (created, funds_withdrawn, closed) tells it first or again. The
+    processor withdraws the whole charge: with the payment, its convenience fee's share."""
     assert isinstance(data, PaymentDisputedV1)
     if data.status.startswith("warning_"):
         return  # an inquiry: the processor withdraws nothing unless it becomes a chargeback
     common = dict(tenant_id=event.tenant_id, source_event_id=event.id, payment_id=data.payment_id,
-                  amount_minor=data.disputed_minor, currency=data.currency, occurred_on=_day(event),
-                  client_id=event.client_id)
-    if not await repository.entry_exists(session, event.tenant_id, "dispute", data.dispute_id):
+                  currency=data.currency, occurred_on=_day(event), client_id=event.client_id)
+    taken = await repository.reversal(session, event.tenant_id, "dispute", data.dispute_id)
+    if taken is None:
         # A dispute first heard of as won was still withdrawn before it was returned.
-        await repository.add_entry(session, journal.payment_reversed("dispute", reversal_id=data.dispute_id, **common))
+        withdrawn = journal.payment_reversed("dispute", reversal_id=data.dispute_id, amount_minor=data.disputed_minor,
+                                             surcharge_minor=data.disputed_surcharge_minor, **common)
+        await repository.add_entry(session, withdrawn)
+        taken = withdrawn.details
     if data.status == "won" and not await repository.entry_exists(session, event.tenant_id, "dispute_won",
                                                                   data.dispute_id):
-        await repository.add_entry(session, journal.dispute_won(dispute_id=data.dispute_id, **common))
+        # What comes back is what the journal took out, line for line (an entry journaled before disputes
+        # told the fee's share has none).
+        await repository.add_entry(session, journal.dispute_won(
+            dispute_id=data.dispute_id, amount_minor=taken["amount_minor"],
+            surcharge_minor=taken.get("surcharge_minor", 0), **common))
 
 
 async def on_payout_paid(session: AsyncSession, event: Envelope, data: EventData) -> None:

@@ -137,28 +137,38 @@ def payout_paid(*, tenant_id: str, source_event_id: uuid.UUID, payout_id: str, a
 
 def payment_reversed(purpose: Literal["refund", "dispute"], *, tenant_id: str, source_event_id: uuid.UUID,
                      payment_id: str, reversal_id: str, amount_minor: int, currency: str, occurred_on: date,
-                     client_id: str | None = None) -> JournalEntry:
-    """Money handed back (refund) or taken back (dispute) out of clearing, against refunds."""
-    if amount_minor <= 0:
-        raise UnbalancedEntry(f"{purpose} {reversal_id} of {amount_minor}")
+                     client_id: str | None = None, surcharge_minor: int = 0) -> JournalEntry:
+    """Money handed back (refund) or taken back (dispute) out of clearing, against refunds.
+
+    A dispute takes the whole charge, so with it the share of the card convenience fee it withdrew
+    (`surcharge_minor`): out of clearing too, and the fee's income reversed, the money having gone back.
+    """
+    if amount_minor <= 0 or surcharge_minor < 0:
+        raise UnbalancedEntry(f"{purpose} {reversal_id} of {amount_minor} and fee {surcharge_minor}")
     lines = [JournalLine("refunds", amount_minor, f"{purpose} {reversal_id}"),
-             JournalLine("clearing", -amount_minor, f"{purpose} of payment {payment_id}")]
+             JournalLine("convenience_fee", surcharge_minor, f"{purpose} {reversal_id}: convenience fee"),
+             JournalLine("clearing", -(amount_minor + surcharge_minor), f"{purpose} of payment {payment_id}")]
     return _entry(purpose, tenant_id=tenant_id, source_event_id=source_event_id, subject_id=payment_id,
                   currency=currency, occurred_on=occurred_on, lines=lines, client_id=client_id,
-                  details={"amount_minor": amount_minor, "reversal_id": reversal_id, "payment_id": payment_id})
+                  details={"amount_minor": amount_minor, "surcharge_minor": surcharge_minor,
+                           "reversal_id": reversal_id, "payment_id": payment_id})
 
 
 def dispute_won(*, tenant_id: str, source_event_id: uuid.UUID, payment_id: str, dispute_id: str,
-                amount_minor: int, currency: str, occurred_on: date, client_id: str | None = None) -> JournalEntry:
+                amount_minor: int, currency: str, occurred_on: date, client_id: str | None = None,
+                surcharge_minor: int = 0) -> JournalEntry:
     """A won dispute: the processor returns what the dispute withdrew, so the withdrawal is reversed line
-    for line (back into clearing, out of refunds); the payout that carries the money then clears it."""
-    if amount_minor <= 0:
-        raise UnbalancedEntry(f"won dispute {dispute_id} of {amount_minor}")
-    lines = [JournalLine("clearing", amount_minor, f"dispute {dispute_id} won: funds returned"),
-             JournalLine("refunds", -amount_minor, f"dispute {dispute_id} reversed")]
+    for line (back into clearing, out of refunds and, for a convenience fee's share, back into its income);
+    the payout that carries the money then clears it."""
+    if amount_minor <= 0 or surcharge_minor < 0:
+        raise UnbalancedEntry(f"won dispute {dispute_id} of {amount_minor} and fee {surcharge_minor}")
+    lines = [JournalLine("clearing", amount_minor + surcharge_minor, f"dispute {dispute_id} won: funds returned"),
+             JournalLine("refunds", -amount_minor, f"dispute {dispute_id} reversed"),
+             JournalLine("convenience_fee", -surcharge_minor, f"dispute {dispute_id} reversed: convenience fee")]
     return _entry("dispute_won", tenant_id=tenant_id, source_event_id=source_event_id, subject_id=payment_id,
                   currency=currency, occurred_on=occurred_on, lines=lines, client_id=client_id,
-                  details={"amount_minor": amount_minor, "reversal_id": dispute_id, "payment_id": payment_id})
+                  details={"amount_minor": amount_minor, "surcharge_minor": surcharge_minor,
+                           "reversal_id": dispute_id, "payment_id": payment_id})
 
 
 # ISO 4217 minor-unit exponents that are not 2; only used at the accounting API edge.

@@ -37,6 +37,13 @@ async def entry_exists(session: AsyncSession, tenant_id: str, purpose: str, reve
         Entry.details["reversal_id"].astext == reversal_id)))
 
 
+async def reversal(session: AsyncSession, tenant_id: str, purpose: str, reversal_id: str) -> dict | None:
+    """The details of a reversal already journaled (under any event), or None."""
+    return await session.scalar(select(Entry.details).where(
+        Entry.tenant_id == tenant_id, Entry.purpose == purpose,
+        Entry.details["reversal_id"].astext == reversal_id).limit(1))
+
+
 def to_domain(row: Entry, lines: list[Line]) -> JournalEntry:
     return JournalEntry(id=row.id, tenant_id=row.tenant_id, source_event_id=row.source_event_id,
                         purpose=row.purpose, subject_id=row.subject_id, currency=row.currency,  # type: ignore[arg-type]

@@ -59,10 +59,12 @@ def refunded(t: str, payment_id: str, amount: int, fee: int, allocations, refund
 
 
 def disputed(t: str, payment_id: str, amount: int, fee: int, allocations, client: str = "c1",
-             status: str = "needs_response"):
+             status: str = "needs_response", surcharge: int = 0):
+    """The whole payment disputed; a surcharged one's convenience fee withdrawn with it, as Stripe does."""
     return new_event("payment.disputed", tenant_id=t, client_id=client, producer="payments",
-                     data={**payment_data(payment_id, amount, fee, allocations),
-                           "dispute_id": f"dp_{payment_id}", "disputed_minor": amount, "status": status})
+                     data={**payment_data(payment_id, amount, fee, allocations, surcharge),
+                           "dispute_id": f"dp_{payment_id}", "disputed_minor": amount, "status": status,
+                           **({"disputed_surcharge_minor": surcharge} if surcharge else {})})
 
 
 def payout(t: str, payout_id: str, items: list[tuple[str, str | None, int, int]]):
@@ -149,6 +151,22 @@ def surcharged_activity(t: str) -> list:
             settled(t, "p1", 100_000, 3_017, [("inv-1", 100_000)], surcharge=3_000),
             refunded(t, "p1", 100_000, 3_017, [("inv-1", 100_000)], 20_000, surcharge=3_000),
             payout(t, "po_1", [("charge", "p1", 103_000, 3_017), ("refund", "p1", -20_000, 0)])]
+
+
+def surcharged_dispute(t: str, status: str) -> list:
+    """A card payment of invoice 1001 (1,000.00) with a 30.00 convenience fee on top, disputed whole: Stripe
+    withdraws 1,030.00 (and a 15.00 dispute fee) in the second payout, beside a payment of invoice 1002 (a
+    payout, like a QuickBooks deposit, is not negative); a won dispute's 1,030.00 comes back in the third."""
+    events = [invoice_event(t, "inv-1", "1001", 100_000), invoice_event(t, "inv-2", "1002", 120_000),
+              settled(t, "p1", 100_000, 3_017, [("inv-1", 100_000)], surcharge=3_000),
+              payout(t, "po_1", [("charge", "p1", 103_000, 3_017)]),
+              disputed(t, "p1", 100_000, 3_017, [("inv-1", 100_000)], surcharge=3_000),
+              disputed(t, "p1", 100_000, 3_017, [("inv-1", 100_000)], surcharge=3_000, status=status),
+              settled(t, "p2", 120_000, 3_510, [("inv-2", 120_000)]),
+              payout(t, "po_2", [("charge", "p2", 120_000, 3_510), ("dispute", "p1", -103_000, 1_500)])]
+    if status == "won":
+        events.append(payout(t, "po_3", [("dispute", "p1", 103_000, 0)]))
+    return events
 
 
 def assert_planted_mismatches(report: dict) -> None:

@@ -8,9 +8,10 @@ from decimal import Decimal
 
 from gl_activity import (
     BOOKS_TOTAL_DIFFERS, DAY, INVOICES, all_posted, apply, assert_planted_mismatches, books_total_differs, entries,
-    exception_for, invoice_event, month_of_activity, processor_expense, settled, surcharged_activity, tenant,
-    wait_for,
+    exception_for, invoice_event, month_of_activity, processor_expense, settled, surcharged_activity,
+    surcharged_dispute, tenant, wait_for,
 )
+import pytest
 from sqlalchemy import text
 
 from payloop.testing.plugin import running_service
@@ -303,3 +304,62 @@ async def test_a_convenience_fee_is_posted_once_as_income_and_waits_for_its_acco
                 "SELECT topic, payload FROM outbox WHERE topic LIKE 'gl.post%' ORDER BY seq"))).all()
         assert [(topic, json.loads(p)["data"]["purpose"]) for topic, p in told if json.loads(p)["data"]["entry_id"]
                 == fee["id"]] == [("gl.post_failed", "convenience_fee"), ("gl.posted", "convenience_fee")]
+
+
+@pytest.mark.parametrize("status", ["lost", "won"])
+async def test_a_dispute_takes_its_share_of_the_convenience_fee_out_of_clearing_and_the_fee_income(
+        infra, qbo, token, status):
+    """A dispute that took the fee with the payment is a JournalEntry (refunds and the fee's income debited,
+    clearing credited), its return the mirror; both wait, like the fee, for the income account."""
+    t = tenant()
+    headers = token(t, "admin")
+    realm = await setup_company(qbo)
+    count = 8 if status == "won" else 6  # two payments, the fee, deposits, the dispute (and its return)
+    async with running_service(infra, SERVICE, consumers=False) as client:
+        await connect(client, qbo, headers, realm)
+        accounts = await map_accounts(client, qbo, headers, realm)  # no convenience fee account yet
+        events = surcharged_dispute(t, status)
+        await apply(client, *events)
+
+        async def the_fee_and_its_dispute_parked():
+            items = await entries(client, headers)
+            waiting = sorted(e["purpose"] for e in items if e["state"] == "failed")
+            return len(items) == count and waiting == ["convenience_fee", "dispute"] + \
+                (["dispute_won"] if status == "won" else []) and \
+                all(e["state"] in ("failed", "posted") for e in items)
+        await wait_for(the_fee_and_its_dispute_parked)
+        mapping = (await client.get("/v1/gl/account-mapping", headers=headers)).json()["mapping"]
+        del mapping["validated_at"]
+        mapped = await client.put("/v1/gl/account-mapping", headers=headers,
+                                  json={**mapping, "convenience_fee_account_id": accounts["Card Convenience Fees"]})
+        assert mapped.status_code == 200, mapped.text
+        posted = await wait_for(lambda: all_posted(client, headers, count))
+        await apply(client, events[4], events[5])  # the dispute told again changes nothing
+        assert len(await entries(client, headers)) == count
+
+        state = await qbo.state(realm)
+        now = balances(state)
+        assert now["Undeposited Funds"] == 0  # Stripe's withdrawal of 1,030.00 cleared to the cent
+        # Lost: the fee's income and the invoice's payment both went back; won: both came back.
+        assert now["Card Convenience Fees"] == (Decimal("30") if status == "won" else 0)
+        assert now["Refunds and Chargebacks"] == (0 if status == "won" else Decimal("-1000"))
+        assert now["Merchant Processing Fees"] == Decimal("80.27")  # 30.17 + 35.10 + the 15.00 dispute fee
+        assert now["Checking"] == (Decimal("2149.73") if status == "won" else Decimal("1119.73"))
+        disputes = [e for e in posted if e["purpose"].startswith("dispute")]
+        journal_entries = {j["DocNumber"]: j for j in state["entities"]["JournalEntry"]}
+        assert state["entities"].get("RefundReceipt", []) == state["entities"].get("SalesReceipt", []) == []
+        for dispute in disputes:
+            record = journal_entries[dispute["reference"]]
+            assert record["Id"] == dispute["external_id"]
+            assert {(line["JournalEntryLineDetail"]["PostingType"], Decimal(str(line["Amount"])))
+                    for line in record["Line"]} == ({("Debit", Decimal("1000")), ("Debit", Decimal("30")),
+                                                     ("Credit", Decimal("1030"))} if dispute["purpose"] == "dispute"
+                                                    else {("Credit", Decimal("1000")), ("Credit", Decimal("30")),
+                                                          ("Debit", Decimal("1030"))})
+        writes = await qbo.requests(realm)
+        assert sorted(w["requestid"] for w in writes) == sorted(e["id"] for e in posted)  # one write an entry
+
+        report = (await client.get("/v1/gl/reconciliation", headers=headers)).json()
+        assert report["clearing_balance_minor"] == 0
+        assert {a["role"]: (a["ours_minor"], a["theirs_minor"]) for a in report["ledger"]["accounts"]}["clearing"] \
+            == (0, 0)

@@ -9,9 +9,10 @@ from decimal import Decimal
 
 from gl_activity import (
     BOOKS_TOTAL_DIFFERS, DAY, INVOICES, all_posted, apply, assert_planted_mismatches, books_total_differs, entries,
-    exception_for, invoice_event, month_of_activity, processor_expense, settled, surcharged_activity, tenant,
-    wait_for,
+    exception_for, invoice_event, month_of_activity, processor_expense, settled, surcharged_activity,
+    surcharged_dispute, tenant, wait_for,
 )
+import pytest
 from sqlalchemy import text
 
 from payloop.simulators import xero
@@ -288,3 +289,60 @@ async def test_a_convenience_fee_is_received_into_clearing_as_income_once(infra,
         assert report["convenience_fees"]["posted_amount_minor"] == 3_000
         assert {a["role"]: (a["ours_minor"], a["theirs_minor"]) for a in report["ledger"]["accounts"]} == \
             {"clearing": (0, 0), "bank": (79_983, 79_983)}
+
+
+@pytest.mark.parametrize("status", ["lost", "won"])
+async def test_a_dispute_spends_its_share_of_the_convenience_fee_from_the_fee_income(infra, xero_sim, token, status):
+    """A dispute that took the fee with the payment is a SPEND of two lines (refunds, the fee's income), its
+    return a RECEIVE of the same two; with no income account mapped the dispute waits, like the fee."""
+    t = tenant()
+    headers = token(t, "admin")
+    organisation = await setup_organisation(xero_sim)
+    count = 8 if status == "won" else 6  # two payments, the fee, deposits, the dispute (and its return)
+    async with running_service(infra, SERVICE, consumers=False) as client:
+        await connect(client, xero_sim, headers, organisation)
+        accounts = await map_accounts(client, xero_sim, headers, organisation)  # no convenience fee account yet
+        events = surcharged_dispute(t, status)
+        await apply(client, *events)
+
+        async def the_fee_and_its_dispute_parked():
+            items = await entries(client, headers)
+            waiting = sorted(e["purpose"] for e in items if e["state"] == "failed")
+            return len(items) == count and waiting == ["convenience_fee", "dispute"] + \
+                (["dispute_won"] if status == "won" else []) and \
+                all(e["state"] in ("failed", "posted") for e in items)
+        await wait_for(the_fee_and_its_dispute_parked)
+        mapping = (await client.get("/v1/gl/account-mapping", headers=headers)).json()["mapping"]
+        del mapping["validated_at"]
+        mapped = await client.put("/v1/gl/account-mapping", headers=headers,
+                                  json={**mapping, "convenience_fee_account_id": accounts["Card Convenience Fees"]})
+        assert mapped.status_code == 200, mapped.text
+        posted = await wait_for(lambda: all_posted(client, headers, count))
+        await apply(client, events[4], events[5])  # the dispute told again changes nothing
+        assert len(await entries(client, headers)) == count
+
+        state = await xero_sim.state(organisation)
+        balances = {name: money(value) for name, value in state["balances"].items()}
+        assert balances["Stripe Clearing"] == 0  # Stripe's withdrawal of 1,030.00 cleared to the cent
+        assert balances["Card Convenience Fees"] == (Decimal("30") if status == "won" else 0)
+        assert balances["Business Bank Account"] == (Decimal("2149.73") if status == "won" else Decimal("1119.73"))
+        for dispute in (e for e in posted if e["purpose"].startswith("dispute")):
+            [record] = [b for b in state["BankTransactions"] if b["BankTransactionID"] == dispute["external_id"]]
+            assert record["Type"] == ("SPEND" if dispute["purpose"] == "dispute" else "RECEIVE")
+            assert sorted((line["AccountCode"], money(line["LineAmount"])) for line in record["LineItems"]) == \
+                sorted([(code(state, "Refunds and Chargebacks"), Decimal("1000")),
+                        (code(state, "Card Convenience Fees"), Decimal("30"))])
+        writes = await xero_sim.requests(organisation)
+        assert len({w["idempotency_key"] for w in writes}) == len(writes) == (10 if status == "won" else 8)
+        validator = xero.spec_validator(xero.find_spec())
+        for write in writes:
+            assert validator.errors(write["collection"], write["body"]) == [], write
+
+        report = (await client.get("/v1/gl/reconciliation", headers=headers)).json()
+        assert report["clearing_balance_minor"] == 0
+        assert {a["role"]: (a["ours_minor"], a["theirs_minor"]) for a in report["ledger"]["accounts"]}["clearing"] \
+            == (0, 0)
+
+
+def code(state: dict, name: str) -> str:
+    return next(a["Code"] for a in state["Accounts"] if a["Name"] == name)

@@ -13,7 +13,9 @@
   as negative clearing lines, and the fees as one negative line to the fee expense account, so the
   deposit equals the payout to the cent and clearing returns to zero.
 - A refund or dispute becomes a RefundReceipt paid out of clearing against the refund item; a won dispute
-  its mirror, a SalesReceipt of the same item into clearing, which the next payout deposits.
+  its mirror, a SalesReceipt of the same item into clearing, which the next payout deposits. A dispute that
+  also took a convenience fee's share (and its return) is a JournalEntry instead: a receipt's lines are
+  items, and no item stands for the fee's income account, which that share is debited to.
 Vendor facts we rely on are in docs/vendors/quickbooks.md.
 """
 from __future__ import annotations
@@ -128,21 +130,23 @@ class QuickBooks:
 
     async def find_posted(self, entry: JournalEntry, context: PostingContext) -> str | None:
         """The id of the record an earlier, unanswered call created for this entry, if it did."""
-        found = await self.query(f"select * from {ENTITY[entry.purpose]} where DocNumber = '{entry.reference}'")
+        found = await self.query(f"select * from {entity(entry)} where DocNumber = '{entry.reference}'")
         return found[0]["Id"] if found else None
 
     async def post(self, entry: JournalEntry, mapping: AccountMapping, context: PostingContext) -> str:
+        record = entity(entry)
         if entry.purpose == "payment":
             body = await self._payment(entry, mapping, context)
         elif entry.purpose == "deposit":
             body = await self._deposit(entry, mapping, context)
         elif entry.purpose == "convenience_fee":
-            body = self._convenience_fee(entry, mapping)
+            body = self._journal_entry(entry, mapping, f"convenience fee of payment {entry.subject_id}")
+        elif record == "JournalEntry":
+            body = await self._disputed_fee(entry, mapping, context)
         else:
             body = await self._receipt(entry, mapping, context)
-        entity = ENTITY[entry.purpose]
-        answer = await self._call("POST", entity.lower(), params={"requestid": str(entry.id)}, body=body)
-        return answer[entity]["Id"]
+        answer = await self._call("POST", record.lower(), params={"requestid": str(entry.id)}, body=body)
+        return answer[record]["Id"]
 
     def _common(self, entry: JournalEntry, note: str) -> dict[str, Any]:
         return {"DocNumber": entry.reference, "TxnDate": entry.occurred_on.isoformat(),
@@ -203,17 +207,35 @@ class QuickBooks:
                 "TotalAmt": to_decimal(entry.details["amount_minor"], entry.currency),
                 "Line": lines}
 
-    def _convenience_fee(self, entry: JournalEntry, mapping: AccountMapping) -> dict[str, Any]:
+    def _journal_entry(self, entry: JournalEntry, mapping: AccountMapping, what: str,
+                       customer: str | None = None) -> dict[str, Any]:
+        """The entry's own lines as a JournalEntry (a debit for each positive line, a credit for each
+        negative one); the customer, when named, on the lines that are not clearing."""
         if not mapping.convenience_fee_account_id:
             raise AccountNotMapped("the account mapping names no convenience fee income account "
                                    "(convenience_fee_account_id)")
-        amount = to_decimal(entry.details["amount_minor"], entry.currency)
-        what = f"convenience fee of payment {entry.subject_id}"
-        return {**self._common(entry, what),
-                "Line": [{"Amount": amount, "DetailType": "JournalEntryLineDetail", "Description": what,
-                          "JournalEntryLineDetail": {"PostingType": side, "AccountRef": {"value": account}}}
-                         for side, account in (("Debit", mapping.clearing_account_id),
-                                               ("Credit", mapping.convenience_fee_account_id))]}
+        accounts = {"clearing": mapping.clearing_account_id, "refunds": mapping.refunds_account_id,
+                    "convenience_fee": mapping.convenience_fee_account_id}
+        lines = []
+        for line in entry.lines:
+            detail: dict[str, Any] = {"PostingType": "Debit" if line.amount_minor > 0 else "Credit",
+                                      "AccountRef": {"value": accounts[line.account]}}
+            if customer and line.account != "clearing":
+                detail["Entity"] = {"Type": "Customer", "EntityRef": {"value": customer}}
+            lines.append({"Amount": to_decimal(abs(line.amount_minor), entry.currency),
+                          "DetailType": "JournalEntryLineDetail", "Description": what,
+                          "JournalEntryLineDetail": detail})
+        return {**self._common(entry, what), "Line": lines}
+
+    async def _disputed_fee(self, entry: JournalEntry, mapping: AccountMapping,
+                            context: PostingContext) -> dict[str, Any]:
+        """A dispute that took a convenience fee's share with the payment, or its return: refunds and the
+        fee's income against clearing, for the payment's customer."""
+        if await context.posted_payment(entry.subject_id) is None:
+            raise WaitingForPayment(f"payment {entry.subject_id} is not posted yet")
+        customer = await context.remembered("payment_customer", entry.subject_id)
+        what = f"{entry.purpose.replace('_', ' ')} {entry.details['reversal_id']} of payment {entry.subject_id}"
+        return self._journal_entry(entry, mapping, what, customer)
 
     async def _receipt(self, entry: JournalEntry, mapping: AccountMapping, context: PostingContext) -> dict[str, Any]:
         """A refund or dispute (RefundReceipt: out of clearing) or a won dispute (SalesReceipt: back in);
@@ -232,6 +254,13 @@ class QuickBooks:
                           "Description": what,
                           "SalesItemLineDetail": {"ItemRef": {"value": mapping.refund_item_id},
                                                   "Qty": 1, "UnitPrice": amount}}]}
+
+
+def entity(entry: JournalEntry) -> str:
+    """The QuickBooks record of an entry: by its purpose, but a JournalEntry for a dispute (or its return)
+    that carries a convenience fee's share."""
+    return "JournalEntry" if entry.purpose.startswith("dispute") and entry.amount("convenience_fee") \
+        else ENTITY[entry.purpose]
 
 
 def _quote(value: str) -> str:

@@ -15,7 +15,8 @@
 - A card convenience fee is a RECEIVE bank transaction into clearing from the mapped income account,
   from the payment's contact; the payout's transfer then carries it to the bank with the payment.
 - A refund or dispute is a SPEND bank transaction out of clearing to the refunds account; a won dispute
-  its mirror, a RECEIVE bank transaction into clearing from the refunds account.
+  its mirror, a RECEIVE bank transaction into clearing from the refunds account. A dispute's share of a
+  convenience fee is a second line of it, on the fee's income account.
 Vendor facts we rely on are in docs/vendors/xero.md.
 """
 from __future__ import annotations
@@ -235,7 +236,8 @@ class Xero:
                                      {"Name": self.settings.xero_fee_contact}, mapping.clearing_account_id, abs(fee),
                                      f"Processing fees and adjustments of payout {entry.subject_id}",
                                      account_code=await self._account_code(mapping.fee_account_id, context))
-        if step.name == "convenience-fee" and not mapping.convenience_fee_account_id:
+        if (step.name == "convenience-fee" or details.get("surcharge_minor")) and \
+                not mapping.convenience_fee_account_id:
             raise AccountNotMapped("the account mapping names no convenience fee income account "
                                    "(convenience_fee_account_id)")
         # The rest are about a posted payment and its contact: a convenience fee into clearing from its
@@ -251,21 +253,31 @@ class Xero:
                                      account_code=await self._account_code(mapping.convenience_fee_account_id,
                                                                            context))
         kind = "RECEIVE" if entry.purpose == "dispute_won" else "SPEND"
-        return self._transaction(entry, common, kind, {"ContactID": contact}, mapping.clearing_account_id,
-                                 details["amount_minor"],
-                                 f"{entry.purpose.replace('_', ' ')} {details['reversal_id']} of payment {entry.subject_id}",
-                                 account_code=await self._account_code(mapping.refunds_account_id, context))
+        what = f"{entry.purpose.replace('_', ' ')} {details['reversal_id']} of payment {entry.subject_id}"
+        record = self._transaction(entry, common, kind, {"ContactID": contact}, mapping.clearing_account_id,
+                                   details["amount_minor"], what,
+                                   account_code=await self._account_code(mapping.refunds_account_id, context))
+        if details.get("surcharge_minor"):
+            record["LineItems"].append(self._line(
+                entry, details["surcharge_minor"], f"{what}: card convenience fee",
+                await self._account_code(mapping.convenience_fee_account_id, context)))
+        return record
 
     @staticmethod
     def _transaction(entry: JournalEntry, common: dict[str, Any], kind: str, contact: dict[str, str],
                      bank_account_id: str, amount_minor: int, description: str,
                      account_code: str | None) -> dict[str, Any]:
+        return {**common, "Type": kind, "Contact": contact, "BankAccount": {"AccountID": bank_account_id},
+                "CurrencyCode": entry.currency, "LineAmountTypes": "NoTax",
+                "LineItems": [Xero._line(entry, amount_minor, description, account_code)]}
+
+    @staticmethod
+    def _line(entry: JournalEntry, amount_minor: int, description: str, account_code: str | None) -> dict[str, Any]:
         line: dict[str, Any] = {"Description": description, "Quantity": Decimal(1),
                                 "UnitAmount": to_decimal(amount_minor, entry.currency)}
         if account_code is not None:  # overpayment lines go to receivables by themselves
             line["AccountCode"] = account_code
-        return {**common, "Type": kind, "Contact": contact, "BankAccount": {"AccountID": bank_account_id},
-                "CurrencyCode": entry.currency, "LineAmountTypes": "NoTax", "LineItems": [line]}
+        return line
 
     async def _payment_contact(self, entry: JournalEntry, context: PostingContext) -> str:
         if entry.details["allocations"]:
