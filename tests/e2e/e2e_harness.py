@@ -345,7 +345,8 @@ class Msp:
                 "clearing_account_id": accounts["Undeposited Funds"]["Id"],
                 "bank_account_id": accounts["Checking"]["Id"],
                 "fee_account_id": accounts["Merchant Processing Fees"]["Id"],
-                "refunds_account_id": accounts["Refunds and Chargebacks"]["Id"], "refund_item_id": items[0]["Id"]})
+                "refunds_account_id": accounts["Refunds and Chargebacks"]["Id"], "refund_item_id": items[0]["Id"],
+                "convenience_fee_account_id": accounts["Card Convenience Fees"]["Id"]})
             assert answer.status_code == 200, answer.text
 
     def clean_client(self) -> int:

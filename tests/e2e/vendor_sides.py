@@ -261,7 +261,8 @@ class XeroLedger:
             answer = await gl.put("/v1/gl/account-mapping", json={
                 "clearing_account_id": accounts["Stripe Clearing"], "bank_account_id": accounts["Business Bank Account"],
                 "fee_account_id": accounts["Merchant Processing Fees"],
-                "refunds_account_id": accounts["Refunds and Chargebacks"]})
+                "refunds_account_id": accounts["Refunds and Chargebacks"],
+                "convenience_fee_account_id": accounts["Card Convenience Fees"]})
             assert answer.status_code == 200, answer.text
 
     async def invoice_in_books(self, msp: Msp, due: DueInvoice, amount_minor: int) -> None:

@@ -186,6 +186,7 @@ def seed_quickbooks(demo: Demo) -> None:
             "clearing_account_id": accounts["Undeposited Funds"], "bank_account_id": accounts["Checking"],
             "fee_account_id": accounts["Merchant Processing Fees"],
             "refunds_account_id": accounts["Refunds and Chargebacks"],
+            "convenience_fee_account_id": accounts["Card Convenience Fees"],
             "refund_item_id": state["entities"]["Item"][0]["Id"]}), "mapping the accounts")
     demo.say(f"QuickBooks realm {QUICKBOOKS_REALM} connected and mapped")
 
@@ -458,7 +459,8 @@ def seed_xero(demo: Demo) -> None:
         expect(gl.put("/v1/gl/account-mapping", json={
             "clearing_account_id": accounts["Stripe Clearing"], "bank_account_id": accounts["Business Bank Account"],
             "fee_account_id": accounts["Merchant Processing Fees"],
-            "refunds_account_id": accounts["Refunds and Chargebacks"]}), "mapping the Xero accounts")
+            "refunds_account_id": accounts["Refunds and Chargebacks"],
+            "convenience_fee_account_id": accounts["Card Convenience Fees"]}), "mapping the Xero accounts")
     demo.say(f"Xero organisation {XERO_ORGANISATION} connected (consent step) and mapped for {XERO_DEMO_TENANT}")
 
 
