@@ -26,6 +26,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 os.environ.setdefault("PAYLOOP_ENV", "dev")  # HS256 dev tokens, as `payloop dev`
 
+from payloop.embedded import EMBEDDED_TOPIC_PARTITIONS  # noqa: E402
 from results import Figure, Run  # noqa: E402
 from stack import Stack, host_load  # noqa: E402
 
@@ -270,6 +271,8 @@ def main(argv: list[str] | None = None) -> int:
         step("starting PostgreSQL and the broker")
         stack.start_infrastructure()
         os.environ["PAYLOOP_KAFKA_BOOTSTRAP"] = stack.broker.bootstrap
+        # As `payloop dev` has it on the embedded broker (the services inherit this environment).
+        os.environ.setdefault("PAYLOOP_TOPIC_PARTITIONS", str(EMBEDDED_TOPIC_PARTITIONS))
         from payloop.settings import platform_settings
         platform_settings.cache_clear()
         run.details["settings"] = {"consumer_fetch_max_wait_ms": platform_settings().consumer_fetch_max_wait_ms,

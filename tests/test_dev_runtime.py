@@ -1,4 +1,5 @@
 """`payloop dev` brings the platform up and takes every process down again (issue 2)."""
+import asyncio
 import re
 import signal
 import subprocess
@@ -10,12 +11,23 @@ from pathlib import Path
 import httpx
 import psutil
 import pytest
+from aiokafka import AIOKafkaConsumer
 
 from payloop.services import SERVICES
 
 pytestmark = pytest.mark.slow
 
 OFFSET = 2000
+
+
+async def topic_partitions(bootstrap: str, topic: str) -> set[int]:
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap)
+    await consumer.start()
+    try:
+        await consumer.topics()  # fetches the cluster's metadata
+        return consumer.partitions_for_topic(topic) or set()
+    finally:
+        await consumer.stop()
 
 
 def test_payloop_dev_is_ready_within_60s_and_ctrl_c_leaves_nothing_behind(tmp_path):
@@ -49,6 +61,8 @@ def test_payloop_dev_is_ready_within_60s_and_ctrl_c_leaves_nothing_behind(tmp_pa
                 descendants |= {p.pid for p in psutil.Process(proc.pid).children(recursive=True)}
                 time.sleep(0.2)
         assert not pending, f"not ready within 60 s: {sorted(pending)}\n{''.join(output)}"
+        # On the embedded broker the topics have one partition each (decision 0009).
+        assert asyncio.run(topic_partitions(f"127.0.0.1:{9092 + OFFSET}", "invoice.created")) == {0}
         # The demo tenant was seeded through the tenants API and reached another service by Kafka.
         token = subprocess.run([str(Path(sys.executable).parent / "payloop"), "token", "--tenant", "demo-msp",
                                 "--scopes", "ar:read"], env=env, capture_output=True, text=True,

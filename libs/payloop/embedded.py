@@ -131,6 +131,15 @@ class EmbeddedPostgres:
             stop_process(self.proc, signal.SIGINT)  # "fast" shutdown: roll back sessions, checkpoint
 
 
+# Partitions of the topics on the embedded broker, when Payloop starts it (`payloop dev`, `payloop bench`).
+# Tansu answers each fetch by reading every partition it names and holds no fetch open for new data
+# (BROKER.md: latency follows fetch_max_wait_ms), so its idle work grows with partitions times fetches:
+# six consumer groups on 20 topics, 20 ms fetch wait, measured 112% of a core at 6 partitions, 63% at 2,
+# 34% at 1, on this 2-core machine. One process per service uses one partition of a topic anyway.
+# Real Kafka keeps PlatformSettings' default (decision 0009).
+EMBEDDED_TOPIC_PARTITIONS = 1
+
+
 @dataclass
 class EmbeddedBroker:
     """Tansu with memory storage: topics vanish when it stops (BROKER.md)."""

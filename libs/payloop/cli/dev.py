@@ -24,7 +24,9 @@ import httpx
 from payloop.auth import mint_token
 from payloop.cli.demo import DEMO_TENANT, demo_today
 from payloop.cli.errors import CliError
-from payloop.embedded import EmbeddedBroker, EmbeddedPostgres, port_open, stop_process, wait_for_port
+from payloop.embedded import (
+    EMBEDDED_TOPIC_PARTITIONS, EmbeddedBroker, EmbeddedPostgres, port_open, stop_process, wait_for_port,
+)
 from payloop.kafka import ensure_topics
 from payloop.migrations import ensure_database
 from payloop.services import SERVICES, ServiceSpec
@@ -86,6 +88,7 @@ class DevPlatform:
             self.broker = EmbeddedBroker(self.root / "broker", port)
             self.broker.start()
             self.env["PAYLOOP_KAFKA_BOOTSTRAP"] = self.broker.bootstrap
+            self.env.setdefault("PAYLOOP_TOPIC_PARTITIONS", str(EMBEDDED_TOPIC_PARTITIONS))
         else:
             self.say(f"using the broker at {self.env['PAYLOOP_KAFKA_BOOTSTRAP']}")
         os.environ.update(self.env)
