@@ -188,11 +188,12 @@ async def record(session: AsyncSession, settings: CollectionsSettings, snap: Ten
             tenant_id=snap.tenant_id, invoice_id=decision.invoice_id, step_key=decision.key, client_id=client_id,
             outcome=decision.outcome, offset_days=decision.offset_days, level=decision.level,
             reason=decision.reason, message_id=message_id if decision in sends else None, decided_at=now))
-        if decision.outcome in ("skip", "superseded"):
-            await repository.add_timeline(session, snap.tenant_id, client_id, "skipped", now,
-                                          invoice_id=decision.invoice_id, step=decision.key,
-                                          offset_days=decision.offset_days, reason=decision.reason)
     await session.flush()
+    # A client's first pass can skip every step of many invoices (auto-pay): one statement for them all.
+    await repository.add_timelines(session, [
+        dict(tenant_id=snap.tenant_id, client_id=client_id, invoice_id=decision.invoice_id, kind="skipped", at=now,
+             detail={"step": decision.key, "offset_days": decision.offset_days, "reason": decision.reason})
+        for decision in decisions if decision.outcome in ("skip", "superseded")])
     escalations = [d for d in decisions if d.outcome == "escalate"]
     if escalations:
         task = await cases.escalate(session, snap.tenant_id, client_id, now,
