@@ -5,6 +5,7 @@ tenant's card convenience fee (quoted, charged on top, allocated to no invoice, 
 import asyncio
 import uuid
 from datetime import date, timedelta
+from zoneinfo import ZoneInfo
 
 import httpx
 
@@ -135,7 +136,8 @@ async def test_an_installment_plan_chosen_at_checkout(payments, token, kit):
     await kit.seed_client(payments, tenant, "acme")
     await kit.seed_invoice(payments, tenant, "acme", "big-1", 100_001, due=date.today())
     link = mint_checkout_token(tenant, "acme", [])
-    today = clock_of(payments.app).now().date()
+    # The plan is dated in the tenant's day (seed_tenant: New York), not UTC's: they differ before 05:00 UTC.
+    today = clock_of(payments.app).now().astimezone(ZoneInfo("America/New_York")).date()
 
     quote = await payments.get(f"/checkout/{link}/installment-quote", params={"invoice_id": "big-1", "parts": 3})
     assert quote.status_code == 200, quote.text

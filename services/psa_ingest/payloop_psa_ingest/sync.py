@@ -65,16 +65,18 @@ def _qty(value: Decimal) -> str:
     return text if text not in ("-0", "") else "0"
 
 
-# One gate per event loop (an asyncio.Semaphore belongs to the loop it first waits on).
-_gates: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Semaphore] = weakref.WeakKeyDictionary()
+# One gate per event loop (an asyncio.Semaphore belongs to the loop it first waits on), made anew if
+# the setting changed (tests change it within one loop).
+_gates: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, tuple[int, asyncio.Semaphore]] = \
+    weakref.WeakKeyDictionary()
 
 
 def _sync_gate() -> asyncio.Semaphore:
-    loop = asyncio.get_running_loop()
-    gate = _gates.get(loop)
-    if gate is None:
-        gate = _gates[loop] = asyncio.Semaphore(psa_ingest_settings().max_concurrent_syncs)
-    return gate
+    loop, limit = asyncio.get_running_loop(), psa_ingest_settings().max_concurrent_syncs
+    made = _gates.get(loop)
+    if made is None or made[0] != limit:
+        made = _gates[loop] = (limit, asyncio.Semaphore(limit))
+    return made[1]
 
 
 async def run_sync(factory: async_sessionmaker[AsyncSession], tenant_id: str, connection_id: uuid.UUID, *,
