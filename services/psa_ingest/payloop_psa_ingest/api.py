@@ -150,7 +150,9 @@ async def test_connection(connection_id: uuid.UUID, principal: Principal = requi
 
 @router.post("/connections/{connection_id}/sync", response_model=SyncRunOut,
              responses={409: {"description": "A sync of this connection is already running, or it was disconnected"}},
-             summary="Run a sync now and return its result (what `payloop sync` calls)")
+             summary="Run a sync now and return its result (what `payloop sync` calls)",
+             description="Answers when the sync has run. While `PAYLOOP_PSA_INGEST_MAX_CONCURRENT_SYNCS` syncs "
+                         "(default 3) run in the process, this one waits its turn first.")
 async def sync_now(request: Request, connection_id: uuid.UUID, body: SyncRequest | None = Body(None),
                    principal: Principal = require("psa:write")) -> SyncRunOut:
     try:
