@@ -5,7 +5,9 @@ income account because someone pasted the wrong id.
 """
 from __future__ import annotations
 
-from payloop_gl_posting.connectors.base import LedgerAccount, LedgerItem
+from payloop_gl_posting.connectors.base import AccountNotMapped, LedgerAccount, LedgerItem
+from payloop_gl_posting.journal import JournalEntry
+from payloop_gl_posting.models import AccountMapping
 
 # The vendor's account types each role may use (QuickBooks AccountType, Xero Account Type).
 ALLOWED_TYPES = {
@@ -27,6 +29,20 @@ ALLOWED_TYPES = {
         "convenience_fee_account_id": {"REVENUE", "OTHERINCOME", "SALES"},
     },
 }
+
+
+# Journal roles whose account a mapping may leave out (a tenant that charges no convenience fee needs
+# none), with the mapping field that names it.
+OPTIONAL_ROLES = {"convenience_fee": "convenience_fee_account_id"}
+
+
+def require_mapped(entry: JournalEntry, mapping: AccountMapping) -> None:
+    """Refuse, before any vendor call, an entry with a line on an optional role the mapping leaves out:
+    it is parked (`account_not_mapped`) until the mapping names the account, which re-queues it."""
+    for role, field_name in OPTIONAL_ROLES.items():
+        if any(line.account == role for line in entry.lines) and not getattr(mapping, field_name):
+            raise AccountNotMapped(f"the account mapping names no account for {role.replace('_', ' ')} "
+                                   f"lines ({field_name})")
 
 
 def problems(mapping: dict[str, str | None], accounts: list[LedgerAccount], items: list[LedgerItem],

@@ -28,6 +28,7 @@ from payloop.ids import uuid7
 from payloop.metrics import EXTERNAL_API_ERRORS
 from payloop.secrets import secret_box
 from payloop_gl_posting import repository
+from payloop_gl_posting.account_mapping import require_mapped
 from payloop_gl_posting.connectors.base import Ledger, PostingError, TokenRevoked
 from payloop_gl_posting.connectors.quickbooks import QuickBooks
 from payloop_gl_posting.connectors.xero import Xero, connected_tenants
@@ -38,6 +39,8 @@ from payloop_gl_posting.settings import GlSettings
 
 log = structlog.get_logger(__name__)
 PRODUCER = "gl_posting"
+
+
 def token_endpoint(system: str, settings: GlSettings) -> TokenEndpoint:
     if system == "quickbooks":
         return TokenEndpoint(settings.quickbooks_token_url, settings.quickbooks_client_id,
@@ -161,6 +164,7 @@ async def post_entry(session_factory: async_sessionmaker[AsyncSession], http: ht
     ledger = ledger_for(connection, http, settings, session_factory)
     context = DatabaseContext(session_factory, entry.tenant_id, connection.system)
     try:
+        require_mapped(entry, mapping)
         external_id = await ledger.find_posted(entry, context) if may_have_applied else None
         if external_id is None:
             await _set(session_factory, entry_id, may_have_applied=True)

@@ -28,7 +28,7 @@ from typing import Any
 import httpx
 
 from payloop_gl_posting.connectors.base import (
-    AccountNotMapped, CustomerNotFound, InvoiceNotFound, LedgerAccount, LedgerBalances, LedgerItem, PeriodClosed,
+    CustomerNotFound, InvoiceNotFound, LedgerAccount, LedgerBalances, LedgerItem, PeriodClosed,
     PostingContext, PostingError, RateLimited, Rejected, TokenRevoked, WaitingForPayment, chunks, dumps, to_decimal,
     to_minor,
 )
@@ -211,9 +211,7 @@ class QuickBooks:
                        customer: str | None = None) -> dict[str, Any]:
         """The entry's own lines as a JournalEntry (a debit for each positive line, a credit for each
         negative one); the customer, when named, on the lines that are not clearing."""
-        if not mapping.convenience_fee_account_id:
-            raise AccountNotMapped("the account mapping names no convenience fee income account "
-                                   "(convenience_fee_account_id)")
+        # posting.require_mapped refused the entry before this if its fee account is not mapped.
         accounts = {"clearing": mapping.clearing_account_id, "refunds": mapping.refunds_account_id,
                     "convenience_fee": mapping.convenience_fee_account_id}
         lines = []

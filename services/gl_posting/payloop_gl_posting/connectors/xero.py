@@ -30,7 +30,7 @@ from typing import Any
 import httpx
 
 from payloop_gl_posting.connectors.base import (
-    AccountNotMapped, CustomerNotFound, InvoiceNotFound, LedgerAccount, LedgerBalances, LedgerItem, PeriodClosed,
+    CustomerNotFound, InvoiceNotFound, LedgerAccount, LedgerBalances, LedgerItem, PeriodClosed,
     PostingContext, PostingError, RateLimited, Rejected, TokenRevoked, WaitingForPayment, chunks, dumps, to_decimal,
     to_minor,
 )
@@ -236,10 +236,6 @@ class Xero:
                                      {"Name": self.settings.xero_fee_contact}, mapping.clearing_account_id, abs(fee),
                                      f"Processing fees and adjustments of payout {entry.subject_id}",
                                      account_code=await self._account_code(mapping.fee_account_id, context))
-        if (step.name == "convenience-fee" or details.get("surcharge_minor")) and \
-                not mapping.convenience_fee_account_id:
-            raise AccountNotMapped("the account mapping names no convenience fee income account "
-                                   "(convenience_fee_account_id)")
         # The rest are about a posted payment and its contact: a convenience fee into clearing from its
         # income account, a refund or a dispute out of clearing, or a won dispute back in.
         if await context.posted_payment(entry.subject_id) is None:
