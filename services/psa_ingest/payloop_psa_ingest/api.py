@@ -23,7 +23,7 @@ from payloop_psa_ingest.schemas import (
     ConnectionCheck, ConnectionCreate, ConnectionList, ConnectionOut, ConnectionUpdate, PsaRecordOut, PsaRecordPage, SyncRequest,
     SyncRunList, SyncRunOut, WebhookRegistration, WritebackList, WritebackOut,
 )
-from payloop_psa_ingest.sync import PRODUCER, Disconnected, SyncBusy, run_sync
+from payloop_psa_ingest.sync import PRODUCER, Disconnected, SyncBusy, run_sync, sync_gate
 from payloop_psa_ingest.writeback import retry_now
 
 router = APIRouter(prefix="/v1/psa", tags=["psa"], responses=PROBLEM_RESPONSES)
@@ -157,7 +157,8 @@ async def sync_now(request: Request, connection_id: uuid.UUID, body: SyncRequest
                    principal: Principal = require("psa:write")) -> SyncRunOut:
     try:
         run = await run_sync(request.app.state.session_factory, principal.tenant_id, connection_id,
-                             trigger="manual", full=bool(body and body.full))
+                             trigger="manual", gate=sync_gate(request.app),
+                             full=bool(body and body.full))
     except LookupError:
         raise NotFound("PSA connection") from None
     except SyncBusy:

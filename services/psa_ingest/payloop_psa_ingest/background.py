@@ -13,7 +13,7 @@ from fastapi import FastAPI
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from payloop_psa_ingest import repository
-from payloop_psa_ingest.sync import Disconnected, SyncBusy, run_sync
+from payloop_psa_ingest.sync import Disconnected, SyncBusy, run_sync, sync_gate
 from payloop_psa_ingest.writeback import process_due_writebacks
 
 log = structlog.get_logger(__name__)
@@ -21,12 +21,12 @@ log = structlog.get_logger(__name__)
 TICK_S = 1.0
 
 
-async def sync_due_connections(factory: async_sessionmaker[AsyncSession]) -> int:
+async def sync_due_connections(factory: async_sessionmaker[AsyncSession], gate: asyncio.Semaphore) -> int:
     async with factory() as session:
         due = await repository.due_connections(session, datetime.now(UTC))
     for tenant_id, connection_id in due:
         try:
-            await run_sync(factory, tenant_id, connection_id, trigger="poll")
+            await run_sync(factory, tenant_id, connection_id, trigger="poll", gate=gate)
         except (SyncBusy, Disconnected, LookupError):
             continue
     return len(due)
@@ -38,7 +38,7 @@ async def psa_background(app: FastAPI, stop: asyncio.Event) -> None:
     while not stop.is_set():
         wake.clear()
         try:
-            await sync_due_connections(factory)
+            await sync_due_connections(factory, sync_gate(app))
             await process_due_writebacks(factory)
         except Exception as exc:  # a bad connection or a database blip must not end the loop
             log.error("psa.background.error", error=repr(exc))

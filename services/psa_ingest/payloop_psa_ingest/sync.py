@@ -12,7 +12,6 @@ import hashlib
 import json
 import random
 import uuid
-import weakref
 from collections import Counter
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta
@@ -20,6 +19,7 @@ from decimal import Decimal
 from typing import Any
 
 import structlog
+from fastapi import FastAPI
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from payloop import outbox
@@ -65,25 +65,19 @@ def _qty(value: Decimal) -> str:
     return text if text not in ("-0", "") else "0"
 
 
-# One gate per event loop (an asyncio.Semaphore belongs to the loop it first waits on), made anew if
-# the setting changed (tests change it within one loop).
-_gates: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, tuple[int, asyncio.Semaphore]] = \
-    weakref.WeakKeyDictionary()
-
-
-def _sync_gate() -> asyncio.Semaphore:
-    loop, limit = asyncio.get_running_loop(), psa_ingest_settings().max_concurrent_syncs
-    made = _gates.get(loop)
-    if made is None or made[0] != limit:
-        made = _gates[loop] = (limit, asyncio.Semaphore(limit))
-    return made[1]
+def sync_gate(app: FastAPI) -> asyncio.Semaphore:
+    """The app's bound on syncs running at once (`PAYLOOP_PSA_INGEST_MAX_CONCURRENT_SYNCS`), shared by
+    its API and its poller; made on first use, in the app's event loop."""
+    gate = getattr(app.state, "sync_gate", None)
+    if gate is None:
+        gate = app.state.sync_gate = asyncio.Semaphore(psa_ingest_settings().max_concurrent_syncs)
+    return gate
 
 
 async def run_sync(factory: async_sessionmaker[AsyncSession], tenant_id: str, connection_id: uuid.UUID, *,
-                   trigger: str, full: bool = False) -> SyncRun:
+                   trigger: str, gate: asyncio.Semaphore, full: bool = False) -> SyncRun:
     """Run one sync now; raises SyncBusy if one is running, LookupError if no such connection.
-    Waits its turn while `PAYLOOP_PSA_INGEST_MAX_CONCURRENT_SYNCS` syncs run in this process."""
-    gate = _sync_gate()
+    Waits its turn at `gate` (see `sync_gate`)."""
     if gate.locked():
         log.info("psa.sync.queued", tenant_id=tenant_id, connection_id=str(connection_id), trigger=trigger)
     async with gate:
