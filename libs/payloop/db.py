@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator
 
 from fastapi import Request
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
-from sqlalchemy import MetaData
+from sqlalchemy import URL, MetaData
 from sqlalchemy.orm import DeclarativeBase, registry
 
 
@@ -37,8 +37,8 @@ class Base(DeclarativeBase):
 SERVER_SETTINGS = {"plan_cache_mode": "force_custom_plan"}
 
 
-def make_engine(url: str, *, pool_size: int = 10) -> AsyncEngine:
-    return create_async_engine(url, pool_size=pool_size, max_overflow=10, pool_pre_ping=True,
+def make_engine(url: str | URL, *, pool_size: int = 10, max_overflow: int = 10) -> AsyncEngine:
+    return create_async_engine(url, pool_size=pool_size, max_overflow=max_overflow, pool_pre_ping=True,
                                connect_args={"server_settings": SERVER_SETTINGS})
 
 

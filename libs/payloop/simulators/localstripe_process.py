@@ -9,11 +9,10 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import IO
 
-from payloop.embedded import port_open
+from payloop.embedded import wait_for_port
 
 _IN_MEMORY = ("from localstripe import resources, server; "
               "resources.Store.dump_to_disk = lambda self: None; server.start()")
@@ -25,12 +24,9 @@ def start_localstripe(port: int, cwd: Path, *, log: IO | int = subprocess.DEVNUL
     cwd.mkdir(parents=True, exist_ok=True)
     process = subprocess.Popen([sys.executable, "-c", _IN_MEMORY, "--port", str(port), "--from-scratch"],
                                cwd=cwd, stdout=log, stderr=subprocess.STDOUT if log is not subprocess.DEVNULL else log)
-    deadline = time.monotonic() + timeout_s
-    while not port_open("127.0.0.1", port):
-        if process.poll() is not None:
-            raise RuntimeError(f"localstripe exited with code {process.returncode}")
-        if time.monotonic() > deadline:
-            process.terminate()
-            raise RuntimeError(f"localstripe did not answer on port {port} within {timeout_s:.0f}s")
-        time.sleep(0.05)
+    try:
+        wait_for_port("127.0.0.1", port, timeout_s, process, "localstripe")
+    except (RuntimeError, TimeoutError):
+        process.terminate()
+        raise
     return process

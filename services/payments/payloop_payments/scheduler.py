@@ -22,9 +22,9 @@ from zoneinfo import ZoneInfo
 import structlog
 from fastapi import FastAPI
 from sqlalchemy import select
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from payloop.db import SERVER_SETTINGS, make_session_factory
+from payloop.db import make_engine, make_session_factory
 from payloop.tenant_replica import load_profile
 
 from payloop_payments import charging, installments, repository
@@ -177,8 +177,7 @@ async def scheduler_loop(app: FastAPI, stop: asyncio.Event) -> None:
     # The scheduler's own connections, one per concurrent charge (each holds at most one at a time), so
     # however many charges are in flight, the API and the consumer keep the whole of the service's pool.
     concurrency = settings.payments_scheduler_concurrency
-    engine = create_async_engine(app.state.engine.url, pool_size=concurrency, max_overflow=0,
-                                 pool_pre_ping=True, connect_args={"server_settings": SERVER_SETTINGS})
+    engine = make_engine(app.state.engine.url, pool_size=concurrency, max_overflow=0)
     factory = make_session_factory(engine)
     try:
         while not stop.is_set():
