@@ -101,41 +101,36 @@ async def test_two_concurrent_schedulers_charge_every_due_invoice_and_retry_exac
     assert balances == dict.fromkeys(invoices, 0)
 
 
-async def test_a_charge_is_one_stripe_request_its_fee_expanded_in_the_answer(payments, token, kit, stripe_sandbox):
-    tenant, headers = "t-one-request", token("t-one-request", "admin")
+async def charge_one_due_invoice(payments, token, kit, stripe_sandbox, tenant: str, limit: RateLimit) -> list[str]:
+    """One enrolled client's invoice charged by one scheduler pass with `limit` at the sandbox; returns
+    the invoices its `payment.settled` paid."""
+    headers = token(tenant, "admin")
     await kit.seed_tenant(payments, tenant)
     await enrolled_client(payments, headers, kit, tenant, "acme")
     await kit.seed_invoice(payments, tenant, "acme", "a-1", 10_000, due=date(2026, 6, 1))
-    limit = CountingLimit(1_000)
     stripe_sandbox.limit = limit
     try:
         assert await scheduler.run_once(payments.app.state.session_factory, payments.app.state.gateway,
                                         now=kit.utc(2026, 6, 1)) == 1
     finally:
         stripe_sandbox.limit = None
+    settled = await kit.outbox_events(payments, "payment.settled", tenant)
+    return [a["invoice_id"] for e in settled for a in e["data"]["allocations"]]
+
+
+async def test_a_charge_is_one_stripe_request_its_fee_expanded_in_the_answer(payments, token, kit, stripe_sandbox):
+    limit = CountingLimit(1_000)
+    assert await charge_one_due_invoice(payments, token, kit, stripe_sandbox, "t-one-request", limit) == ["a-1"]
     # The PaymentIntent with its charge's balance transaction expanded: no request for the charge or the fee.
     # (Without the expansion the gateway asks for the charge and its balance transaction: three requests.)
     assert (limit.taken, limit.refused) == (1, 0)
-    settled = await kit.outbox_events(payments, "payment.settled", tenant)
-    assert [a["invoice_id"] for e in settled for a in e["data"]["allocations"]] == ["a-1"]
 
 
 async def test_a_429_is_retried_with_backoff_within_the_charge(payments, token, kit, stripe_sandbox):
-    tenant, headers = "t-429", token("t-429", "admin")
-    await kit.seed_tenant(payments, tenant)
-    await enrolled_client(payments, headers, kit, tenant, "acme")
-    await kit.seed_invoice(payments, tenant, "acme", "a-1", 7_700, due=date(2026, 6, 1))
     limit = RefusingFirst(1_000, refuse=2)  # the charge's request is refused twice, then answered
-    stripe_sandbox.limit = limit
-    try:
-        assert await scheduler.run_once(payments.app.state.session_factory, payments.app.state.gateway,
-                                        now=kit.utc(2026, 6, 1)) == 1
-    finally:
-        stripe_sandbox.limit = None
+    assert await charge_one_due_invoice(payments, token, kit, stripe_sandbox, "t-429", limit) == ["a-1"]
     assert (limit.refused, limit.taken) == (2, 1)
-    settled = await kit.outbox_events(payments, "payment.settled", tenant)
-    assert [a["invoice_id"] for e in settled for a in e["data"]["allocations"]] == ["a-1"]
-    assert await kit.outbox_events(payments, "payment.failed", tenant) == []
+    assert await kit.outbox_events(payments, "payment.failed", "t-429") == []
 
 
 async def test_a_429_that_persists_leaves_the_charge_to_be_presented_later_not_failed(
