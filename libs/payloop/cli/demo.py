@@ -64,6 +64,7 @@ ACH_CLIENTS = 2  # the two after it pay by bank account (ACH): processing, settl
 ACH_ACCOUNT = "000123456789"  # Stripe's test account that settles (docs/vendors/stripe.md)
 PAYOUT_AFTER_S = 20.0  # the first payout gathers what settled by then
 WAIT_S = 30.0
+SYNC_WAIT_S = 120.0  # a first sync of the demo book takes seconds; on a loaded machine, more
 
 
 class DemoStepFailed(Exception):
@@ -209,13 +210,23 @@ def connect_psa(demo: Demo, tenant: str, connection: dict) -> dict:
         if found is None:  # a restarted `payloop dev` keeps its databases: connect once
             found = expect(psa.post("/v1/psa/connections", json={**connection, "poll_interval_s": 30}),
                            f"connecting {connection['name']}")
-        run = expect(psa.post(f"/v1/psa/connections/{found['id']}/sync", json={}), "the first sync")
+        answer = psa.post(f"/v1/psa/connections/{found['id']}/sync", json={})
+        if answer.status_code == 409:  # psa_ingest's poller took the new connection first: its run is the first
+            run = wait_until(lambda: finished_run(psa, found["id"]), "the first sync", timeout_s=SYNC_WAIT_S)
+        else:
+            run = expect(answer, "the first sync")
         if run["status"] != "succeeded":
             raise DemoStepFailed(f"the first sync {run['status']}: {run.get('error')}")
         clients = expect(psa.get("/v1/psa/records", params={"kind": "client", "limit": 100}), "listing clients")
         # In the PSA's order (its ids), which the book's roles follow: our ids are hashes.
         demo.clients = sorted(clients["items"], key=lambda c: (len(c["external_id"]), c["external_id"]))
     return run
+
+
+def finished_run(psa: httpx.Client, connection_id: str) -> dict | None:
+    """The connection's latest sync run once it has finished, else None."""
+    runs = expect(psa.get(f"/v1/psa/connections/{connection_id}/sync-runs"), "the sync runs")["items"]
+    return runs[0] if runs and runs[0]["status"] != "running" else None
 
 
 def seed_autopay(demo: Demo) -> None:
