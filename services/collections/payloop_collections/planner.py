@@ -16,8 +16,9 @@ Order of the rules, for each open invoice:
 """
 from __future__ import annotations
 
+import zlib
 from dataclasses import dataclass, field
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 from typing import Any, Literal
 from zoneinfo import ZoneInfo
 
@@ -91,6 +92,11 @@ def _step_index(key: str) -> int | None:
     return int(key[4:]) if key.startswith("step") and key[4:].isdigit() else None
 
 
+def _last_step(decided: set[str]) -> int:
+    done = [i for i in (_step_index(k) for k in decided) if i is not None]
+    return max(done) if done else -1
+
+
 def pause_reason(invoice: OpenInvoice, context: ClientContext, today: date) -> str | None:
     if invoice.payment_in_flight:
         return "payment_in_flight"
@@ -121,8 +127,7 @@ def plan_invoice(invoice: OpenInvoice, context: ClientContext, policy: Policy, d
         return [Decision(invoice.invoice_id, key, "retry_notice", (local.date() - invoice.due_on).days,
                          "friendly", retry_at=invoice.retry_at)], None
 
-    done = [i for i in (_step_index(k) for k in decided) if i is not None]
-    after = max(done) if done else -1
+    after = _last_step(decided)
     if force:
         due = [i for i in range(len(steps)) if i > after][:1]
     else:
@@ -164,6 +169,35 @@ def plan_client(invoices: list[OpenInvoice], context: ClientContext, policy: Pol
         if waiting:
             plan.waiting[invoice.invoice_id] = waiting
     return plan
+
+
+# A safety net, not the mechanism: a change to an invoice's data has it planned at once, and time is
+# watched below; what ends a wait by time alone without a write (a payment in flight for too long, a
+# pause or promise whose date passed) is seen within this long. Spread over its second half per
+# invoice, so invoices planned in one tick do not all come back in one tick.
+LOOK_AGAIN_WITHIN = timedelta(hours=1)
+
+
+def next_plan_at(invoice: OpenInvoice, context: ClientContext, policy: Policy, decided: set[str],
+                 now: datetime, zone: ZoneInfo, holidays: frozenset[date] = frozenset()) -> datetime:
+    """For an invoice with nothing to decide now: the next instant at which time alone may give it
+    something to decide (its next step, the end of a retry's wait, the next hour while sending is not
+    allowed), and never later than `LOOK_AGAIN_WITHIN`. Always after `now`."""
+    if invoice.balance_minor <= 0:
+        return datetime.max.replace(tzinfo=now.tzinfo)  # paid: only a change to its data matters
+    spread = (zlib.crc32(invoice.invoice_id.encode()) % 1024) / 2048
+    candidates = [now + LOOK_AGAIN_WITHIN * (0.5 + spread)]
+    local = now.astimezone(zone)
+    if not may_send_at(local, policy, holidays):
+        candidates.append(local.replace(minute=0, second=0, microsecond=0) + timedelta(hours=1))
+    if invoice.retry_at is not None and invoice.retry_at > now:
+        candidates.append(invoice.retry_at)
+    for step in steps_for(policy, drifting=context.drifting)[_last_step(decided) + 1:]:
+        at = step_send_at(invoice.due_on, step, policy, zone, holidays)
+        if at > local:
+            candidates.append(at)
+            break
+    return min(candidates)
 
 
 def message_level(decisions: list[Decision]) -> Level:

@@ -153,9 +153,42 @@ async def paid_history(session: AsyncSession, tenant_id: str, client_ids: list[s
     return history
 
 
-async def tenants_with_open_invoices(session: AsyncSession) -> list[str]:
+# `next_plan_at` (migration 0006) is kept out of the ORM model: the database owns it, through triggers,
+# and it holds ±infinity, which Python's datetime cannot.
+_TO_PLAN = "invoices.status IN ('open', 'partially_paid') AND invoices.next_plan_at <= :now"
+
+
+async def tenants_to_plan(session: AsyncSession, now: datetime) -> list[str]:
+    """Tenants with an open invoice whose time to be planned has come."""
     return list((await session.execute(select(m.Invoice.tenant_id).distinct()
-                                       .where(m.Invoice.status.in_(OPEN_STATUSES)))).scalars())
+                                       .where(text(_TO_PLAN)), {"now": now})).scalars())
+
+
+async def invoices_to_plan(session: AsyncSession, tenant_id: str, now: datetime
+                           ) -> list[tuple[m.Invoice, int, str]]:
+    """The tenant's open invoices whose time to be planned has come, with what is still owed on each
+    (paid ones included: planning them is what sets their time to never) and the row version read,
+    so `set_next_plan` does not overwrite a change made meanwhile."""
+    collected = (select(func.coalesce(func.sum(m.InvoicePayment.amount_minor), 0))
+                 .where(m.InvoicePayment.tenant_id == m.Invoice.tenant_id,
+                        m.InvoicePayment.invoice_id == m.Invoice.invoice_id).scalar_subquery())
+    balance = func.least(m.Invoice.psa_balance_minor, m.Invoice.total_minor - collected)
+    query = (select(m.Invoice, balance, text("invoices.xmin::text"))
+             .where(m.Invoice.tenant_id == tenant_id, text(_TO_PLAN)).order_by(m.Invoice.due_on))
+    return [(row[0], int(row[1]), row[2]) for row in (await session.execute(query, {"now": now})).all()]
+
+
+async def set_next_plan(session: AsyncSession, tenant_id: str, at: dict[str, tuple[datetime, str]]) -> None:
+    """Store each invoice's next planning instant, unless the row changed since it was read (its
+    version differs): then it stays due, and the next tick plans it with what changed."""
+    if not at:
+        return
+    await session.execute(text(
+        "UPDATE invoices SET next_plan_at = v.at FROM unnest(CAST(:ids AS text[]), CAST(:ats AS timestamptz[]), "
+        "CAST(:versions AS text[])) AS v(invoice_id, at, version) "
+        "WHERE invoices.tenant_id = :tenant AND invoices.invoice_id = v.invoice_id AND invoices.xmin::text = v.version"
+    ), {"tenant": tenant_id, "ids": list(at), "ats": [a for a, _ in at.values()],
+        "versions": [v for _, v in at.values()]})
 
 
 # --- policies -------------------------------------------------------------------------------------

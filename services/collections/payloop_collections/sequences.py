@@ -27,8 +27,8 @@ from payloop_collections import models as m
 from payloop_collections.email_content import EmailItem, render
 from payloop_collections.metrics import STEPS_DECIDED
 from payloop_collections.planner import (
-    SENDING, ClientContext, ClientPlan, Decision, OpenInvoice, autopay_eligible, message_level, pause_reason, plan_client,
-    plan_invoice,
+    SENDING, ClientContext, ClientPlan, Decision, OpenInvoice, autopay_eligible, message_level, next_plan_at,
+    pause_reason, plan_client, plan_invoice,
 )
 from payloop_collections.policy import Policy, step_send_at, steps_for
 from payloop_collections.settings import CollectionsSettings
@@ -48,6 +48,7 @@ class TenantSnapshot:
     decided: dict[str, set[str]]
     promises: list[m.Promise]
     opted_out: set[str]
+    versions: dict[str, str] = field(default_factory=dict)  # invoice id -> row version (due-only snapshots)
 
 
 @dataclass
@@ -68,11 +69,19 @@ def _holidays(profile: TenantProfile | None) -> frozenset[date]:
     return frozenset(date.fromisoformat(d) for d in raw)
 
 
-async def snapshot(session: AsyncSession, tenant_id: str, now: datetime, client_id: str | None = None
-                   ) -> TenantSnapshot:
+async def snapshot(session: AsyncSession, tenant_id: str, now: datetime, client_id: str | None = None, *,
+                   due_only: bool = False) -> TenantSnapshot:
+    """The tenant's open invoices (of one client if given), or with `due_only` those whose time to be
+    planned has come, and everything their plans are made of."""
     profile = await repository.tenant_profile(session, tenant_id)
     zone = _zone(profile)
-    rows = await repository.open_invoices(session, tenant_id, client_id)
+    versions: dict[str, str] = {}
+    if due_only:
+        due = await repository.invoices_to_plan(session, tenant_id, now)
+        rows = [(invoice, balance) for invoice, balance, _ in due]
+        versions = {invoice.invoice_id: version for invoice, _, version in due}
+    else:
+        rows = await repository.open_invoices(session, tenant_id, client_id)
     invoices: dict[str, list[tuple[m.Invoice, int]]] = defaultdict(list)
     for invoice, balance in rows:
         invoices[invoice.client_id].append((invoice, balance))
@@ -84,6 +93,7 @@ async def snapshot(session: AsyncSession, tenant_id: str, now: datetime, client_
         decided=await repository.decided_steps(session, tenant_id, [i.invoice_id for i, _ in rows]),
         promises=await repository.pending_promises(session, tenant_id, now.astimezone(zone).date()),
         opted_out=await repository.opted_out(session, tenant_id),
+        versions=versions,
     )
 
 
@@ -123,18 +133,39 @@ def plan_for(snap: TenantSnapshot, client_id: str, now: datetime, *, force: bool
                        force=force, holidays=snap.holidays)
 
 
+def next_plans(snap: TenantSnapshot, client_id: str, plan: ClientPlan, now: datetime
+               ) -> dict[str, tuple[datetime, str]]:
+    """When to plan again each of the client's invoices that has nothing to decide now (with the row
+    version read). One with a decision stays due: the next tick plans it with the decision in place."""
+    client = snap.clients[client_id]
+    policy = repository.policy_for(client, snap.policies)
+    context = client_context(client, snap.promises)
+    deciding = {d.invoice_id for d in plan.decisions}
+    return {invoice.invoice_id: (next_plan_at(open_invoice(invoice, balance, client, now), context, policy,
+                                              snap.decided.get(invoice.invoice_id, set()), now, snap.zone,
+                                              snap.holidays), snap.versions[invoice.invoice_id])
+            for invoice, balance in snap.invoices.get(client_id, []) if invoice.invoice_id not in deciding}
+
+
 async def schedule(session_factory: async_sessionmaker[AsyncSession], settings: CollectionsSettings,
                    now: datetime, *, tenant_id: str | None = None, client_id: str | None = None,
                    force: bool = False) -> list[ClientOutcome]:
-    """Plan and record every due step now (of one tenant or client if given)."""
+    """Plan and record every due step now (of one tenant or client if given).
+
+    The background tick (no tenant given) plans only invoices whose time has come, and stores when
+    each of the others is next to be planned; a tenant or client given is planned whole."""
+    due_only = tenant_id is None
     async with session_factory() as session:
-        tenants = [tenant_id] if tenant_id else await repository.tenants_with_open_invoices(session)
+        tenants = [tenant_id] if tenant_id else await repository.tenants_to_plan(session, now)
     outcomes: list[ClientOutcome] = []
     for tenant in tenants:
         async with session_factory() as session:
-            snap = await snapshot(session, tenant, now, client_id)
+            snap = await snapshot(session, tenant, now, client_id, due_only=due_only)
+        later: dict[str, tuple[datetime, str]] = {}
         for client in snap.invoices:
             plan = plan_for(snap, client, now, force=force)
+            if due_only:
+                later.update(next_plans(snap, client, plan, now))
             if not plan.decisions:
                 continue
             try:
@@ -149,6 +180,9 @@ async def schedule(session_factory: async_sessionmaker[AsyncSession], settings: 
             outcomes.append(outcome)
             for decision in outcome.decisions:
                 STEPS_DECIDED.labels(decision.outcome).inc()
+        if later:
+            async with session_factory() as session, session.begin():
+                await repository.set_next_plan(session, tenant, later)
     return outcomes
 
 

@@ -2,7 +2,9 @@
 from datetime import UTC, date, datetime, timedelta
 from zoneinfo import ZoneInfo
 
-from payloop_collections.planner import ClientContext, OpenInvoice, autopay_eligible, plan_client, plan_invoice
+from payloop_collections.planner import (
+    LOOK_AGAIN_WITHIN, ClientContext, OpenInvoice, autopay_eligible, next_plan_at, plan_client, plan_invoice,
+)
 from payloop_collections.policy import Policy
 
 ZONE = ZoneInfo("UTC")
@@ -105,3 +107,23 @@ def test_autopay_covers_only_invoices_within_its_rule():
     # Outside the rule, an enrolled client's invoice is chased like any other.
     decisions, _ = decide(invoice(autopay_eligible=False), context=ClientContext(autopay_enrolled=True), now=at(0))
     assert decisions[-1].outcome == "send"
+
+
+def look(inv=None, decided=frozenset(), now=at(0), context=ClientContext(), policy=POLICY):
+    return next_plan_at(inv or invoice(), context, policy, set(decided), now, ZONE)
+
+
+def test_an_invoice_is_planned_again_when_time_alone_may_change_its_plan():
+    # Its next step (+3 days, at a send hour of midnight), when that comes before the safety net.
+    always = Policy(business_days=False, send_hour=0, quiet_start_hour=0, quiet_end_hour=0)
+    assert look(decided={"step0", "step1"}, now=at(3, hour=0) - timedelta(minutes=20), policy=always) == at(3, hour=0)
+    # The end of an auto-pay retry's wait.
+    retry = at(0, hour=10) + timedelta(minutes=20)
+    assert look(invoice(retry_at=retry, retry_attempt=1), decided={"step0", "step1", "retry1"}) == retry
+    # Outside the sending hours: the next hour, when sending may be allowed again.
+    assert look(decided={"step0", "step1"}, now=at(0, hour=21) + timedelta(minutes=40)) == at(0, hour=22)
+    # A paid invoice only when its data changes; anything else within the safety net, never now.
+    assert look(invoice(balance_minor=0)).year == 9999
+    for now in (at(-10), at(0), at(40)):
+        assert now < look(decided={"step0", "step1", "step2", "step3", "step4", "step5"}, now=now) \
+            <= now + LOOK_AGAIN_WITHIN

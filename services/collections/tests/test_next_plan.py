@@ -1,0 +1,96 @@
+"""The scheduler plans an invoice only when its time has come, and any change to what its plan is made
+of (migration 0006's triggers) has it planned again at the next tick."""
+from datetime import date, datetime, timedelta
+from zoneinfo import ZoneInfo
+
+from sqlalchemy import text
+
+from payloop_collections import repository
+
+NY = ZoneInfo("America/New_York")
+
+
+async def due(h) -> list[str]:
+    async with h.factory() as session:
+        return [invoice.invoice_id for invoice, _, _ in await repository.invoices_to_plan(session, h.tenant, h.clock.now())]
+
+
+async def next_plan_at(h, invoice_id: str) -> datetime:
+    async with h.factory() as session:
+        return await session.scalar(text("SELECT next_plan_at FROM invoices WHERE tenant_id = :t AND invoice_id = :i"),
+                                    {"t": h.tenant, "i": invoice_id})
+
+
+async def test_a_tick_plans_an_invoice_again_when_its_step_comes_not_before(make_harness, sink):
+    async with make_harness(datetime(2026, 3, 2, 8, 30, tzinfo=NY)) as h:  # Monday, before the send hour
+        await h.tenant_profile()
+        await h.add_client("c1", ["ap@c1.example"])
+        invoice = await h.add_invoice("c1", date(2026, 3, 5), 10_000)  # step -3: Monday 2 March 09:00
+        assert await due(h) == [invoice]
+
+        await h.tick()
+        assert await due(h) == []  # outside the sending hours: looked at again at 09:00
+        assert await next_plan_at(h, invoice) == datetime(2026, 3, 2, 9, tzinfo=NY)
+        h.clock.set(datetime(2026, 3, 2, 9, 1, tzinfo=NY))
+        assert await due(h) == [invoice]
+        await h.tick()
+        assert len(sink.messages) == 1
+        await h.tick()  # the step decided is in place: the invoice waits for its next step
+        later = await next_plan_at(h, invoice)
+        assert h.clock.now() < later <= h.clock.now() + timedelta(hours=1)
+        assert await due(h) == []
+
+
+async def test_a_change_to_what_a_plan_is_made_of_has_the_invoice_planned_at_the_next_tick(
+        make_harness, sink, token):
+    async with make_harness(datetime(2026, 3, 9, 10, tzinfo=NY)) as h:  # Monday
+        await h.tenant_profile()
+        await h.add_client("c1", ["ap@c1.example"])
+        invoice = await h.add_invoice("c1", date(2026, 3, 31), 10_000)
+        headers = token(h.tenant, "collections:write")
+
+        async def planned_again_after(change) -> None:
+            await h.tick()
+            assert await due(h) == []
+            await change()
+            assert await due(h) == [invoice], change.__name__
+
+        async def partial_payment():
+            await h.settle("c1", invoice, 2_500)
+
+        async def client_paused():
+            assert (await h.client.post("/v1/collections/clients/c1/pause", json={},
+                                        headers=headers)).status_code == 200
+
+        async def promise_made():
+            assert (await h.client.post("/v1/collections/clients/c1/promises", json={
+                "promised_on": "2026-03-20", "amount_minor": 7_500}, headers=headers)).status_code == 201
+
+        async def policy_changed():
+            assert (await h.client.put("/v1/collections/policies/gentle", json={"is_default": True},
+                                       headers=headers)).status_code == 200
+
+        async def holidays_changed():
+            await h.tenant_profile(timezone="America/Chicago")
+
+        async def invoice_updated():
+            await h.apply("invoice.updated", {**{k: v for k, v in h.invoices[invoice].items() if k != "client_id"},
+                                              "due_on": "2026-03-12",
+                                              "changes": {"due_on": {"from": "2026-03-31", "to": "2026-03-12"}}}, "c1")
+
+        for change in (partial_payment, client_paused, promise_made, policy_changed, holidays_changed,
+                       invoice_updated):
+            await planned_again_after(change)
+
+
+async def test_a_plan_made_before_a_change_does_not_hide_the_change(make_harness, sink):
+    async with make_harness(datetime(2026, 3, 9, 10, tzinfo=NY)) as h:
+        await h.tenant_profile()
+        await h.add_client("c1", ["ap@c1.example"])
+        invoice = await h.add_invoice("c1", date(2026, 3, 31), 10_000)
+        async with h.factory() as session:
+            [(_, _, version)] = await repository.invoices_to_plan(session, h.tenant, h.clock.now())
+        await h.settle("c1", invoice, 2_500)  # lands between the scheduler's read and its write
+        async with h.factory() as session, session.begin():
+            await repository.set_next_plan(session, h.tenant, {invoice: (h.clock.now() + timedelta(hours=1), version)})
+        assert await due(h) == [invoice]
