@@ -11,7 +11,7 @@ from __future__ import annotations
 import uuid
 from collections import defaultdict
 from dataclasses import dataclass, field
-from datetime import date, datetime, timedelta
+from datetime import date, datetime, time, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -180,6 +180,10 @@ async def schedule(session_factory: async_sessionmaker[AsyncSession], settings: 
             outcomes.append(outcome)
             for decision in outcome.decisions:
                 STEPS_DECIDED.labels(decision.outcome).inc()
+            if due_only and outcome.deferred:
+                # The client had its email today: these sends wait for its next local day.
+                tomorrow = datetime.combine(now.astimezone(snap.zone).date() + timedelta(days=1), time(), snap.zone)
+                later.update({d.invoice_id: (tomorrow, snap.versions[d.invoice_id]) for d in outcome.deferred})
         if later:
             async with session_factory() as session, session.begin():
                 await repository.set_next_plan(session, tenant, later)

@@ -94,3 +94,18 @@ async def test_a_plan_made_before_a_change_does_not_hide_the_change(make_harness
         async with h.factory() as session, session.begin():
             await repository.set_next_plan(session, h.tenant, {invoice: (h.clock.now() + timedelta(hours=1), version)})
         assert await due(h) == [invoice]
+
+
+async def test_a_send_deferred_by_the_days_email_is_planned_again_on_the_clients_next_day(make_harness, sink):
+    async with make_harness(datetime(2026, 3, 2, 10, tzinfo=NY)) as h:  # Monday
+        await h.tenant_profile()
+        await h.add_client("c1", ["ap@c1.example"])
+        await h.add_invoice("c1", date(2026, 3, 5), 10_000)
+        await h.tick()
+        later = await h.add_invoice("c1", date(2026, 3, 5), 20_000)
+        await h.tick()  # its step is due too, but the client had its email today
+        assert len(sink.messages) == 1 and await due(h) == []
+        assert await next_plan_at(h, later) == datetime(2026, 3, 3, tzinfo=NY)
+        h.clock.set(datetime(2026, 3, 3, 9, 5, tzinfo=NY))
+        await h.tick()
+        assert len(sink.messages) == 2 and "N" + later in sink.messages[1].parsed["subject"]
