@@ -73,9 +73,13 @@ async def tenant_account(session: AsyncSession, tenant_id: str) -> tuple[str | N
 
 
 async def payment_event(session: AsyncSession, type: str, payment: Payment, *, attempt: int | None = None,
+                        method: PaymentMethod | None = None, allocations: list[PaymentAllocation] | None = None,
                         **extra) -> None:
-    method = await session.get(PaymentMethod, payment.payment_method_id)
-    allocations = await repository.allocations_of(session, payment.id)
+    """`method` and `allocations`: the payment's, when the caller holds them already (saves their queries)."""
+    if method is None:
+        method = await session.get(PaymentMethod, payment.payment_method_id)
+    if allocations is None:
+        allocations = await repository.allocations_of(session, payment.id)
     data = {
         "payment_id": str(payment.id), "method": method_summary(method), "amount_minor": payment.amount_minor,
         "currency": payment.currency, "fee_minor": payment.fee_minor, "surcharge_minor": payment.surcharge_minor,
@@ -102,16 +106,17 @@ async def start(factory: async_sessionmaker[AsyncSession], gateway: StripeGatewa
             # The client's row lock serialises its reservations: a concurrent duplicate (a double
             # click, a second scheduler) waits here and then finds the first one's payment, instead
             # of finding the invoices already pending and failing to allocate.
-            if await repository.client(session, request.tenant_id, request.client_id, lock=True) is None:
+            client = await repository.client(session, request.tenant_id, request.client_id, lock=True)
+            if client is None:
                 raise NotFound("client")
             existing = await repository.payment_by_key(session, request.tenant_id, request.idempotency_key)
             if existing is not None:
                 _same_request(existing, request)
                 return existing.id, False
-            attempt = await _reserve(session, request, now)
-            if attempt is None:
+            reserved = await _reserve(session, client, request, now)
+            if reserved is None:
                 return None, False
-            attempt_id, payment_id = attempt.id, attempt.payment_id
+            account, _ = await tenant_account(session, request.tenant_id)
     except IntegrityError:
         # Another request or scheduler inserted the same key first: theirs is the payment.
         async with factory() as session:
@@ -120,8 +125,9 @@ async def start(factory: async_sessionmaker[AsyncSession], gateway: StripeGatewa
                 raise
             _same_request(existing, request)
             return existing.id, False
-    await present(factory, gateway, attempt_id, now=now)
-    return payment_id, True
+    # The rows just committed are what present() would read back: they go to Stripe as they are.
+    await _present(factory, gateway, reserved, client, account, now=now)
+    return reserved.payment.id, True
 
 
 def _same_request(existing: Payment, request: PaymentRequest) -> None:
@@ -130,10 +136,19 @@ def _same_request(existing: Payment, request: PaymentRequest) -> None:
                       "this Idempotency-Key was used for a different payment request")
 
 
-async def _reserve(session: AsyncSession, request: PaymentRequest, now: datetime) -> PaymentAttempt | None:
-    client = await repository.client(session, request.tenant_id, request.client_id, lock=True)
-    if client is None:
-        raise NotFound("client")
+@dataclass(frozen=True)
+class AttemptRows:
+    """An attempt with its payment, method and allocations (None: not read), as a transaction left them.
+
+    A payment's allocations never change once made (only their refunded amount), nor does an attempt's method."""
+    attempt: PaymentAttempt
+    payment: Payment
+    method: PaymentMethod
+    allocations: list[PaymentAllocation] | None = None
+
+
+async def _reserve(session: AsyncSession, client: Client, request: PaymentRequest,
+                   now: datetime) -> AttemptRows | None:
     method = await repository.method(session, request.tenant_id, request.payment_method_id)
     if method is None or method.client_id != request.client_id:
         raise NotFound("payment method")
@@ -170,17 +185,20 @@ async def _reserve(session: AsyncSession, request: PaymentRequest, now: datetime
     session.add(payment)
     await session.flush()
     by_id = {i.invoice_id: i for i in invoices}
-    for part in result.allocations:
-        session.add(PaymentAllocation(payment_id=payment.id, invoice_id=part.invoice_id,
-                                      tenant_id=request.tenant_id, amount_minor=part.amount_minor, refunded_minor=0))
-        by_id[part.invoice_id].pending_minor += part.amount_minor
+    allocations = [PaymentAllocation(payment_id=payment.id, invoice_id=part.invoice_id, tenant_id=request.tenant_id,
+                                     amount_minor=part.amount_minor, refunded_minor=0)
+                   for part in sorted(result.allocations, key=lambda part: part.invoice_id)]
+    for allocation in allocations:
+        session.add(allocation)
+        by_id[allocation.invoice_id].pending_minor += allocation.amount_minor
     attempt = PaymentAttempt(tenant_id=request.tenant_id, payment_id=payment.id, payment_method_id=method.id,
                              attempt_no=1, client_initiated=request.client_initiated, status="created",
                              created_at=now)
     session.add(attempt)
     await session.flush()
-    await payment_event(session, "payment.initiated", payment, attempt=1, origin=request.origin)
-    return attempt
+    await payment_event(session, "payment.initiated", payment, attempt=1, method=method, allocations=allocations,
+                        origin=request.origin)
+    return AttemptRows(attempt, payment, method, allocations)
 
 
 def _apply_credit(client: Client, invoices: list) -> None:
@@ -207,6 +225,12 @@ async def present(factory: async_sessionmaker[AsyncSession], gateway: StripeGate
         method = await session.get(PaymentMethod, attempt.payment_method_id)
         client = await session.get(Client, (payment.tenant_id, payment.client_id))
         account, _ = await tenant_account(session, payment.tenant_id)
+    await _present(factory, gateway, AttemptRows(attempt, payment, method), client, account, now=now)
+
+
+async def _present(factory: async_sessionmaker[AsyncSession], gateway: StripeGateway, reserved: AttemptRows,
+                   client: Client, account: str | None, *, now: datetime | None) -> None:
+    attempt, payment, method = reserved.attempt, reserved.payment, reserved.method
     if not client.stripe_customer_id:
         raise Problem(409, "No processor customer", "the client has no Stripe customer yet")
     try:
@@ -222,12 +246,15 @@ async def present(factory: async_sessionmaker[AsyncSession], gateway: StripeGate
         log.warning("payments.charge.processor_unavailable", payment_id=str(payment.id), error=str(exc))
         return
     async with factory() as session, session.begin():
-        await record_outcome(session, attempt.id, result, now=now or datetime.now(UTC))
+        await record_outcome(session, attempt.id, result, now=now or datetime.now(UTC), known=reserved)
 
 
 async def record_outcome(session: AsyncSession, attempt_id: uuid.UUID, result: ChargeResult, *,
-                         now: datetime) -> None:
-    """Apply what Stripe said about an attempt (from the API answer or a webhook), once."""
+                         now: datetime, known: AttemptRows | None = None) -> None:
+    """Apply what Stripe said about an attempt (from the API answer or a webhook), once.
+
+    `known`: the attempt's rows as the caller read them; their method and allocations spare the queries
+    of the `payment.settled` event (what is locked and changed is read here all the same)."""
     # populate_existing: a webhook handler may have loaded the attempt before taking the lock, and
     # must see what a concurrent recording (the API answer) committed meanwhile, not its stale copy.
     attempt = await session.get(PaymentAttempt, attempt_id, with_for_update=True, populate_existing=True)
@@ -245,25 +272,27 @@ async def record_outcome(session: AsyncSession, attempt_id: uuid.UUID, result: C
         return
     attempt.completed_at = now
     if result.status == "succeeded":
-        await _settle(session, payment, attempt, result, now)
+        await _settle(session, payment, attempt, result, now, known)
     else:
         await _fail(session, payment, attempt, result, now, late_return=late_return)
 
 
 async def _settle(session: AsyncSession, payment: Payment, attempt: PaymentAttempt, result: ChargeResult,
-                  now: datetime) -> None:
+                  now: datetime, known: AttemptRows | None) -> None:
     attempt.status = "succeeded"
-    for allocation in await repository.allocations_of(session, payment.id):
-        invoice = await repository.invoice(session, payment.tenant_id, allocation.invoice_id, lock=True)
-        invoice.pending_minor -= allocation.amount_minor
-        invoice.collected_minor += allocation.amount_minor
+    allocations = known.allocations if known and known.allocations is not None else (
+        await repository.allocations_of(session, payment.id))
+    await repository.move_pending_to_collected(session, payment.tenant_id, allocations)
     if payment.credit_minor:
         client = await repository.client(session, payment.tenant_id, payment.client_id, lock=True)
         client.credit_minor += payment.credit_minor
     payment.status, payment.fee_minor, payment.settled_at = "succeeded", result.fee_minor, now
     payment.next_attempt_at, payment.last_decline_code = None, None
     await session.flush()
-    await payment_event(session, "payment.settled", payment, attempt=attempt.attempt_no, settled_at=now.isoformat())
+    # The attempt's method is the payment's unless a client's retry moved the payment to another since.
+    method = known.method if known and known.method.id == payment.payment_method_id else None
+    await payment_event(session, "payment.settled", payment, attempt=attempt.attempt_no, method=method,
+                        allocations=allocations, settled_at=now.isoformat())
     log.info("payments.charge.settled", payment_id=str(payment.id), amount_minor=payment.amount_minor)
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 import uuid
 from datetime import datetime
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from payloop_payments.domain.allocation import OpenInvoice, open_balance
@@ -33,6 +33,17 @@ async def client(session: AsyncSession, tenant_id: str, client_id: str, *, lock:
 
 async def invoice(session: AsyncSession, tenant_id: str, invoice_id: str, *, lock: bool = False) -> Invoice | None:
     return await session.get(Invoice, (tenant_id, invoice_id), with_for_update=lock)
+
+
+async def move_pending_to_collected(session: AsyncSession, tenant_id: str,
+                                    allocations: list[PaymentAllocation]) -> None:
+    """What a settled payment held as pending is collected: one UPDATE an invoice (its row lock
+    included) instead of reading each invoice first."""
+    for allocation in allocations:
+        await session.execute(
+            update(Invoice).where(Invoice.tenant_id == tenant_id, Invoice.invoice_id == allocation.invoice_id)
+            .values(pending_minor=Invoice.pending_minor - allocation.amount_minor,
+                    collected_minor=Invoice.collected_minor + allocation.amount_minor))
 
 
 async def invoices_of(session: AsyncSession, tenant_id: str, client_id: str, *,
