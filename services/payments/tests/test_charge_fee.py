@@ -1,7 +1,6 @@
 """The fee of a charge comes with the PaymentIntent's answer (its charge's balance transaction expanded):
-no further request to Stripe. The gateway points at a closed port, so any request would fail the test."""
-import stripe
-
+no further request to Stripe. The answer is read as the JSON it came as (dicts). The gateway points at a
+closed port, so any request would fail the test."""
 from payloop_payments.settings import PaymentsSettings
 from payloop_payments.stripe_gateway import ProcessorUnavailable, StripeGateway
 
@@ -11,15 +10,13 @@ def gateway() -> StripeGateway:
 
 
 async def test_the_fee_is_read_from_the_expanded_balance_transaction_without_a_request():
-    charge = stripe.StripeObject.construct_from(
-        {"id": "ch_1", "object": "charge", "balance_transaction": {"id": "txn_1", "object": "balance_transaction",
-                                                                   "fee": 317}}, "sk_test")
+    charge = {"id": "ch_1", "object": "charge",
+              "balance_transaction": {"id": "txn_1", "object": "balance_transaction", "fee": 317}}
     assert await gateway()._fee_of_expanded(charge, "ch_1", None) == 317
 
 
 async def test_a_charge_without_a_balance_transaction_has_no_fee_and_asks_nothing():
-    charge = stripe.StripeObject.construct_from({"id": "ch_2", "object": "charge", "balance_transaction": None},
-                                                "sk_test")
+    charge = {"id": "ch_2", "object": "charge", "balance_transaction": None}
     assert await gateway()._fee_of_expanded(charge, "ch_2", None) == 0
 
 
