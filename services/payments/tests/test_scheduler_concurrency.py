@@ -162,6 +162,7 @@ async def test_a_429_that_persists_leaves_the_charge_to_be_presented_later_not_f
     # Stripe takes requests again: a later pass presents the same attempt (same Idempotency-Key).
     later = day + scheduler.STALE_ATTEMPT + timedelta(seconds=1)
     assert await scheduler.run_once(factory, gateway, now=later) == 0
+    await gateway.close()
     settled = await kit.outbox_events(payments, "payment.settled", tenant)
     assert [(e["data"]["attempt"], [a["invoice_id"] for a in e["data"]["allocations"]]) for e in settled] == [
         (1, ["a-1"])]
