@@ -8,6 +8,7 @@ the same step fails on those keys and changes nothing.
 """
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -163,6 +164,7 @@ async def schedule(session_factory: async_sessionmaker[AsyncSession], settings: 
             snap = await snapshot(session, tenant, now, client_id, due_only=due_only)
         later: dict[str, tuple[datetime, str]] = {}
         for client in snap.invoices:
+            await asyncio.sleep(0)  # the consumer shares this event loop: its batches go in between clients
             plan = plan_for(snap, client, now, force=force)
             if due_only:
                 later.update(next_plans(snap, client, plan, now))
