@@ -157,7 +157,7 @@ class StripeGateway:
         if intent["status"] == "processing":
             return ChargeResult("processing", intent["id"], charge_id)
         error = intent.get("last_payment_error")
-        return ChargeResult("failed", intent.id, charge_id,
+        return ChargeResult("failed", intent["id"], charge_id,
                             decline_code=(error.get("decline_code") or error.get("code")) if error else None,
                             message=error.get("message") if error else None)
 

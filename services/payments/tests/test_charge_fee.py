@@ -31,3 +31,12 @@ async def test_an_unexpanded_charge_is_asked_for(gateway):
     except ProcessorUnavailable:
         return  # it asked Stripe (here: nobody listening), as it must when the answer was not expanded
     raise AssertionError("an unexpanded charge was not asked for")
+
+
+async def test_an_intent_that_did_not_succeed_is_a_failure_with_its_decline(gateway):
+    # Stripe answers 200 with the intent (not a card error) when it wants the payer, e.g. for 3-D Secure.
+    intent = {"id": "pi_4", "object": "payment_intent", "status": "requires_action", "latest_charge": "ch_4",
+              "last_payment_error": {"code": "authentication_required", "message": "Authenticate"}}
+    result = await gateway._result_of(intent, None)
+    assert (result.status, result.payment_intent_id, result.charge_id, result.decline_code, result.message) == (
+        "failed", "pi_4", "ch_4", "authentication_required", "Authenticate")
