@@ -18,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from datetime import date, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import asyncpg
@@ -32,7 +32,7 @@ from payloop.events import new_event
 from payloop.outbox import publish_many
 from payloop.simulators.localstripe_process import start_localstripe
 from payloop.simulators.stripe_sandbox import StripeSandbox
-from ingestion import CONSUMERS, admin, onboard, wait_applied
+from ingestion import CONSUMERS, TENANT_TIMEZONE, admin, onboard, wait_applied
 from results import summary_ms
 from stack import Stack
 
@@ -137,7 +137,8 @@ def _client_event(tenant: str, client_id: str, n: int):
 
 
 def _invoice_event(tenant: str, client_id: str, n: int):
-    issued = date.today() - timedelta(days=30 + n % 7)  # due today or up to six days ago
+    # Due today or up to six days ago in the tenant's day, which payments' scheduler goes by.
+    issued = datetime.now(TENANT_TIMEZONE).date() - timedelta(days=30 + n % 7)
     total = 5_000 + (n * 7919) % 200_000
     return new_event("invoice.created", tenant_id=tenant, client_id=client_id, producer="psa_ingest", data={
         "invoice_id": str(uuid.uuid4()), "psa": {"source": "connectwise", "external_id": f"ap-inv-{n}"},

@@ -19,6 +19,7 @@ import subprocess
 import sys
 import time
 import uuid
+from zoneinfo import ZoneInfo
 
 import asyncpg
 import httpx
@@ -30,6 +31,8 @@ from results import summary_ms
 from stack import Stack
 
 CONSUMERS = ("tenants", "payments", "collections", "gl_posting", "reporting")
+# Every bench tenant's; a date "today" for its invoices is this zone's day, not the machine's.
+TENANT_TIMEZONE = ZoneInfo("America/New_York")
 
 def admin(stack: Stack, service: str, tenant: str) -> httpx.AsyncClient:
     return httpx.AsyncClient(base_url=stack.url(service), timeout=None,
@@ -39,7 +42,7 @@ def admin(stack: Stack, service: str, tenant: str) -> httpx.AsyncClient:
 async def onboard(stack: Stack, tenant: str) -> None:
     async with admin(stack, "tenants", tenant) as tenants:
         answer = await tenants.put(f"/v1/tenants/{tenant}", json={
-            "name": f"Bench MSP {tenant}", "timezone": "America/New_York", "currency": "USD"})
+            "name": f"Bench MSP {tenant}", "timezone": TENANT_TIMEZONE.key, "currency": "USD"})
         if answer.status_code >= 300:
             raise RuntimeError(f"tenant {tenant}: {answer.status_code} {answer.text[:300]}")
 
