@@ -69,8 +69,12 @@ def test_payloop_dev_is_ready_within_60s_and_ctrl_c_leaves_nothing_behind(tmp_pa
                                check=True).stdout.strip()
         deadline = time.monotonic() + 30
         while True:
-            response = httpx.get(f"http://127.0.0.1:{8105 + OFFSET}/v1/tenant-profile",
-                                 headers={"Authorization": f"Bearer {token}"})
+            try:
+                response = httpx.get(f"http://127.0.0.1:{8105 + OFFSET}/v1/tenant-profile",
+                                     headers={"Authorization": f"Bearer {token}"})
+            except httpx.ConnectError:
+                raise AssertionError("reporting went away after it was ready; payloop dev said:\n"
+                                     + "".join(output)) from None
             if response.status_code == 200 or time.monotonic() > deadline:
                 break
             time.sleep(0.5)

@@ -39,3 +39,40 @@ async def test_a_charges_refunds_are_its_own_newest_first_whichever_way_they_are
         refused = await stripe.post("/v1/refunds", data={"charge": charge, "amount": "-5"})
         assert refused.status_code == 400
         assert len((await stripe.get("/v1/refunds", params={"charge": charge})).json()["data"]) == 2
+
+
+async def test_a_kept_store_comes_back_after_a_restart_with_each_charges_refunds(tmp_path):
+    """`payloop dev` runs localstripe on a store file of its own root; a restart reads it back."""
+    import subprocess
+    import sys
+
+    from payloop.embedded import free_port, wait_for_port
+
+    store = tmp_path / "localstripe.pickle"
+
+    def start() -> tuple[subprocess.Popen, str]:
+        port = free_port()
+        process = subprocess.Popen([sys.executable, "-c", "from payloop.simulators.localstripe_process import run; "
+                                    f"run({str(store)!r})", "--port", str(port)], cwd=tmp_path)
+        wait_for_port("127.0.0.1", port, 20, process, "localstripe")
+        return process, f"http://127.0.0.1:{port}"
+
+    process, url = start()
+    try:
+        async with httpx.AsyncClient(base_url=url, headers=KEY) as stripe:
+            _, charge = await _charge(stripe, 5_000)
+            refund = (await stripe.post("/v1/refunds", data={"charge": charge, "amount": "1200"})).json()["id"]
+    finally:
+        process.terminate()
+        process.wait(10)
+    assert store.exists() and not (tmp_path / "localstripe.pickle.partial").exists()
+
+    process, url = start()
+    try:
+        async with httpx.AsyncClient(base_url=url, headers=KEY) as stripe:
+            assert [r["id"] for r in (await stripe.get("/v1/refunds", params={"charge": charge})).json()["data"]] \
+                == [refund]
+            assert (await stripe.get(f"/v1/charges/{charge}")).json()["amount_refunded"] == 1_200
+    finally:
+        process.terminate()
+        process.wait(10)

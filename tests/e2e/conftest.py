@@ -17,7 +17,10 @@ sys.path.insert(0, str(Path(__file__).parent))
 from e2e_harness import Msp, PartnerReceiver, Platform, World  # noqa: E402
 
 
-@pytest_asyncio.fixture(scope="session")
+# Package scope (tests/e2e has an __init__.py for it): the platform's six processes stop after the last
+# end-to-end test, rather than idling (and polling the broker) through the rest of the session, where
+# test_dev_runtime starts a whole `payloop dev` against a 60 s limit on the same two cores.
+@pytest_asyncio.fixture(scope="package")
 async def world(infra, localstripe):
     world = await World.start(localstripe, infra.root)
     try:
@@ -26,7 +29,7 @@ async def world(infra, localstripe):
         await world.stop()
 
 
-@pytest_asyncio.fixture(scope="session")
+@pytest_asyncio.fixture(scope="package")
 async def platform(infra, world):
     platform = Platform(infra, world)
     try:

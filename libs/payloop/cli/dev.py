@@ -97,7 +97,10 @@ class DevPlatform:
     def start_stripe(self) -> None:
         """localstripe, and the Stripe sandbox in front of it that adds ACH, card declines and payouts."""
         localstripe = self.port(LOCALSTRIPE_PORT)
-        self._spawn("localstripe", [str(Path(sys.executable).parent / "localstripe"), "--port", str(localstripe)])
+        store = self.root / "localstripe.pickle"  # this root's Stripe objects, kept across restarts
+        self._spawn("localstripe", [sys.executable, "-c", "from payloop.simulators.localstripe_process import run; "
+                                    f"run({str(store)!r})", "--port", str(localstripe)],
+                    log=self.root / "logs" / "sim-localstripe.log")
         self._spawn("stripe", [sys.executable, "-m", "payloop.simulators.stripe_sandbox", "--port",
                                str(self.port(STRIPE_PORT)), "--localstripe", f"http://127.0.0.1:{localstripe}",
                                "--speed", str(self.speed)],

@@ -9,9 +9,16 @@ It also finds a charge's refunds by scanning its whole store, and does so severa
 charge it answers (`refunds`, `amount_refunded`, `refunded`): py-spy put 96% of its CPU there by
 about 4,500 charges, and its answers slowed as the store grew. `run()` keeps the refunds of each
 charge as they are made; the lists it answers are the same.
+
+`payloop dev` keeps its Stripe objects across restarts, beside its databases: `run(store)` keeps
+them in that dev root's own file, written whole to a temporary file and renamed, so a stop in the
+middle of a write never leaves a file the next start cannot read (localstripe's own file is one for
+the whole machine, and a torn write there made the next `payloop dev` exit at start).
 """
 from __future__ import annotations
 
+import os
+import pickle
 import subprocess
 import sys
 from collections import defaultdict
@@ -46,15 +53,50 @@ def _index_refunds_by_charge(resources) -> None:
         listed._list = sorted(by_charge.get(charge, ()), key=lambda refund: refund.date, reverse=True)
         return listed
 
+    load = resources.Store.try_load_from_disk
+
+    def try_load_from_disk(self):
+        load(self)
+        by_charge.clear()  # refunds read back from the file were not made through __init__
+        for kept in self.values():
+            if isinstance(kept, Refund):
+                by_charge[kept.charge].append(kept)
+
     Refund.__init__ = __init__
     Refund._api_list_all = classmethod(_api_list_all)
+    resources.Store.try_load_from_disk = try_load_from_disk
 
 
-def run() -> None:
-    """localstripe's server (its own command line), in memory and with the refund index."""
+def _keep_store_in(resources, path: Path) -> None:
+    partial = path.with_name(path.name + ".partial")
+
+    def try_load_from_disk(self):
+        try:
+            with path.open("rb") as file:
+                kept = pickle.load(file)
+        except FileNotFoundError:
+            return
+        self.clear()
+        self.update(kept)
+
+    def dump_to_disk(self):
+        with partial.open("wb") as file:
+            pickle.dump(self, file, protocol=pickle.HIGHEST_PROTOCOL)
+        os.replace(partial, path)
+
+    resources.Store.try_load_from_disk = try_load_from_disk
+    resources.Store.dump_to_disk = dump_to_disk
+
+
+def run(store: str | None = None) -> None:
+    """localstripe's server (its own command line) with the refund index: in memory, or kept in the
+    file `store`."""
     from localstripe import resources, server
 
-    resources.Store.dump_to_disk = lambda self: None
+    if store is None:
+        resources.Store.dump_to_disk = lambda self: None
+    else:
+        _keep_store_in(resources, Path(store))
     _index_refunds_by_charge(resources)
     server.start()
 
