@@ -12,8 +12,9 @@ charge as they are made; the lists it answers are the same.
 
 `payloop dev` keeps its Stripe objects across restarts, beside its databases: `run(store)` keeps
 them in that dev root's own file, written whole to a temporary file and renamed, so a stop in the
-middle of a write never leaves a file the next start cannot read (localstripe's own file is one for
-the whole machine, and a torn write there made the next `payloop dev` exit at start).
+middle of a write never leaves a file the next start cannot read. localstripe's own file is one for
+the whole machine, shared by every run; with it, back-to-back starts of `payloop dev` sometimes saw
+localstripe exit at start.
 """
 from __future__ import annotations
 
