@@ -110,10 +110,10 @@ def _collected(tenant_id: str):
 
 
 def _balance(collected):
+    """`collected`: what we collected on the invoice (NULL: nothing)."""
     # The PSA's balance lags our own payments until write-back; other payments (cheques) only the
     # PSA knows. The smaller of the two is what is still owed.
-    return func.least(m.Invoice.psa_balance_minor,
-                      m.Invoice.total_minor - func.coalesce(collected.c.collected, 0))
+    return func.least(m.Invoice.psa_balance_minor, m.Invoice.total_minor - func.coalesce(collected, 0))
 
 
 async def invoices_with_balance(session: AsyncSession, tenant_id: str, client_id: str | None = None,
@@ -122,7 +122,7 @@ async def invoices_with_balance(session: AsyncSession, tenant_id: str, client_id
     """Invoices with what is still owed on each, by due date; `open_only`: those open with a balance
     (filtered in the database: the scheduler asks for them every tick, and most of a book is paid)."""
     collected = _collected(tenant_id)
-    balance = _balance(collected)
+    balance = _balance(collected.c.collected)
     query = (select(m.Invoice, balance.label("balance"))
              .outerjoin(collected, and_(collected.c.tenant_id == m.Invoice.tenant_id,
                                         collected.c.invoice_id == m.Invoice.invoice_id))
@@ -155,13 +155,14 @@ async def paid_history(session: AsyncSession, tenant_id: str, client_ids: list[s
 
 # `next_plan_at` (migration 0006) is kept out of the ORM model: the database owns it, through triggers,
 # and it holds ±infinity, which Python's datetime cannot.
-_TO_PLAN = "invoices.status IN ('open', 'partially_paid') AND invoices.next_plan_at <= :now"
+_PLAN_DUE = text("invoices.next_plan_at <= :now")
 
 
 async def tenants_to_plan(session: AsyncSession, now: datetime) -> list[str]:
     """Tenants with an open invoice whose time to be planned has come."""
     return list((await session.execute(select(m.Invoice.tenant_id).distinct()
-                                       .where(text(_TO_PLAN)), {"now": now})).scalars())
+                                       .where(m.Invoice.status.in_(OPEN_STATUSES), _PLAN_DUE),
+                                       {"now": now})).scalars())
 
 
 async def invoices_to_plan(session: AsyncSession, tenant_id: str, now: datetime
@@ -169,12 +170,13 @@ async def invoices_to_plan(session: AsyncSession, tenant_id: str, now: datetime
     """The tenant's open invoices whose time to be planned has come, with what is still owed on each
     (paid ones included: planning them is what sets their time to never) and the row version read,
     so `set_next_plan` does not overwrite a change made meanwhile."""
-    collected = (select(func.coalesce(func.sum(m.InvoicePayment.amount_minor), 0))
+    # Per invoice, not `_collected`'s sum over the tenant's payments: a tick plans a few of its invoices.
+    collected = (select(func.sum(m.InvoicePayment.amount_minor))
                  .where(m.InvoicePayment.tenant_id == m.Invoice.tenant_id,
                         m.InvoicePayment.invoice_id == m.Invoice.invoice_id).scalar_subquery())
-    balance = func.least(m.Invoice.psa_balance_minor, m.Invoice.total_minor - collected)
-    query = (select(m.Invoice, balance, text("invoices.xmin::text"))
-             .where(m.Invoice.tenant_id == tenant_id, text(_TO_PLAN)).order_by(m.Invoice.due_on))
+    query = (select(m.Invoice, _balance(collected), text("invoices.xmin::text"))
+             .where(m.Invoice.tenant_id == tenant_id, m.Invoice.status.in_(OPEN_STATUSES), _PLAN_DUE)
+             .order_by(m.Invoice.due_on))
     return [(row[0], int(row[1]), row[2]) for row in (await session.execute(query, {"now": now})).all()]
 
 
