@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -43,6 +43,9 @@ class ServiceDefinition:
     batch_handlers: dict[str, BatchHandler] = field(default_factory=dict)
     # Extra background loops (schedulers, pollers): each gets (app, stop event).
     background: list[Callable[[FastAPI, asyncio.Event], "asyncio.Future | object"]] = field(default_factory=list)
+    # Run at the stop, once the API, the consumer and the background loops are done: release what they
+    # shared (an HTTP client's connections, say).
+    on_stop: list[Callable[[FastAPI], Awaitable[None]]] = field(default_factory=list)
     version: str = "0.1.0"
     # The service's own subcommands of `python -m payloop_<name>`: name -> (help, function of argv).
     commands: dict[str, tuple[str, Callable[[list[str]], object]]] = field(default_factory=dict)
@@ -94,6 +97,8 @@ def create_app(service: ServiceDefinition, *, database_url: str | None = None) -
             stop.set()
             # The consumer finishes the batch in hand and commits before returning.
             await asyncio.wait(tasks, timeout=30) if tasks else None
+            for release in service.on_stop:
+                await release(app)
             await producer.stop()
             await engine.dispose()
             log.info("service.stopped", service=service.name)

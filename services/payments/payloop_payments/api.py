@@ -38,6 +38,12 @@ def gateway_of(app: FastAPI) -> StripeGateway:
     return app.state.gateway
 
 
+async def close_gateway(app: FastAPI) -> None:
+    """At the service's stop, when nothing uses the gateway any more: close its connections to Stripe."""
+    if getattr(app.state, "gateway", None) is not None:
+        await app.state.gateway.close()
+
+
 def clock_of(app: FastAPI) -> Clock:
     """The service's clock (what the scheduler and the API take as now), made on first use."""
     if getattr(app.state, "clock", None) is None:

@@ -168,16 +168,6 @@ async def _claim_retry(factory: async_sessionmaker[AsyncSession], now: datetime)
 
 
 async def scheduler_loop(app: FastAPI, stop: asyncio.Event) -> None:
-    try:
-        await _schedule(app, stop)
-    finally:
-        # At the service's stop the scheduler is the last to use the Stripe gateway: uvicorn answered the
-        # API's requests before the lifespan set `stop`, and the pass in hand has ended.
-        if getattr(app.state, "gateway", None) is not None:
-            await app.state.gateway.close()
-
-
-async def _schedule(app: FastAPI, stop: asyncio.Event) -> None:
     settings = payments_settings()
     if not settings.payments_run_scheduler:
         await stop.wait()  # stay alive: /readyz counts a finished background task as a failure

@@ -18,4 +18,5 @@ SERVICE = ServiceDefinition(
     handlers=HANDLERS,
     batch_handlers=BATCH_HANDLERS,
     background=[scheduler_loop],
+    on_stop=[api.close_gateway],
 )
