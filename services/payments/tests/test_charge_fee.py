@@ -40,3 +40,46 @@ async def test_an_intent_that_did_not_succeed_is_a_failure_with_its_decline(gate
     result = await gateway._result_of(intent, None)
     assert (result.status, result.payment_intent_id, result.charge_id, result.decline_code, result.message) == (
         "failed", "pi_4", "ch_4", "authentication_required", "Authenticate")
+
+
+async def test_a_charge_is_one_form_encoded_request_with_its_idempotency_key_and_account():
+    """What Stripe receives (docs: Idempotency-Key and Stripe-Account headers, form-encoded body), from a
+    local server standing in for api.stripe.com."""
+    from aiohttp import web
+
+    from payloop.embedded import free_port
+
+    seen = []
+
+    async def create_intent(request: web.Request) -> web.Response:
+        seen.append((request.path, dict(request.headers), await request.post()))
+        return web.json_response({
+            "id": "pi_5", "object": "payment_intent", "status": "succeeded",
+            "latest_charge": {"id": "ch_5", "object": "charge",
+                              "balance_transaction": {"id": "txn_5", "object": "balance_transaction", "fee": 59}}})
+
+    app = web.Application()
+    app.router.add_post("/v1/payment_intents", create_intent)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    gateway = StripeGateway(PaymentsSettings(env="dev", stripe_api_base=f"http://127.0.0.1:{port}"))
+    try:
+        result = await gateway.charge(customer_id="cus_1", payment_method_id="pm_1", method_type="card",
+                                      amount_minor=12_345, currency="USD", idempotency_key="autopay:inv-7",
+                                      metadata={"tenant_id": "t-1"}, off_session=True, account="acct_9")
+    finally:
+        await gateway.close()
+        await runner.cleanup()
+    assert (result.status, result.payment_intent_id, result.charge_id, result.fee_minor) == (
+        "succeeded", "pi_5", "ch_5", 59)
+    [(path, headers, form)] = seen
+    assert headers["Idempotency-Key"] == "autopay:inv-7" and headers["Stripe-Account"] == "acct_9"
+    assert headers["Content-Type"].startswith("application/x-www-form-urlencoded")
+    assert {k: form[k] for k in ("amount", "currency", "customer", "payment_method", "confirm", "off_session",
+                                 "metadata[tenant_id]", "payment_method_types[0]", "expand[0]")} == {
+        "amount": "12345", "currency": "usd", "customer": "cus_1", "payment_method": "pm_1", "confirm": "true",
+        "off_session": "true", "metadata[tenant_id]": "t-1", "payment_method_types[0]": "card",
+        "expand[0]": "latest_charge.balance_transaction"}
+    assert "idempotency_key" not in form and "stripe_account" not in form
