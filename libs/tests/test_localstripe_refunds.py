@@ -43,19 +43,14 @@ async def test_a_charges_refunds_are_its_own_newest_first_whichever_way_they_are
 
 async def test_a_kept_store_comes_back_after_a_restart_with_each_charges_refunds(tmp_path):
     """`payloop dev` runs localstripe on a store file of its own root; a restart reads it back."""
-    import subprocess
-    import sys
-
-    from payloop.embedded import free_port, wait_for_port
+    from payloop.embedded import free_port
+    from payloop.simulators.localstripe_process import start_localstripe
 
     store = tmp_path / "localstripe.pickle"
 
-    def start() -> tuple[subprocess.Popen, str]:
+    def start():
         port = free_port()
-        process = subprocess.Popen([sys.executable, "-c", "from payloop.simulators.localstripe_process import run; "
-                                    f"run({str(store)!r})", "--port", str(port)], cwd=tmp_path)
-        wait_for_port("127.0.0.1", port, 20, process, "localstripe")
-        return process, f"http://127.0.0.1:{port}"
+        return start_localstripe(port, tmp_path, store=store), f"http://127.0.0.1:{port}"
 
     process, url = start()
     try:

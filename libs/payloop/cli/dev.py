@@ -31,6 +31,7 @@ from payloop.kafka import ensure_topics
 from payloop.migrations import ensure_database
 from payloop.services import SERVICES, ServiceSpec
 from payloop.simulators import SIMULATORS
+from payloop.simulators.localstripe_process import localstripe_command
 from payloop.settings import platform_settings
 
 BROKER_PORT = 9092
@@ -97,9 +98,8 @@ class DevPlatform:
     def start_stripe(self) -> None:
         """localstripe, and the Stripe sandbox in front of it that adds ACH, card declines and payouts."""
         localstripe = self.port(LOCALSTRIPE_PORT)
-        store = self.root / "localstripe.pickle"  # this root's Stripe objects, kept across restarts
-        self._spawn("localstripe", [sys.executable, "-c", "from payloop.simulators.localstripe_process import run; "
-                                    f"run({str(store)!r})", "--port", str(localstripe)],
+        # This root's Stripe objects, kept across restarts beside its databases.
+        self._spawn("localstripe", localstripe_command(localstripe, self.root / "localstripe.pickle"),
                     log=self.root / "logs" / "sim-localstripe.log")
         self._spawn("stripe", [sys.executable, "-m", "payloop.simulators.stripe_sandbox", "--port",
                                str(self.port(STRIPE_PORT)), "--localstripe", f"http://127.0.0.1:{localstripe}",

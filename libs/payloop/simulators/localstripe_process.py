@@ -102,13 +102,21 @@ def run(store: str | None = None) -> None:
     server.start()
 
 
-def start_localstripe(port: int, cwd: Path, *, log: IO | int = subprocess.DEVNULL,
+def localstripe_command(port: int, store: Path | None = None) -> list[str]:
+    """The command line of `run`: a fresh store in memory, or the objects kept in the file `store`."""
+    if store is None:
+        return [sys.executable, "-c", "from payloop.simulators.localstripe_process import run; run()",
+                "--port", str(port), "--from-scratch"]
+    return [sys.executable, "-c", f"from payloop.simulators.localstripe_process import run; run({str(store)!r})",
+            "--port", str(port)]
+
+
+def start_localstripe(port: int, cwd: Path, *, store: Path | None = None, log: IO | int = subprocess.DEVNULL,
                       timeout_s: float = 20.0) -> subprocess.Popen:
-    """A fresh, in-memory localstripe on `port`, answering when this returns."""
+    """A localstripe on `port` (see `localstripe_command`), answering when this returns."""
     cwd.mkdir(parents=True, exist_ok=True)
-    process = subprocess.Popen([sys.executable, "-c", "from payloop.simulators.localstripe_process import run; run()",
-                                "--port", str(port), "--from-scratch"],
-                               cwd=cwd, stdout=log, stderr=subprocess.STDOUT if log is not subprocess.DEVNULL else log)
+    process = subprocess.Popen(localstripe_command(port, store), cwd=cwd, stdout=log,
+                               stderr=subprocess.STDOUT if log is not subprocess.DEVNULL else log)
     try:
         wait_for_port("127.0.0.1", port, timeout_s, process, "localstripe")
     except (RuntimeError, TimeoutError):
