@@ -165,9 +165,28 @@ async def tenants_to_plan(session: AsyncSession, now: datetime) -> list[str]:
                                        {"now": now})).scalars())
 
 
-async def invoices_to_plan(session: AsyncSession, tenant_id: str, now: datetime
+async def clients_to_plan(session: AsyncSession, tenant_id: str, now: datetime, *, after: str | None,
+                          invoices_at_most: int) -> list[str]:
+    """The next clients (in id order, after `after`) with invoices whose time to be planned has come,
+    as many as fit `invoices_at_most` of those invoices together, and at least one."""
+    query = (select(m.Invoice.client_id, func.count())
+             .where(m.Invoice.tenant_id == tenant_id, m.Invoice.status.in_(OPEN_STATUSES), _PLAN_DUE)
+             .group_by(m.Invoice.client_id).order_by(m.Invoice.client_id).limit(invoices_at_most))
+    if after is not None:
+        query = query.where(m.Invoice.client_id > after)
+    chosen: list[str] = []
+    total = 0
+    for client_id, count in (await session.execute(query, {"now": now})).all():
+        total += count
+        if chosen and total > invoices_at_most:
+            break
+        chosen.append(client_id)
+    return chosen
+
+
+async def invoices_to_plan(session: AsyncSession, tenant_id: str, now: datetime, client_ids: list[str]
                            ) -> list[tuple[m.Invoice, int, str]]:
-    """The tenant's open invoices whose time to be planned has come, with what is still owed on each
+    """The clients' open invoices whose time to be planned has come, with what is still owed on each
     (paid ones included: planning them is what sets their time to never) and the row version read,
     so `set_next_plan` does not overwrite a change made meanwhile."""
     # Per invoice, not `_collected`'s sum over the tenant's payments: a tick plans a few of its invoices.
@@ -175,7 +194,8 @@ async def invoices_to_plan(session: AsyncSession, tenant_id: str, now: datetime
                  .where(m.InvoicePayment.tenant_id == m.Invoice.tenant_id,
                         m.InvoicePayment.invoice_id == m.Invoice.invoice_id).scalar_subquery())
     query = (select(m.Invoice, _balance(collected), text("invoices.xmin::text"))
-             .where(m.Invoice.tenant_id == tenant_id, m.Invoice.status.in_(OPEN_STATUSES), _PLAN_DUE)
+             .where(m.Invoice.tenant_id == tenant_id, m.Invoice.client_id.in_(client_ids),
+                    m.Invoice.status.in_(OPEN_STATUSES), _PLAN_DUE)
              .order_by(m.Invoice.due_on))
     return [(row[0], int(row[1]), row[2]) for row in (await session.execute(query, {"now": now})).all()]
 

@@ -71,14 +71,14 @@ def _holidays(profile: TenantProfile | None) -> frozenset[date]:
 
 
 async def snapshot(session: AsyncSession, tenant_id: str, now: datetime, client_id: str | None = None, *,
-                   due_only: bool = False) -> TenantSnapshot:
-    """The tenant's open invoices (of one client if given), or with `due_only` those whose time to be
+                   due_clients: list[str] | None = None) -> TenantSnapshot:
+    """The tenant's open invoices (of one client if given), or of `due_clients` those whose time to be
     planned has come, and everything their plans are made of."""
     profile = await repository.tenant_profile(session, tenant_id)
     zone = _zone(profile)
     versions: dict[str, str] = {}
-    if due_only:
-        due = await repository.invoices_to_plan(session, tenant_id, now)
+    if due_clients is not None:
+        due = await repository.invoices_to_plan(session, tenant_id, now, due_clients)
         rows = [(invoice, balance) for invoice, balance, _ in due]
         versions = {invoice.invoice_id: version for invoice, _, version in due}
     else:
@@ -153,42 +153,63 @@ async def schedule(session_factory: async_sessionmaker[AsyncSession], settings: 
                    force: bool = False) -> list[ClientOutcome]:
     """Plan and record every due step now (of one tenant or client if given).
 
-    The background tick (no tenant given) plans only invoices whose time has come, and stores when
-    each of the others is next to be planned; a tenant or client given is planned whole."""
-    due_only = tenant_id is None
+    The background tick (no tenant given) plans only invoices whose time has come, whole clients at
+    most `plan_at_once` invoices at a time, and stores when each of the others is next to be planned;
+    a tenant or client given is planned whole."""
+    if tenant_id is not None:
+        async with session_factory() as session:
+            snap = await snapshot(session, tenant_id, now, client_id)
+        return await _plan(session_factory, settings, snap, now, force=force, due_only=False)
     async with session_factory() as session:
-        tenants = [tenant_id] if tenant_id else await repository.tenants_to_plan(session, now)
+        tenants = await repository.tenants_to_plan(session, now)
     outcomes: list[ClientOutcome] = []
     for tenant in tenants:
-        async with session_factory() as session:
-            snap = await snapshot(session, tenant, now, client_id, due_only=due_only)
-        later: dict[str, tuple[datetime, str]] = {}
-        for client in snap.invoices:
-            await asyncio.sleep(0)  # the consumer shares this event loop: its batches go in between clients
-            plan = plan_for(snap, client, now, force=force)
-            if due_only:
-                later.update(next_plans(snap, client, plan, now))
-            if not plan.decisions:
-                continue
-            try:
-                async with session_factory() as session, session.begin():
-                    if not await repository.try_client_lock(session, tenant, client):
-                        continue
-                    outcome = await record(session, settings, snap, client, plan, now)
-            except IntegrityError:
-                # Another worker recorded these steps first: nothing to do, by design.
-                log.info("collections.schedule.already_decided", tenant_id=tenant, client_id=client)
-                continue
-            outcomes.append(outcome)
-            for decision in outcome.decisions:
-                STEPS_DECIDED.labels(decision.outcome).inc()
-            if due_only and outcome.deferred:
-                # The client had its email today: these sends wait for its next local day.
-                tomorrow = datetime.combine(now.astimezone(snap.zone).date() + timedelta(days=1), time(), snap.zone)
-                later.update({d.invoice_id: (tomorrow, snap.versions[d.invoice_id]) for d in outcome.deferred})
-        if later:
+        after: str | None = None
+        while True:
+            async with session_factory() as session:
+                clients = await repository.clients_to_plan(session, tenant, now, after=after,
+                                                           invoices_at_most=settings.plan_at_once)
+                if not clients:
+                    break
+                snap = await snapshot(session, tenant, now, due_clients=clients)
+            outcomes += await _plan(session_factory, settings, snap, now, force=force, due_only=True)
+            after = clients[-1]
+    return outcomes
+
+
+async def _plan(session_factory: async_sessionmaker[AsyncSession], settings: CollectionsSettings,
+                snap: TenantSnapshot, now: datetime, *, force: bool, due_only: bool) -> list[ClientOutcome]:
+    """Plan the snapshot's clients and record their decisions; with `due_only`, also store when each
+    invoice with nothing to decide is next to be planned."""
+    tenant = snap.tenant_id
+    outcomes: list[ClientOutcome] = []
+    later: dict[str, tuple[datetime, str]] = {}
+    for client in snap.invoices:
+        await asyncio.sleep(0)  # the consumer shares this event loop: its batches go in between clients
+        plan = plan_for(snap, client, now, force=force)
+        if due_only:
+            later.update(next_plans(snap, client, plan, now))
+        if not plan.decisions:
+            continue
+        try:
             async with session_factory() as session, session.begin():
-                await repository.set_next_plan(session, tenant, later)
+                if not await repository.try_client_lock(session, tenant, client):
+                    continue
+                outcome = await record(session, settings, snap, client, plan, now)
+        except IntegrityError:
+            # Another worker recorded these steps first: nothing to do, by design.
+            log.info("collections.schedule.already_decided", tenant_id=tenant, client_id=client)
+            continue
+        outcomes.append(outcome)
+        for decision in outcome.decisions:
+            STEPS_DECIDED.labels(decision.outcome).inc()
+        if due_only and outcome.deferred:
+            # The client had its email today: these sends wait for its next local day.
+            tomorrow = datetime.combine(now.astimezone(snap.zone).date() + timedelta(days=1), time(), snap.zone)
+            later.update({d.invoice_id: (tomorrow, snap.versions[d.invoice_id]) for d in outcome.deferred})
+    if later:
+        async with session_factory() as session, session.begin():
+            await repository.set_next_plan(session, tenant, later)
     return outcomes
 
 

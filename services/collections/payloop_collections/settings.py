@@ -28,6 +28,9 @@ class CollectionsSettings(BaseSettings):
 
     # How often the scheduler and the mail sender wake up (real seconds).
     tick_seconds: float = 5.0
+    # How many due invoices the scheduler loads and plans at once. Planning runs on the event loop
+    # the consumer shares: a tenant's first tick after a large import must not hold it for its whole book.
+    plan_at_once: int = 200
     send_max_attempts: int = 5
 
     # The clock: start at this instant and run `clock_speed` times faster (dev and demos only).

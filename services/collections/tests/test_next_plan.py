@@ -12,7 +12,10 @@ NY = ZoneInfo("America/New_York")
 
 async def due(h) -> list[str]:
     async with h.factory() as session:
-        return [invoice.invoice_id for invoice, _, _ in await repository.invoices_to_plan(session, h.tenant, h.clock.now())]
+        clients = await repository.clients_to_plan(session, h.tenant, h.clock.now(), after=None,
+                                                   invoices_at_most=1_000)
+        return [invoice.invoice_id
+                for invoice, _, _ in await repository.invoices_to_plan(session, h.tenant, h.clock.now(), clients)]
 
 
 async def next_plan_at(h, invoice_id: str) -> datetime:
@@ -89,7 +92,7 @@ async def test_a_plan_made_before_a_change_does_not_hide_the_change(make_harness
         await h.add_client("c1", ["ap@c1.example"])
         invoice = await h.add_invoice("c1", date(2026, 3, 31), 10_000)
         async with h.factory() as session:
-            [(_, _, version)] = await repository.invoices_to_plan(session, h.tenant, h.clock.now())
+            [(_, _, version)] = await repository.invoices_to_plan(session, h.tenant, h.clock.now(), ["c1"])
         await h.settle("c1", invoice, 2_500)  # lands between the scheduler's read and its write
         async with h.factory() as session, session.begin():
             await repository.set_next_plan(session, h.tenant, {invoice: (h.clock.now() + timedelta(hours=1), version)})
@@ -109,3 +112,24 @@ async def test_a_send_deferred_by_the_days_email_is_planned_again_on_the_clients
         h.clock.set(datetime(2026, 3, 3, 9, 5, tzinfo=NY))
         await h.tick()
         assert len(sink.messages) == 2 and "N" + later in sink.messages[1].parsed["subject"]
+
+
+async def test_a_tick_plans_whole_clients_a_few_invoices_at_a_time_and_reaches_every_one(make_harness, sink):
+    async with make_harness(datetime(2026, 3, 2, 10, tzinfo=NY), plan_at_once=3) as h:  # step -3 due now
+        await h.tenant_profile()
+        books: dict[str, list[str]] = {}
+        for client, count in (("c1", 2), ("c2", 2), ("c3", 1), ("c4", 4)):
+            await h.add_client(client, [f"ap@{client}.example"])
+            books[client] = [await h.add_invoice(client, date(2026, 3, 5), 10_000 * (n + 1)) for n in range(count)]
+        async with h.factory() as session:
+            chosen = [await repository.clients_to_plan(session, h.tenant, h.clock.now(), after=after,
+                                                       invoices_at_most=3) for after in (None, "c1", "c2", "c3")]
+        assert chosen == [["c1"], ["c2", "c3"], ["c3"], ["c4"]]  # whole clients; one even when it alone is more
+
+        await h.tick()
+        await h.tick()  # with their steps recorded, every invoice gets its next planning time
+        assert await due(h) == []
+        assert sorted(sent.rcpt_tos[0] for sent in sink.messages) == [f"ap@{c}.example" for c in books]
+        for sent in sink.messages:  # one email per client, naming each of its invoices: no client was split
+            client = sent.rcpt_tos[0].split("@")[1].split(".")[0]
+            assert all("N" + invoice in sent.body("plain") for invoice in books[client])
