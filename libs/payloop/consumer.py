@@ -6,10 +6,10 @@ second effect), then the handlers run. A service may also give a batch handler f
 type: consecutive records with the same batch handler are applied by one call, with set-based SQL,
 which must have the same effect as the single handler applied to each record in order. If anything
 in the batch fails, the transaction is rolled back and the records are applied one by one, each in
-a savepoint with its single handler. The offsets are committed only after the
-database commit. A failing handler is retried with exponential backoff; after
-`consumer_max_attempts` the record goes to `{topic}.dlq.{group}` with the error, and the batch moves
-on, so other keys keep flowing. Infrastructure failures (database or broker down) never dead-letter:
+a savepoint with its single handler. The offsets are committed only after the database commit, at
+most every `consumer_commit_interval_ms`. A failing handler is retried with exponential backoff;
+after `consumer_max_attempts` the record goes to `{topic}.dlq.{group}` with the error, and the batch
+moves on, so other keys keep flowing. Infrastructure failures (database or broker down) never dead-letter:
 the batch's partitions are rewound to its first offsets and retried after a pause.
 Stopping finishes the batch in hand, commits, then leaves the group.
 """
@@ -131,6 +131,11 @@ class ConsumerRuntime:
         await consumer.start()
         self.running = True
         log.info("consumer.started", group=self.group, topics=self.topics)
+        # Offsets are committed at most every `consumer_commit_interval_ms` (and at the stop), not after
+        # each batch: the inbox already makes a redelivered event a no-op, so committing less often only
+        # means a little more redelivery after a crash, for one broker request instead of one a batch.
+        pending: dict[TopicPartition, int] = {}
+        commit_due = 0.0
         try:
             while not stop.is_set():
                 batches = await consumer.getmany(timeout_ms=500, max_records=self.settings.consumer_max_records)
@@ -148,10 +153,15 @@ class ConsumerRuntime:
                     await asyncio.sleep(1.0)
                     continue
                 offsets = {tp: records[-1].offset + 1 for tp, records in batches.items()}
-                await self._commit(consumer, offsets)
+                pending.update(offsets)
                 self._record_lag(consumer, offsets)
+                if time.monotonic() >= commit_due:
+                    await self._commit(consumer, pending)
+                    pending = {}
+                    commit_due = time.monotonic() + self.settings.consumer_commit_interval_ms / 1000
         finally:
             self.running = False
+            await self._commit(consumer, pending)
             await consumer.stop()
             log.info("consumer.stopped", group=self.group)
 

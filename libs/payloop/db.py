@@ -37,8 +37,11 @@ class Base(DeclarativeBase):
 SERVER_SETTINGS = {"plan_cache_mode": "force_custom_plan"}
 
 
-def make_engine(url: str | URL, *, pool_size: int = 10, max_overflow: int = 10) -> AsyncEngine:
-    return create_async_engine(url, pool_size=pool_size, max_overflow=max_overflow, pool_pre_ping=True,
+def make_engine(url: str | URL, *, pool_size: int = 10, max_overflow: int = 10,
+                pre_ping: bool = True) -> AsyncEngine:
+    """`pre_ping` tests each connection as it leaves the pool (a round trip), so a request never gets one
+    the server dropped; a caller that retries on a lost connection anyway can go without."""
+    return create_async_engine(url, pool_size=pool_size, max_overflow=max_overflow, pool_pre_ping=pre_ping,
                                connect_args={"server_settings": SERVER_SETTINGS})
 
 

@@ -80,8 +80,13 @@ def create_app(service: ServiceDefinition, *, database_url: str | None = None) -
             relay = OutboxRelay(service.name, asyncpg_dsn(url), producer, settings)
             app.state.relay = relay
             tasks.append(asyncio.create_task(relay.run(stop), name="outbox-relay"))
+        engines = [engine]
         if _flag("PAYLOOP_RUN_CONSUMERS") and service.handlers:
-            runtime = ConsumerRuntime(service.group, service.handlers, app.state.session_factory,
+            # Its own connections, unpinged: a batch that meets a dropped connection is rewound and
+            # retried by the runtime anyway, and a ping would cost a round trip on every batch.
+            consumer_engine = make_engine(url, pool_size=2, max_overflow=0, pre_ping=False)
+            engines.append(consumer_engine)
+            runtime = ConsumerRuntime(service.group, service.handlers, make_session_factory(consumer_engine),
                                       producer, settings, batch_handlers=service.batch_handlers)
             app.state.consumer = runtime
             tasks.append(asyncio.create_task(runtime.run(stop), name="consumer"))
@@ -100,7 +105,8 @@ def create_app(service: ServiceDefinition, *, database_url: str | None = None) -
             for release in service.on_stop:
                 await release(app)
             await producer.stop()
-            await engine.dispose()
+            for disposed in engines:
+                await disposed.dispose()
             log.info("service.stopped", service=service.name)
 
     app = FastAPI(title=f"Payloop {service.name}", description=service.description,

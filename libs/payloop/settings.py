@@ -38,6 +38,7 @@ class PlatformSettings(BaseSettings):
     consumer_backoff_max_ms: int = 5_000
     consumer_fetch_max_wait_ms: int = 20
     consumer_max_records: int = 500
+    consumer_commit_interval_ms: int = 250
     consumer_session_timeout_ms: int = 10_000
     consumer_heartbeat_interval_ms: int = 1_000
 
