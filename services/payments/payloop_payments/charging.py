@@ -3,23 +3,28 @@
 Each payment attempt is committed (with its payment, allocations and `payment.initiated`) before
 Stripe is called, and its id is Stripe's Idempotency-Key; the processor's ids are stored with the
 outcome in a second transaction. A crash between the two leaves an attempt in `created`, which the
-scheduler presents again with the same key, so nothing is ever charged twice.
+scheduler presents again with the same key, so nothing is ever charged twice. The scheduler makes the
+same two steps for many charges at once: their attempts reserved in one transaction (`reserve_many`),
+all committed before any is presented, and their answers recorded several to a transaction
+(`record_outcomes`).
 """
 from __future__ import annotations
 
 import hashlib
 import json
 import uuid
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Literal
 
 import structlog
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from payloop import outbox
-from payloop.events import new_event
+from payloop.events import Envelope, new_event
+from payloop.ids import uuid7
 from payloop.problems import NotFound, Problem
 from payloop.tenant_replica import load_profile
 
@@ -27,7 +32,7 @@ from payloop_payments import repository
 from payloop_payments.domain.allocation import AllocationError, allocate, apply_credit
 from payloop_payments.domain.retry_policy import Failure, Outcome, PastAttempt, RetryPolicy, decide
 from payloop_payments.models import (
-    AutopayEnrollment, Client, Payment, PaymentAllocation, PaymentAttempt, PaymentMethod,
+    AutopayEnrollment, Client, Invoice, Payment, PaymentAllocation, PaymentAttempt, PaymentMethod,
 )
 from payloop_payments.stripe_gateway import ChargeResult, ProcessorUnavailable, StripeGateway
 
@@ -80,6 +85,12 @@ async def payment_event(session: AsyncSession, type: str, payment: Payment, *, a
         method = await session.get(PaymentMethod, payment.payment_method_id)
     if allocations is None:
         allocations = await repository.allocations_of(session, payment.id)
+    await outbox.publish(session, payment_envelope(type, payment, attempt=attempt, method=method,
+                                                   allocations=allocations, **extra))
+
+
+def payment_envelope(type: str, payment: Payment, *, attempt: int | None, method: PaymentMethod,
+                     allocations: list[PaymentAllocation], **extra) -> Envelope:
     data = {
         "payment_id": str(payment.id), "method": method_summary(method), "amount_minor": payment.amount_minor,
         "currency": payment.currency, "fee_minor": payment.fee_minor, "surcharge_minor": payment.surcharge_minor,
@@ -89,8 +100,7 @@ async def payment_event(session: AsyncSession, type: str, payment: Payment, *, a
                       "charge_id": payment.stripe_charge_id},
         **extra,
     }
-    await outbox.publish(session, new_event(type, tenant_id=payment.tenant_id, client_id=payment.client_id,
-                                            producer=PRODUCER, data=data))
+    return new_event(type, tenant_id=payment.tenant_id, client_id=payment.client_id, producer=PRODUCER, data=data)
 
 
 async def start(factory: async_sessionmaker[AsyncSession], gateway: StripeGateway, request: PaymentRequest,
@@ -126,7 +136,7 @@ async def start(factory: async_sessionmaker[AsyncSession], gateway: StripeGatewa
             _same_request(existing, request)
             return existing.id, False
     # The rows just committed are what present() would read back: they go to Stripe as they are.
-    await _present(factory, gateway, reserved, client, account, now=now)
+    await _present(gateway, reserved, client, account, record=record_alone(factory, now))
     return reserved.payment.id, True
 
 
@@ -147,18 +157,129 @@ class AttemptRows:
     allocations: list[PaymentAllocation] | None = None
 
 
+@dataclass(frozen=True)
+class Reservation:
+    """A first attempt with its payment and allocations, not yet written, and its `payment.initiated`."""
+    rows: AttemptRows
+    initiated: Envelope
+
+
+@dataclass(frozen=True)
+class Reserved:
+    """A first attempt `reserve_many` committed, with what presenting it takes."""
+    rows: AttemptRows
+    client: Client
+    account: str | None
+
+    @property
+    def idempotency_key(self) -> str:
+        return self.rows.payment.idempotency_key
+
+
 async def _reserve(session: AsyncSession, client: Client, request: PaymentRequest,
                    now: datetime) -> AttemptRows | None:
     method = await repository.method(session, request.tenant_id, request.payment_method_id)
+    invoices = await repository.invoices_of(session, request.tenant_id, request.client_id,
+                                            invoice_ids=_wanted(request), lock=True)
+    reservation = await _reservation(session, client, method, invoices, request, now)
+    if reservation is None:
+        return None
+    await _write(session, [reservation])
+    return reservation.rows
+
+
+async def reserve_many(factory: async_sessionmaker[AsyncSession], requests: list[PaymentRequest], *,
+                       now: datetime) -> tuple[list[Reserved], list[PaymentRequest]]:
+    """Reserve the first attempts of many requests (a scheduler pass's due charges) in one transaction.
+
+    The same rows as `start` makes, read and written a statement a table for the lot instead of a
+    transaction a charge; committed before any is presented. A request that cannot be made (a method
+    no longer usable, nothing left to allocate) is logged and left out; one whose key an earlier pass or
+    another scheduler used is left out silently. Returns what was reserved, and the requests to start
+    one at a time: those naming no invoices (they pay all the client's), or all of them when the
+    transaction failed (a conflicting reservation, a deadlock), so one conflict cannot hold back the rest.
+    """
+    together = [r for r in requests if _wanted(r) is not None]
+    alone = [r for r in requests if _wanted(r) is None]
+    if not together:
+        return [], alone
+    try:
+        async with factory() as session, session.begin():
+            reserved = await _reserve_together(session, together, now)
+    except DBAPIError:
+        log.warning("payments.reserve.batch_failed", requests=len(together), exc_info=True)
+        return [], together + alone
+    return reserved, alone
+
+
+async def _reserve_together(session: AsyncSession, requests: list[PaymentRequest], now: datetime) -> list[Reserved]:
+    # Clients locked first, in key order, as `start` locks its one: a second scheduler's batch or a
+    # request for one of these clients waits here, then finds the payments this one made.
+    clients = await repository.clients(session, {(r.tenant_id, r.client_id) for r in requests}, lock=True)
+    taken = await repository.payment_keys(session, {(r.tenant_id, r.idempotency_key) for r in requests})
+    methods = await repository.methods(session, {(r.tenant_id, r.payment_method_id) for r in requests})
+    invoices = await repository.invoices_by_id(
+        session, {(r.tenant_id, invoice_id) for r in requests for invoice_id in _wanted(r)}, lock=True)
+    accounts = {tenant_id: (await tenant_account(session, tenant_id))[0] for tenant_id in {r.tenant_id for r in requests}}
+    made: list[tuple[Reservation, Client]] = []
+    for request in requests:
+        key = (request.tenant_id, request.idempotency_key)
+        client = clients.get((request.tenant_id, request.client_id))
+        if key in taken:
+            continue
+        taken.add(key)
+        # As `invoices_of` finds them: the client's own, oldest due first (the allocation order).
+        found = (invoices.get((request.tenant_id, invoice_id)) for invoice_id in _wanted(request))
+        its_invoices = sorted((i for i in found if i is not None and i.client_id == request.client_id),
+                              key=lambda i: (i.due_on, i.invoice_id))
+        try:
+            if client is None:
+                raise NotFound("client")
+            undo = _undo_of(client, its_invoices)
+            try:
+                reservation = await _reservation(session, client, methods.get((request.tenant_id,
+                                                                                request.payment_method_id)),
+                                                 its_invoices, request, now)
+            except Problem:
+                undo()  # the credit it applied goes back to the client, as `start`'s rollback would put it
+                raise
+        except Problem as exc:
+            log.warning("payments.reserve.refused", key=request.idempotency_key, problem=exc.title,
+                        detail=exc.detail)
+            continue
+        if reservation is not None:
+            made.append((reservation, client))
+    await _write(session, [reservation for reservation, _ in made])
+    return [Reserved(reservation.rows, client, accounts[client.tenant_id]) for reservation, client in made]
+
+
+def _wanted(request: PaymentRequest) -> list[str] | None:
+    """The invoices a request pays; None: every open invoice of the client."""
+    if request.invoice_ids is None and request.allocations is not None:
+        return list(request.allocations)
+    return request.invoice_ids
+
+
+def _undo_of(client: Client, invoices: list[Invoice]) -> Callable[[], None]:
+    """Puts back what `_reservation` may have changed before it refused a request."""
+    credit = client.credit_minor
+    amounts = [(invoice, invoice.credited_minor, invoice.pending_minor) for invoice in invoices]
+
+    def undo() -> None:
+        client.credit_minor = credit
+        for invoice, credited, pending in amounts:
+            invoice.credited_minor, invoice.pending_minor = credited, pending
+    return undo
+
+
+async def _reservation(session: AsyncSession, client: Client, method: PaymentMethod | None, invoices: list[Invoice],
+                       request: PaymentRequest, now: datetime) -> Reservation | None:
+    """The payment, allocations and first attempt of `request` (not yet added to the session), with its
+    invoices' pending amounts and the client's credit changed; a Problem when it cannot be made."""
     if method is None or method.client_id != request.client_id:
         raise NotFound("payment method")
     if method.status != "active":
         raise Problem(409, "Payment method unusable", f"the payment method is {method.status}")
-    wanted = request.invoice_ids
-    if wanted is None and request.allocations is not None:
-        wanted = list(request.allocations)
-    invoices = await repository.invoices_of(session, request.tenant_id, request.client_id,
-                                            invoice_ids=wanted, lock=True)
     if request.use_credit and request.amount_minor is None:
         _apply_credit(client, invoices)
     open_invoices = [repository.as_open(i) for i in invoices if repository.invoice_open_minor(i) > 0]
@@ -175,30 +296,38 @@ async def _reserve(session: AsyncSession, client: Client, request: PaymentReques
     if len(currencies) > 1:
         raise Problem(422, "Mixed currencies", "one payment settles invoices of one currency")
     currency = currencies.pop() if currencies else await _tenant_currency(session, request.tenant_id)
-    payment = Payment(tenant_id=request.tenant_id, client_id=request.client_id,
+    # Ids given here rather than at the insert, so the allocations and the attempt can name their payment.
+    payment = Payment(id=uuid7(), tenant_id=request.tenant_id, client_id=request.client_id,
                       idempotency_key=request.idempotency_key, request_fingerprint=request.fingerprint(),
                       origin=request.origin, payment_method_id=method.id, amount_minor=amount, currency=currency,
                       credit_minor=result.credit_minor, status="pending", attempt_count=1,
                       installment_part_id=request.installment_part_id, fee_minor=0,
                       surcharge_minor=request.surcharge_minor, refunded_minor=0,
                       disputed_minor=0)
-    session.add(payment)
-    await session.flush()
     by_id = {i.invoice_id: i for i in invoices}
     allocations = [PaymentAllocation(payment_id=payment.id, invoice_id=part.invoice_id, tenant_id=request.tenant_id,
                                      amount_minor=part.amount_minor, refunded_minor=0)
                    for part in sorted(result.allocations, key=lambda part: part.invoice_id)]
     for allocation in allocations:
-        session.add(allocation)
         by_id[allocation.invoice_id].pending_minor += allocation.amount_minor
-    attempt = PaymentAttempt(tenant_id=request.tenant_id, payment_id=payment.id, payment_method_id=method.id,
-                             attempt_no=1, client_initiated=request.client_initiated, status="created",
-                             created_at=now)
-    session.add(attempt)
+    attempt = PaymentAttempt(id=uuid7(), tenant_id=request.tenant_id, payment_id=payment.id,
+                             payment_method_id=method.id, attempt_no=1, client_initiated=request.client_initiated,
+                             status="created", created_at=now)
+    initiated = payment_envelope("payment.initiated", payment, attempt=1, method=method, allocations=allocations,
+                                 origin=request.origin)
+    return Reservation(AttemptRows(attempt, payment, method, allocations), initiated)
+
+
+async def _write(session: AsyncSession, reservations: list[Reservation]) -> None:
+    """The payments first (their allocations and attempts refer to them), then the rest and the
+    `payment.initiated` events, in the caller's transaction: a statement a table however many."""
+    if not reservations:
+        return
+    session.add_all([r.rows.payment for r in reservations])
     await session.flush()
-    await payment_event(session, "payment.initiated", payment, attempt=1, method=method, allocations=allocations,
-                        origin=request.origin)
-    return AttemptRows(attempt, payment, method, allocations)
+    session.add_all([row for r in reservations for row in (*r.rows.allocations, r.rows.attempt)])
+    await session.flush()
+    await outbox.publish_many(session, [r.initiated for r in reservations])
 
 
 def _apply_credit(client: Client, invoices: list) -> None:
@@ -214,8 +343,29 @@ async def _tenant_currency(session: AsyncSession, tenant_id: str) -> str:
     return profile.currency if profile else "USD"
 
 
+@dataclass(frozen=True)
+class Answer:
+    """What Stripe answered about one attempt; `known`: the attempt's rows as the caller read them,
+    whose method and allocations spare the queries of the `payment.settled` event."""
+    tenant_id: str
+    attempt_id: uuid.UUID
+    result: ChargeResult
+    known: AttemptRows | None = None
+
+
+# How a presented attempt's answer is recorded: in a transaction of its own, or with others (the scheduler).
+Record = Callable[[Answer], Awaitable[None]]
+
+
+def record_alone(factory: async_sessionmaker[AsyncSession], now: datetime | None) -> Record:
+    async def record(answer: Answer) -> None:
+        async with factory() as session, session.begin():
+            await record_outcomes(session, [answer], now=now or datetime.now(UTC))
+    return record
+
+
 async def present(factory: async_sessionmaker[AsyncSession], gateway: StripeGateway, attempt_id: uuid.UUID,
-                  *, now: datetime | None = None) -> None:
+                  *, now: datetime | None = None, record: Record | None = None) -> None:
     """Send one attempt to Stripe and record what it answered. Safe to call again for the same attempt."""
     async with factory() as session:
         attempt = await session.get(PaymentAttempt, attempt_id)
@@ -225,11 +375,17 @@ async def present(factory: async_sessionmaker[AsyncSession], gateway: StripeGate
         method = await session.get(PaymentMethod, attempt.payment_method_id)
         client = await session.get(Client, (payment.tenant_id, payment.client_id))
         account, _ = await tenant_account(session, payment.tenant_id)
-    await _present(factory, gateway, AttemptRows(attempt, payment, method), client, account, now=now)
+    await _present(gateway, AttemptRows(attempt, payment, method), client, account,
+                   record=record or record_alone(factory, now))
 
 
-async def _present(factory: async_sessionmaker[AsyncSession], gateway: StripeGateway, reserved: AttemptRows,
-                   client: Client, account: str | None, *, now: datetime | None) -> None:
+async def present_reserved(gateway: StripeGateway, reserved: Reserved, *, record: Record) -> None:
+    """Send an attempt `reserve_many` committed to Stripe, as it was committed, and record the answer."""
+    await _present(gateway, reserved.rows, reserved.client, reserved.account, record=record)
+
+
+async def _present(gateway: StripeGateway, reserved: AttemptRows, client: Client, account: str | None, *,
+                   record: Record) -> None:
     attempt, payment, method = reserved.attempt, reserved.payment, reserved.method
     if not client.stripe_customer_id:
         raise Problem(409, "No processor customer", "the client has no Stripe customer yet")
@@ -245,20 +401,45 @@ async def _present(factory: async_sessionmaker[AsyncSession], gateway: StripeGat
         # Outcome unknown: the attempt stays `created` and is presented again with the same key.
         log.warning("payments.charge.processor_unavailable", payment_id=str(payment.id), error=str(exc))
         return
-    async with factory() as session, session.begin():
-        await record_outcome(session, attempt.id, result, now=now or datetime.now(UTC), known=reserved)
+    await record(Answer(payment.tenant_id, attempt.id, result, reserved))
 
 
-async def record_outcome(session: AsyncSession, attempt_id: uuid.UUID, result: ChargeResult, *,
-                         now: datetime, known: AttemptRows | None = None) -> None:
-    """Apply what Stripe said about an attempt (from the API answer or a webhook), once.
+async def record_outcome(session: AsyncSession, tenant_id: str, attempt_id: uuid.UUID, result: ChargeResult, *,
+                         now: datetime) -> None:
+    """Apply what Stripe said about an attempt (from the API answer or a webhook), once."""
+    await record_outcomes(session, [Answer(tenant_id, attempt_id, result)], now=now)
 
-    `known`: the attempt's rows as the caller read them; their method and allocations spare the queries
-    of the `payment.settled` event (what is locked and changed is read here all the same)."""
+
+@dataclass
+class _Collected:
+    """What settled payments move from pending to collected on their invoices, and their events: written
+    once for all the answers of a transaction."""
+    parts: list[tuple[str, str, int]] = field(default_factory=list)  # (tenant, invoice, amount)
+    events: list[Envelope] = field(default_factory=list)
+
+
+async def record_outcomes(session: AsyncSession, answers: list[Answer], *, now: datetime) -> None:
+    """Apply what Stripe said about attempts, each once, in the caller's transaction; their attempts and
+    payments locked (in id order) and their invoices and events written a statement for all of them."""
     # populate_existing: a webhook handler may have loaded the attempt before taking the lock, and
     # must see what a concurrent recording (the API answer) committed meanwhile, not its stale copy.
-    attempt = await session.get(PaymentAttempt, attempt_id, with_for_update=True, populate_existing=True)
-    payment = await session.get(Payment, attempt.payment_id, with_for_update=True, populate_existing=True)
+    attempts = {a.id: a for a in await repository.attempts_by_id(
+        session, {(answer.tenant_id, answer.attempt_id) for answer in answers}, lock=True)}
+    payments = {p.id: p for p in await repository.payments_by_id(
+        session, {(a.tenant_id, a.payment_id) for a in attempts.values()}, lock=True)}
+    collected = _Collected()
+    for answer in answers:
+        attempt = attempts.get(answer.attempt_id)
+        if attempt is None:
+            raise LookupError(f"no attempt {answer.attempt_id} of tenant {answer.tenant_id}")
+        await _apply(session, attempt, payments[attempt.payment_id], answer.result, now, answer.known, collected)
+    await session.flush()
+    await repository.move_pending_to_collected(session, collected.parts)
+    await outbox.publish_many(session, collected.events)
+
+
+async def _apply(session: AsyncSession, attempt: PaymentAttempt, payment: Payment, result: ChargeResult,
+                 now: datetime, known: AttemptRows | None, collected: _Collected) -> None:
     if result.payment_intent_id:
         attempt.stripe_payment_intent_id = result.payment_intent_id
         payment.stripe_payment_intent_id = result.payment_intent_id
@@ -272,27 +453,27 @@ async def record_outcome(session: AsyncSession, attempt_id: uuid.UUID, result: C
         return
     attempt.completed_at = now
     if result.status == "succeeded":
-        await _settle(session, payment, attempt, result, now, known)
+        await _settle(session, payment, attempt, result, now, known, collected)
     else:
         await _fail(session, payment, attempt, result, now, late_return=late_return)
 
 
 async def _settle(session: AsyncSession, payment: Payment, attempt: PaymentAttempt, result: ChargeResult,
-                  now: datetime, known: AttemptRows | None) -> None:
+                  now: datetime, known: AttemptRows | None, collected: _Collected) -> None:
     attempt.status = "succeeded"
     allocations = known.allocations if known and known.allocations is not None else (
         await repository.allocations_of(session, payment.id))
-    await repository.move_pending_to_collected(session, payment.tenant_id, allocations)
+    collected.parts += [(payment.tenant_id, a.invoice_id, a.amount_minor) for a in allocations]
     if payment.credit_minor:
         client = await repository.client(session, payment.tenant_id, payment.client_id, lock=True)
         client.credit_minor += payment.credit_minor
     payment.status, payment.fee_minor, payment.settled_at = "succeeded", result.fee_minor, now
     payment.next_attempt_at, payment.last_decline_code = None, None
-    await session.flush()
     # The attempt's method is the payment's unless a client's retry moved the payment to another since.
-    method = known.method if known and known.method.id == payment.payment_method_id else None
-    await payment_event(session, "payment.settled", payment, attempt=attempt.attempt_no, method=method,
-                        allocations=allocations, settled_at=now.isoformat())
+    method = known.method if known and known.method.id == payment.payment_method_id else (
+        await session.get(PaymentMethod, payment.payment_method_id))
+    collected.events.append(payment_envelope("payment.settled", payment, attempt=attempt.attempt_no, method=method,
+                                             allocations=allocations, settled_at=now.isoformat()))
     log.info("payments.charge.settled", payment_id=str(payment.id), amount_minor=payment.amount_minor)
 
 
@@ -387,10 +568,11 @@ async def autopay_event(session: AsyncSession, enrollment: AutopayEnrollment) ->
 
 
 async def retry(factory: async_sessionmaker[AsyncSession], gateway: StripeGateway, payment_id: uuid.UUID, *,
-                now: datetime, claimed: bool = False) -> uuid.UUID | None:
+                now: datetime, claimed: bool = False, record: Record | None = None) -> uuid.UUID | None:
     """Present a failed payment again as a new attempt, if what it pays is still open.
 
-    `claimed`: the scheduler already moved the payment to `retrying` under its row lock.
+    `claimed`: the scheduler already moved the payment to `retrying` under its row lock. `record`: how
+    the answer is recorded (default: in a transaction of its own).
     """
     async with factory() as session, session.begin():
         payment = await session.get(Payment, payment_id, with_for_update=True)
@@ -403,7 +585,7 @@ async def retry(factory: async_sessionmaker[AsyncSession], gateway: StripeGatewa
             log.info("payments.retry.dropped", payment_id=str(payment.id), reason="invoice or method changed")
             return None
         attempt_id = (await _next_attempt(session, payment, method, now, client_initiated=False)).id
-    await present(factory, gateway, attempt_id, now=now)
+    await present(factory, gateway, attempt_id, now=now, record=record)
     return attempt_id
 
 

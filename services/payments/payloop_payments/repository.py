@@ -2,9 +2,10 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Collection
 from datetime import datetime
 
-from sqlalchemy import select, update
+from sqlalchemy import bindparam, select, tuple_, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from payloop_payments.domain.allocation import OpenInvoice, open_balance
@@ -35,15 +36,44 @@ async def invoice(session: AsyncSession, tenant_id: str, invoice_id: str, *, loc
     return await session.get(Invoice, (tenant_id, invoice_id), with_for_update=lock)
 
 
-async def move_pending_to_collected(session: AsyncSession, tenant_id: str,
-                                    allocations: list[PaymentAllocation]) -> None:
-    """What a settled payment held as pending is collected: one UPDATE an invoice (its row lock
-    included) instead of reading each invoice first."""
-    for allocation in allocations:
-        await session.execute(
-            update(Invoice).where(Invoice.tenant_id == tenant_id, Invoice.invoice_id == allocation.invoice_id)
-            .values(pending_minor=Invoice.pending_minor - allocation.amount_minor,
-                    collected_minor=Invoice.collected_minor + allocation.amount_minor))
+async def clients(session: AsyncSession, keys: Collection[tuple[str, str]], *,
+                  lock: bool = False) -> dict[tuple[str, str], Client]:
+    """Clients by (tenant, client id); locked in key order, so two callers never wait on each other in a circle."""
+    query = (select(Client).where(tuple_(Client.tenant_id, Client.client_id).in_(sorted(keys)))
+             .order_by(Client.tenant_id, Client.client_id))
+    if lock:
+        query = query.with_for_update()
+    return {(c.tenant_id, c.client_id): c for c in (await session.scalars(query)).all()}
+
+
+async def invoices_by_id(session: AsyncSession, keys: Collection[tuple[str, str]], *,
+                         lock: bool = False) -> dict[tuple[str, str], Invoice]:
+    """Invoices by (tenant, invoice id); locked in key order."""
+    query = (select(Invoice).where(tuple_(Invoice.tenant_id, Invoice.invoice_id).in_(sorted(keys)))
+             .order_by(Invoice.tenant_id, Invoice.invoice_id))
+    if lock:
+        query = query.with_for_update()
+    return {(i.tenant_id, i.invoice_id): i for i in (await session.scalars(query)).all()}
+
+
+_COLLECT = (update(Invoice.__table__)
+            .where(Invoice.__table__.c.tenant_id == bindparam("t"), Invoice.__table__.c.invoice_id == bindparam("i"))
+            .values(pending_minor=Invoice.__table__.c.pending_minor - bindparam("amount"),
+                    collected_minor=Invoice.__table__.c.collected_minor + bindparam("amount")))
+
+
+async def move_pending_to_collected(session: AsyncSession, parts: list[tuple[str, str, int]]) -> None:
+    """What settled payments held as pending is collected: (tenant, invoice, amount) parts, one statement for
+    all (each row locked by its update, in key order) instead of reading each invoice first."""
+    if not parts:
+        return
+    parts = sorted(parts)
+    await session.execute(_COLLECT, [{"t": t, "i": i, "amount": amount} for t, i, amount in parts])
+    # Written beside the ORM: a copy of one of these invoices the session holds no longer says what the row does.
+    for tenant_id, invoice_id, _ in parts:
+        held = session.identity_map.get(session.identity_key(Invoice, (tenant_id, invoice_id)))
+        if held is not None:
+            session.expire(held)
 
 
 async def invoices_of(session: AsyncSession, tenant_id: str, client_id: str, *,
@@ -61,6 +91,13 @@ async def method(session: AsyncSession, tenant_id: str, method_id: uuid.UUID, *,
                  lock: bool = False) -> PaymentMethod | None:
     found = await session.get(PaymentMethod, method_id, with_for_update=lock)
     return found if found is not None and found.tenant_id == tenant_id else None
+
+
+async def methods(session: AsyncSession, keys: Collection[tuple[str, uuid.UUID]]) -> dict[tuple[str, uuid.UUID], PaymentMethod]:
+    """Payment methods by (tenant, method id)."""
+    found = await session.scalars(select(PaymentMethod).where(
+        tuple_(PaymentMethod.tenant_id, PaymentMethod.id).in_(list(keys))))
+    return {(m.tenant_id, m.id): m for m in found.all()}
 
 
 async def methods_of(session: AsyncSession, tenant_id: str, client_id: str) -> list[PaymentMethod]:
@@ -83,6 +120,23 @@ async def payment(session: AsyncSession, tenant_id: str, payment_id: uuid.UUID, 
 async def payment_by_key(session: AsyncSession, tenant_id: str, key: str) -> Payment | None:
     return await session.scalar(select(Payment).where(Payment.tenant_id == tenant_id,
                                                       Payment.idempotency_key == key))
+
+
+async def payment_keys(session: AsyncSession, keys: Collection[tuple[str, str]]) -> set[tuple[str, str]]:
+    """Which of these (tenant, idempotency key) pairs a payment already has."""
+    rows = await session.execute(select(Payment.tenant_id, Payment.idempotency_key).where(
+        tuple_(Payment.tenant_id, Payment.idempotency_key).in_(list(keys))))
+    return {(tenant_id, key) for tenant_id, key in rows}
+
+
+async def payments_by_id(session: AsyncSession, keys: Collection[tuple[str, uuid.UUID]], *,
+                         lock: bool = False) -> list[Payment]:
+    """Payments by (tenant, id), in id order (the order they are locked in); what the session holds is refreshed."""
+    query = (select(Payment).where(tuple_(Payment.tenant_id, Payment.id).in_(sorted(keys)))
+             .order_by(Payment.id).execution_options(populate_existing=True))
+    if lock:
+        query = query.with_for_update()
+    return list((await session.scalars(query)).all())
 
 
 async def payment_by_intent(session: AsyncSession, intent_id: str) -> Payment | None:
@@ -122,6 +176,16 @@ async def attempts_on_method(session: AsyncSession, method_id: uuid.UUID, *, sin
 async def attempt_by_key(session: AsyncSession, payment_id: uuid.UUID, key: str) -> PaymentAttempt | None:
     return await session.scalar(select(PaymentAttempt).where(PaymentAttempt.payment_id == payment_id,
                                                              PaymentAttempt.idempotency_key == key))
+
+
+async def attempts_by_id(session: AsyncSession, keys: Collection[tuple[str, uuid.UUID]], *,
+                         lock: bool = False) -> list[PaymentAttempt]:
+    """Attempts by (tenant, id), in id order (the order they are locked in); what the session holds is refreshed."""
+    query = (select(PaymentAttempt).where(tuple_(PaymentAttempt.tenant_id, PaymentAttempt.id).in_(sorted(keys)))
+             .order_by(PaymentAttempt.id).execution_options(populate_existing=True))
+    if lock:
+        query = query.with_for_update()
+    return list((await session.scalars(query)).all())
 
 
 async def attempt_by_intent(session: AsyncSession, intent_id: str) -> PaymentAttempt | None:

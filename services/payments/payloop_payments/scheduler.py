@@ -9,6 +9,11 @@ Within a pass, up to `PAYLOOP_PAYMENTS_SCHEDULER_CONCURRENCY` charges are presen
 answer takes most of a charge's time, and the Stripe gateway paces the requests under Stripe's rate
 limit, so the run is bounded by the processor rather than by one charge after another. A pass that
 presented a full batch is followed at once by the next; only a quieter one waits the interval.
+
+The database work of a charge is shared with the others of its pass, which is most of what a charge
+costs our CPU: the pass's first charges are reserved in one transaction (`charging.reserve_many`), and
+Stripe's answers are recorded a group per transaction (`OutcomeGroups`) instead of a transaction or two
+a charge. Neither changes what is committed before Stripe is called, nor any key.
 """
 from __future__ import annotations
 
@@ -101,39 +106,123 @@ async def run_once(factory: async_sessionmaker[AsyncSession], gateway: StripeGat
     """One pass: first charges (auto-pay, installment parts), due retries, interrupted attempts, each
     kind `concurrency` at a time (default: the setting).
 
-    Returns how many were presented."""
+    The first charges are reserved together, in one transaction, before any is presented, and Stripe's
+    answers are recorded a group at a time (`OutcomeGroups`). Returns how many were presented."""
     concurrency = concurrency or payments_settings().payments_scheduler_concurrency
     async with factory() as session:
         due = await due_first_charges(session, now)
         today_by_tenant: dict[str, date] = {}
         due += await installments.due_parts(
             session, now, lambda tenant_id: _today(session, tenant_id, now, today_by_tenant))
+        retries_due = await _retry_due(session, now)
+        # Read now, presented last: what this pass presents is never this old (its attempts are made at `now`).
+        stale = (await session.scalars(select(PaymentAttempt.id).where(
+            PaymentAttempt.status == "created", PaymentAttempt.created_at < now - STALE_ATTEMPT).limit(BATCH))).all()
+    reserved, alone = await charging.reserve_many(factory, due, now=now)
+    outcomes = OutcomeGroups(factory, now=now, size=concurrency)
+    try:
+        presented = await _present_all(factory, gateway, now, concurrency, reserved, alone, retries_due, stale,
+                                       outcomes)
+    finally:
+        await outcomes.written()
+    return presented
+
+
+async def _present_all(factory: async_sessionmaker[AsyncSession], gateway: StripeGateway, now: datetime,
+                       concurrency: int, reserved: list[charging.Reserved], alone: list[PaymentRequest],
+                       retries_due: bool, stale: list[uuid.UUID], outcomes: OutcomeGroups) -> int:
+    async def present_reserved(item: charging.Reserved) -> int:
+        await charging.present_reserved(gateway, item, record=outcomes.record)
+        return 1
 
     async def first_charge(request: PaymentRequest) -> int:
         _, created = await charging.start(factory, gateway, request, now=now)
         return created
 
-    presented = sum(await _at_most(concurrency, due, first_charge, what="first_charge"))
+    await _at_most(concurrency, reserved, present_reserved, what="first_charge")
+    # A reserved charge counts as presented even when Stripe did not answer: it is presented again later.
+    presented = len(reserved) + sum(await _at_most(concurrency, alone, first_charge, what="first_charge"))
 
     async def retries() -> int:
         # Claimed one at a time, so concurrent workers (and schedulers) never take the same payment.
         done = 0
         while (payment_id := await _claim_retry(factory, now)) is not None:
-            done += await _logged(charging.retry(factory, gateway, payment_id, now=now, claimed=True),
+            done += await _logged(charging.retry(factory, gateway, payment_id, now=now, claimed=True,
+                                                 record=outcomes.record),
                                   what="retry", id=str(payment_id)) is not None
         return done
 
-    presented += sum(await asyncio.gather(*(retries() for _ in range(concurrency))))
-    async with factory() as session:
-        stale = (await session.scalars(select(PaymentAttempt.id).where(
-            PaymentAttempt.status == "created", PaymentAttempt.created_at < now - STALE_ATTEMPT).limit(BATCH))).all()
+    if retries_due:
+        presented += sum(await asyncio.gather(*(retries() for _ in range(concurrency))))
 
     async def present_again(attempt_id: uuid.UUID) -> int:
-        await charging.present(factory, gateway, attempt_id, now=now)
+        await charging.present(factory, gateway, attempt_id, now=now, record=outcomes.record)
         return 0
 
     await _at_most(concurrency, stale, present_again, what="stale_attempt")
     return presented
+
+
+class OutcomeGroups:
+    """Stripe's answers to a pass's charges, recorded a group at a time: one transaction for the answers
+    that came within `LINGER` of the first (at most `size` of them), instead of a transaction each.
+
+    A charge hands its answer over and frees its place for the next charge; the pass waits for every
+    answer to be written (`written`) before it ends. A group that fails as a whole (one answer's error, a
+    deadlock) is recorded again one answer at a time, so one cannot keep the others unrecorded. An answer
+    never recorded (an error, a crash) leaves its attempt `created`, to be presented again with the same
+    key, which Stripe answers as it did the first time."""
+
+    LINGER = 0.05
+
+    def __init__(self, factory: async_sessionmaker[AsyncSession], *, now: datetime, size: int):
+        self._factory, self._now, self._size = factory, now, size
+        self._waiting: list[charging.Answer] = []
+        self._full = asyncio.Event()  # a group's worth waits, or the pass is done: write without lingering
+        self._done = False
+        self._writer: asyncio.Task | None = None
+
+    async def record(self, answer: charging.Answer) -> None:
+        self._waiting.append(answer)
+        if len(self._waiting) >= self._size:
+            self._full.set()
+        if self._writer is None or self._writer.done():
+            self._writer = asyncio.create_task(self._write())
+
+    async def written(self) -> None:
+        """Wait until every answer handed over is written (or logged as not); none may come after."""
+        self._done = True
+        self._full.set()
+        if self._writer is not None:
+            await self._writer
+
+    async def _write(self) -> None:
+        while self._waiting:
+            if len(self._waiting) < self._size and not self._done:
+                self._full.clear()
+                try:
+                    await asyncio.wait_for(self._full.wait(), self.LINGER)
+                except TimeoutError:
+                    pass
+            group, self._waiting = self._waiting[:self._size], self._waiting[self._size:]
+            if not await self._committed(group) and len(group) > 1:
+                for answer in group:
+                    await self._committed([answer])
+
+    async def _committed(self, answers: list[charging.Answer]) -> bool:
+        """Whether the answers were recorded, in one transaction; an error is logged."""
+        try:
+            async with self._factory() as session, session.begin():
+                await charging.record_outcomes(session, answers, now=self._now)
+        except Exception:
+            log.exception("payments.scheduler.outcome_failed", attempts=[str(a.attempt_id) for a in answers])
+            return False
+        return True
+
+
+async def _retry_due(session: AsyncSession, now: datetime) -> bool:
+    return await session.scalar(select(Payment.id).where(
+        Payment.status == "failed", Payment.next_attempt_at <= now).limit(1)) is not None
 
 
 async def _at_most(limit: int, items: Iterable[T], work: Callable[[T], Awaitable[int]], *,

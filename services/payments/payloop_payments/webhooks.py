@@ -138,7 +138,7 @@ async def _payment_intent(session: AsyncSession, kind: str, intent: dict[str, An
                               decline_code=error.get("decline_code") or error.get("code"), message=error.get("message"))
     else:
         return "ignored"
-    await charging.record_outcome(session, attempt.id, result, now=now)
+    await charging.record_outcome(session, attempt.tenant_id, attempt.id, result, now=now)
     return f"attempt {attempt.id}: {result.status}"
 
 
@@ -150,7 +150,7 @@ async def _late_failure(session: AsyncSession, charge: dict[str, Any], now: date
         return "unknown charge"
     result = ChargeResult("failed", intent_id, charge.get("id"), decline_code=charge.get("failure_code"),
                           message=charge.get("failure_message"))
-    await charging.record_outcome(session, attempt.id, result, now=now)
+    await charging.record_outcome(session, attempt.tenant_id, attempt.id, result, now=now)
     return f"attempt {attempt.id}: returned {charge.get('failure_code')}"
 
 
