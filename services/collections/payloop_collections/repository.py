@@ -202,13 +202,18 @@ async def invoices_to_plan(session: AsyncSession, tenant_id: str, now: datetime,
 
 async def set_next_plan(session: AsyncSession, tenant_id: str, at: dict[str, tuple[datetime, str]]) -> None:
     """Store each invoice's next planning instant, unless the row changed since it was read (its
-    version differs): then it stays due, and the next tick plans it with what changed."""
+    version differs) or is being changed now (locked): then it stays due, and the next tick plans it
+    with what changed. Never waiting for a row lock also keeps the scheduler out of deadlocks with
+    the triggers, which lock a client's invoices in their own order (migration 0006)."""
     if not at:
         return
     await session.execute(text(
-        "UPDATE invoices SET next_plan_at = v.at FROM unnest(CAST(:ids AS text[]), CAST(:ats AS timestamptz[]), "
-        "CAST(:versions AS text[])) AS v(invoice_id, at, version) "
-        "WHERE invoices.tenant_id = :tenant AND invoices.invoice_id = v.invoice_id AND invoices.xmin::text = v.version"
+        "WITH v AS (SELECT * FROM unnest(CAST(:ids AS text[]), CAST(:ats AS timestamptz[]), "
+        "CAST(:versions AS text[])) AS v(invoice_id, at, version)), "
+        "free AS (SELECT invoices.invoice_id, v.at FROM invoices JOIN v ON invoices.invoice_id = v.invoice_id "
+        "WHERE invoices.tenant_id = :tenant AND invoices.xmin::text = v.version FOR UPDATE OF invoices SKIP LOCKED) "
+        "UPDATE invoices SET next_plan_at = free.at FROM free "
+        "WHERE invoices.tenant_id = :tenant AND invoices.invoice_id = free.invoice_id"
     ), {"tenant": tenant_id, "ids": list(at), "ats": [a for a, _ in at.values()],
         "versions": [v for _, v in at.values()]})
 

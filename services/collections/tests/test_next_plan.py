@@ -1,5 +1,6 @@
 """The scheduler plans an invoice only when its time has come, and any change to what its plan is made
 of (migration 0006's triggers) has it planned again at the next tick."""
+import asyncio
 from datetime import date, datetime, timedelta
 from zoneinfo import ZoneInfo
 
@@ -133,3 +134,25 @@ async def test_a_tick_plans_whole_clients_a_few_invoices_at_a_time_and_reaches_e
         for sent in sink.messages:  # one email per client, naming each of its invoices: no client was split
             client = sent.rcpt_tos[0].split("@")[1].split(".")[0]
             assert all("N" + invoice in sent.body("plain") for invoice in books[client])
+
+
+async def test_the_scheduler_skips_an_invoice_being_changed_instead_of_waiting_for_it(make_harness, sink):
+    """A client's change locks its invoices (the trigger) in an order of its own; waiting for those
+    locks while holding others is how the scheduler deadlocked with the consumer during an import."""
+    async with make_harness(datetime(2026, 3, 9, 10, tzinfo=NY)) as h:
+        await h.tenant_profile()
+        await h.add_client("c1", ["ap@c1.example"])
+        busy = await h.add_invoice("c1", date(2026, 3, 31), 10_000)
+        free = await h.add_invoice("c1", date(2026, 3, 31), 20_000)
+        async with h.factory() as session:
+            read = {invoice.invoice_id: version for invoice, _, version
+                    in await repository.invoices_to_plan(session, h.tenant, h.clock.now(), ["c1"])}
+        later = h.clock.now() + timedelta(hours=1)
+        async with h.factory() as changing, changing.begin():
+            await changing.execute(text("SELECT 1 FROM invoices WHERE tenant_id = :t AND invoice_id = :i FOR UPDATE"),
+                                   {"t": h.tenant, "i": busy})
+            async with h.factory() as session, session.begin():
+                await asyncio.wait_for(repository.set_next_plan(
+                    session, h.tenant, {i: (later, version) for i, version in read.items()}), 5)
+        assert await next_plan_at(h, free) == later
+        assert await due(h) == [busy]  # planned again at the next tick
