@@ -220,14 +220,15 @@ async def _reserve_together(session: AsyncSession, requests: list[PaymentRequest
     methods = await repository.methods(session, {(r.tenant_id, r.payment_method_id) for r in requests})
     invoices = await repository.invoices_by_id(
         session, {(r.tenant_id, invoice_id) for r in requests for invoice_id in _wanted(r)}, lock=True)
-    accounts = {tenant_id: (await tenant_account(session, tenant_id))[0] for tenant_id in {r.tenant_id for r in requests}}
+    accounts = {tenant_id: (await tenant_account(session, tenant_id))[0]
+                for tenant_id in {r.tenant_id for r in requests}}
     made: list[tuple[Reservation, Client]] = []
     for request in requests:
         key = (request.tenant_id, request.idempotency_key)
-        client = clients.get((request.tenant_id, request.client_id))
         if key in taken:
             continue
         taken.add(key)
+        client = clients.get((request.tenant_id, request.client_id))
         # As `invoices_of` finds them: the client's own, oldest due first (the allocation order).
         found = (invoices.get((request.tenant_id, invoice_id)) for invoice_id in _wanted(request))
         its_invoices = sorted((i for i in found if i is not None and i.client_id == request.client_id),

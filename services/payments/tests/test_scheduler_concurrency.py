@@ -292,7 +292,7 @@ async def test_reserved_charges_a_crash_left_are_presented_again_with_their_keys
     attempts = await attempts_by_key(factory, tenant)
     assert {key: [(a.id, a.status) for a in made] for key, made in attempts.items()} == {
         key: [(r.rows.attempt.id, "succeeded")] for key, r in by_key.items()}
-    for key, r in by_key.items():
+    for r in by_key.values():
         # Stripe saw each attempt under its key, and the payment holds the one PaymentIntent it made for it.
         _, _, body = stripe_sandbox.idempotent[f"payloop-attempt-{r.rows.attempt.id}"]
         async with factory() as session:
