@@ -41,28 +41,56 @@ class Behaviour:
     window_days: int = WINDOW_DAYS
 
 
-def _mean(values: list[int]) -> float:
-    return round(sum(values) / len(values), 1)
+@dataclass(frozen=True)
+class PaidTotals:
+    """What a behaviour is computed from: counts and day sums of a client's paid invoices, split at
+    `window_days` before its newest payment (the database sums them: a client's history only grows)."""
+    samples: int
+    days: int
+    on_time: int
+    recent: int
+    recent_days: int
+
+    @property
+    def baseline(self) -> int:
+        return self.samples - self.recent
+
+    @property
+    def baseline_days(self) -> int:
+        return self.days - self.recent_days
+
+
+def totals(paid: list[PaidInvoice], *, window_days: int = WINDOW_DAYS) -> PaidTotals | None:
+    if not paid:
+        return None
+    cutoff = max(p.paid_on for p in paid) - timedelta(days=window_days)
+    recent = [p.days_to_pay for p in paid if p.paid_on > cutoff]
+    return PaidTotals(samples=len(paid), days=sum(p.days_to_pay for p in paid),
+                      on_time=sum(p.on_time for p in paid), recent=len(recent), recent_days=sum(recent))
+
+
+def _mean(total: int, count: int) -> float:
+    return round(total / count, 1)
 
 
 def compute(paid: list[PaidInvoice], *, window_days: int = WINDOW_DAYS) -> Behaviour | None:
-    if not paid:
+    return from_totals(totals(paid, window_days=window_days), window_days=window_days)
+
+
+def from_totals(t: PaidTotals | None, *, window_days: int = WINDOW_DAYS) -> Behaviour | None:
+    if t is None or not t.samples:
         return None
-    newest = max(p.paid_on for p in paid)
-    cutoff = newest - timedelta(days=window_days)
-    recent = [p.days_to_pay for p in paid if p.paid_on > cutoff]
-    baseline = [p.days_to_pay for p in paid if p.paid_on <= cutoff]
-    recent_avg = _mean(recent) if len(recent) >= MIN_SAMPLES else None
-    baseline_avg = _mean(baseline) if len(baseline) >= MIN_SAMPLES else None
+    recent_avg = _mean(t.recent_days, t.recent) if t.recent >= MIN_SAMPLES else None
+    baseline_avg = _mean(t.baseline_days, t.baseline) if t.baseline >= MIN_SAMPLES else None
     drifting = (recent_avg is not None and baseline_avg is not None
                 and recent_avg - baseline_avg >= DRIFT_MIN_DAYS
                 and recent_avg >= baseline_avg * DRIFT_MIN_RATIO)
     return Behaviour(
-        samples=len(paid),
-        average_days_to_pay=_mean([p.days_to_pay for p in paid]),
+        samples=t.samples,
+        average_days_to_pay=_mean(t.days, t.samples),
         recent_days_to_pay=recent_avg,
         baseline_days_to_pay=baseline_avg,
-        on_time_ratio=round(sum(p.on_time for p in paid) / len(paid), 3),
+        on_time_ratio=round(t.on_time / t.samples, 3),
         drifting=drifting,
         window_days=window_days,
     )

@@ -95,12 +95,12 @@ async def refresh_behaviours(session: AsyncSession, tenant_id: str, causes: dict
                              now: datetime) -> dict[str, behaviour.Behaviour | None]:
     """Recompute days-to-pay and drift of these clients (each with the event that caused it) from their
     paid invoices; announce each change. A few statements for any number of clients."""
-    history = await repository.paid_history(session, tenant_id, list(causes))
+    paid = await repository.paid_totals(session, tenant_id, list(causes), behaviour.WINDOW_DAYS)
     stored = await repository.behaviours(session, tenant_id, list(causes))
     results: dict[str, behaviour.Behaviour | None] = {}
     changed: dict[str, dict[str, Any]] = {}
     for client_id in causes:
-        result = results[client_id] = behaviour.compute(history.get(client_id, []))
+        result = results[client_id] = behaviour.from_totals(paid.get(client_id))
         if result is None:
             continue
         values = {"samples": result.samples, "average_days_to_pay": result.average_days_to_pay,

@@ -14,7 +14,7 @@ from payloop.ids import uuid7
 from payloop.tenant_replica import TenantProfile, load_profile
 
 from payloop_collections import models as m
-from payloop_collections.behaviour import PaidInvoice
+from payloop_collections.behaviour import PaidTotals
 from payloop_collections.policy import DEFAULT_POLICY_ID, Policy, Step
 
 OPEN_STATUSES = ("open", "partially_paid")
@@ -141,16 +141,21 @@ async def open_invoices(session: AsyncSession, tenant_id: str, client_id: str | 
     return await invoices_with_balance(session, tenant_id, client_id, open_only=True)
 
 
-async def paid_history(session: AsyncSession, tenant_id: str, client_ids: list[str]
-                       ) -> dict[str, list[PaidInvoice]]:
-    """Issue, due and paid dates of each client's paid invoices: what its payment behaviour is made of."""
-    rows = await session.execute(select(m.Invoice.client_id, m.Invoice.issued_on, m.Invoice.due_on, m.Invoice.paid_on)
-                                 .where(m.Invoice.tenant_id == tenant_id, m.Invoice.client_id.in_(client_ids),
-                                        m.Invoice.paid_on.is_not(None)))
-    history: dict[str, list[PaidInvoice]] = {}
-    for client_id, issued_on, due_on, paid_on in rows:
-        history.setdefault(client_id, []).append(PaidInvoice(issued_on, due_on, paid_on))
-    return history
+async def paid_totals(session: AsyncSession, tenant_id: str, client_ids: list[str], window_days: int
+                      ) -> dict[str, PaidTotals]:
+    """Each client's paid invoices summed up (`behaviour.PaidTotals`): what its payment behaviour is
+    made of, without reading its whole history back."""
+    rows = await session.execute(text("""
+        WITH paid AS (
+            SELECT client_id, paid_on - issued_on AS days, paid_on <= due_on AS on_time,
+                   paid_on > max(paid_on) OVER (PARTITION BY client_id) - CAST(:window AS integer) AS recent
+              FROM invoices
+             WHERE tenant_id = :tenant AND client_id = ANY(CAST(:clients AS text[])) AND paid_on IS NOT NULL)
+        SELECT client_id, count(*), sum(days), count(*) FILTER (WHERE on_time),
+               count(*) FILTER (WHERE recent), coalesce(sum(days) FILTER (WHERE recent), 0)
+          FROM paid GROUP BY client_id"""), {"tenant": tenant_id, "clients": client_ids, "window": window_days})
+    return {client_id: PaidTotals(samples=samples, days=days, on_time=on_time, recent=recent, recent_days=recent_days)
+            for client_id, samples, days, on_time, recent, recent_days in rows}
 
 
 # `next_plan_at` (migration 0006) is kept out of the ORM model: the database owns it, through triggers,
