@@ -11,9 +11,10 @@ limit, so the run is bounded by the processor rather than by one charge after an
 presented a full batch is followed at once by the next; only a quieter one waits the interval.
 
 The database work of a charge is shared with the others of its pass, which is most of what a charge
-costs our CPU: the pass's first charges are reserved in one transaction (`charging.reserve_many`), and
-Stripe's answers are recorded a group per transaction (`OutcomeGroups`) instead of a transaction or two
-a charge. Neither changes what is committed before Stripe is called, nor any key.
+costs our CPU: the pass's first charges are reserved a hundred to a transaction (`charging.reserve_many`),
+the next lot while the last charges of one are at Stripe, and Stripe's answers are recorded a group per
+transaction (`OutcomeGroups`) instead of a transaction or two a charge. Neither changes what is
+committed before Stripe is called, nor any key.
 """
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ import asyncio
 import uuid
 from collections.abc import Awaitable, Callable, Iterable
 from datetime import date, datetime, timedelta
+from functools import partial
 from typing import TypeVar
 from zoneinfo import ZoneInfo
 
@@ -44,7 +46,10 @@ log = structlog.get_logger(__name__)
 
 # An attempt still `created` after this was interrupted before Stripe answered: present it again.
 STALE_ATTEMPT = timedelta(minutes=2)
-BATCH = 100
+# Due charges a pass takes, reserved RESERVED_TOGETHER to a transaction: between passes Stripe waits on
+# our queries, between the lots of a pass it does not (see _present_all).
+BATCH = 500
+RESERVED_TOGETHER = 100
 T = TypeVar("T")
 
 
@@ -106,8 +111,9 @@ async def run_once(factory: async_sessionmaker[AsyncSession], gateway: StripeGat
     """One pass: first charges (auto-pay, installment parts), due retries, interrupted attempts, each
     kind `concurrency` at a time (default: the setting).
 
-    The first charges are reserved together, in one transaction, before any is presented, and Stripe's
-    answers are recorded a group at a time (`OutcomeGroups`). Returns how many were presented."""
+    The first charges are reserved `RESERVED_TOGETHER` to a transaction, each committed before any of
+    its charges is presented, and Stripe's answers are recorded a group at a time (`OutcomeGroups`).
+    Returns how many were presented."""
     concurrency = concurrency or payments_settings().payments_scheduler_concurrency
     async with factory() as session:
         due = await due_first_charges(session, now)
@@ -118,19 +124,17 @@ async def run_once(factory: async_sessionmaker[AsyncSession], gateway: StripeGat
         # Read now, presented last: what this pass presents is never this old (its attempts are made at `now`).
         stale = (await session.scalars(select(PaymentAttempt.id).where(
             PaymentAttempt.status == "created", PaymentAttempt.created_at < now - STALE_ATTEMPT).limit(BATCH))).all()
-    reserved, alone = await charging.reserve_many(factory, due, now=now)
     outcomes = OutcomeGroups(factory, now=now, size=concurrency)
     try:
-        presented = await _present_all(factory, gateway, now, concurrency, reserved, alone, retries_due, stale,
-                                       outcomes)
+        presented = await _present_all(factory, gateway, now, concurrency, due, retries_due, stale, outcomes)
     finally:
         await outcomes.written()
     return presented
 
 
 async def _present_all(factory: async_sessionmaker[AsyncSession], gateway: StripeGateway, now: datetime,
-                       concurrency: int, reserved: list[charging.Reserved], alone: list[PaymentRequest],
-                       retries_due: bool, stale: list[uuid.UUID], outcomes: OutcomeGroups) -> int:
+                       concurrency: int, due: list[PaymentRequest], retries_due: bool, stale: list[uuid.UUID],
+                       outcomes: OutcomeGroups) -> int:
     async def present_reserved(item: charging.Reserved) -> int:
         await charging.present_reserved(gateway, item, record=outcomes.record)
         return 1
@@ -139,9 +143,24 @@ async def _present_all(factory: async_sessionmaker[AsyncSession], gateway: Strip
         _, created = await charging.start(factory, gateway, request, now=now)
         return created
 
-    await _at_most(concurrency, reserved, present_reserved, what="first_charge")
+    semaphore = asyncio.Semaphore(concurrency)
+    presenting: list[asyncio.Task] = []
+    alone: list[PaymentRequest] = []
+    try:
+        for start in range(0, len(due), RESERVED_TOGETHER):
+            reserved, left = await charging.reserve_many(factory, due[start:start + RESERVED_TOGETHER], now=now)
+            alone += left
+            lot = [asyncio.create_task(_limited(semaphore, partial(present_reserved, item), what="first_charge",
+                                                id=item.idempotency_key)) for item in reserved]
+            presenting += lot
+            # The next lot is reserved while the last of this one are at Stripe (they start in order), so
+            # Stripe does not wait on it, and a charge is not reserved long before its turn.
+            if len(lot) > 2 * concurrency:
+                await asyncio.wait(lot[:-2 * concurrency])
+    finally:
+        await asyncio.gather(*presenting)
     # A reserved charge counts as presented even when Stripe did not answer: it is presented again later.
-    presented = len(reserved) + sum(await _at_most(concurrency, alone, first_charge, what="first_charge"))
+    presented = len(presenting) + sum(await _at_most(concurrency, alone, first_charge, what="first_charge"))
 
     async def retries() -> int:
         # Claimed one at a time, so concurrent workers (and schedulers) never take the same payment.
@@ -228,11 +247,13 @@ async def _retry_due(session: AsyncSession, now: datetime) -> bool:
 async def _at_most(limit: int, items: Iterable[T], work: Callable[[T], Awaitable[int]], *,
                    what: str) -> list[int]:
     semaphore = asyncio.Semaphore(limit)
+    return await asyncio.gather(*(_limited(semaphore, partial(work, item), what=what,
+                                           id=str(getattr(item, "idempotency_key", item))) for item in items))
 
-    async def one(item: T) -> int:
-        async with semaphore:
-            return await _logged(work(item), what=what, id=str(getattr(item, "idempotency_key", item))) or 0
-    return await asyncio.gather(*(one(item) for item in items))
+
+async def _limited(semaphore: asyncio.Semaphore, work: Callable[[], Awaitable[int]], *, what: str, id: str) -> int:
+    async with semaphore:
+        return await _logged(work(), what=what, id=id) or 0
 
 
 async def _logged(call: Awaitable, *, what: str, id: str):
