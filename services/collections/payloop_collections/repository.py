@@ -170,23 +170,23 @@ async def tenants_to_plan(session: AsyncSession, now: datetime) -> list[str]:
                                        {"now": now})).scalars())
 
 
-async def clients_to_plan(session: AsyncSession, tenant_id: str, now: datetime, *, after: str | None,
-                          invoices_at_most: int) -> list[str]:
-    """The next clients (in id order, after `after`) with invoices whose time to be planned has come,
-    as many as fit `invoices_at_most` of those invoices together, and at least one."""
+async def clients_to_plan(session: AsyncSession, tenant_id: str, now: datetime, *, invoices_at_most: int
+                          ) -> list[list[str]]:
+    """The tenant's clients with invoices whose time to be planned has come, in groups (in id order)
+    of as many whole clients as fit `invoices_at_most` of those invoices together, at least one each."""
     query = (select(m.Invoice.client_id, func.count())
              .where(m.Invoice.tenant_id == tenant_id, m.Invoice.status.in_(OPEN_STATUSES), _PLAN_DUE)
-             .group_by(m.Invoice.client_id).order_by(m.Invoice.client_id).limit(invoices_at_most))
-    if after is not None:
-        query = query.where(m.Invoice.client_id > after)
-    chosen: list[str] = []
+             .group_by(m.Invoice.client_id).order_by(m.Invoice.client_id))
+    groups: list[list[str]] = []
     total = 0
     for client_id, count in (await session.execute(query, {"now": now})).all():
-        total += count
-        if chosen and total > invoices_at_most:
-            break
-        chosen.append(client_id)
-    return chosen
+        if groups and total + count <= invoices_at_most:
+            groups[-1].append(client_id)
+            total += count
+        else:
+            groups.append([client_id])
+            total = count
+    return groups
 
 
 async def invoices_to_plan(session: AsyncSession, tenant_id: str, now: datetime, client_ids: list[str]

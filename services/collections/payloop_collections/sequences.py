@@ -164,16 +164,12 @@ async def schedule(session_factory: async_sessionmaker[AsyncSession], settings: 
         tenants = await repository.tenants_to_plan(session, now)
     outcomes: list[ClientOutcome] = []
     for tenant in tenants:
-        after: str | None = None
-        while True:
+        async with session_factory() as session:
+            groups = await repository.clients_to_plan(session, tenant, now, invoices_at_most=settings.plan_at_once)
+        for clients in groups:
             async with session_factory() as session:
-                clients = await repository.clients_to_plan(session, tenant, now, after=after,
-                                                           invoices_at_most=settings.plan_at_once)
-                if not clients:
-                    break
                 snap = await snapshot(session, tenant, now, due_clients=clients)
             outcomes += await _plan(session_factory, settings, snap, now, force=force, due_only=True)
-            after = clients[-1]
     return outcomes
 
 
