@@ -107,14 +107,17 @@ async def due_first_charges(session: AsyncSession, now: datetime) -> list[Paymen
 
 
 async def run_once(factory: async_sessionmaker[AsyncSession], gateway: StripeGateway, *, now: datetime,
-                   concurrency: int | None = None) -> int:
+                   concurrency: int | None = None, stop: asyncio.Event | None = None) -> int:
     """One pass: first charges (auto-pay, installment parts), due retries, interrupted attempts, each
     kind `concurrency` at a time (default: the setting).
 
     The first charges are reserved `RESERVED_TOGETHER` to a transaction, each committed before any of
     its charges is presented, and Stripe's answers are recorded a group at a time (`OutcomeGroups`).
-    Returns how many were presented."""
+    Once `stop` is set (the service stopping) nothing more is reserved or sent to Stripe: the charges at
+    Stripe have their answers recorded, and a reserved charge not yet presented stays `created`, presented
+    later with its key. Returns how many were presented."""
     concurrency = concurrency or payments_settings().payments_scheduler_concurrency
+    stop = stop or asyncio.Event()
     async with factory() as session:
         due = await due_first_charges(session, now)
         today_by_tenant: dict[str, date] = {}
@@ -126,7 +129,8 @@ async def run_once(factory: async_sessionmaker[AsyncSession], gateway: StripeGat
             PaymentAttempt.status == "created", PaymentAttempt.created_at < now - STALE_ATTEMPT).limit(BATCH))).all()
     outcomes = OutcomeGroups(factory, now=now, size=concurrency)
     try:
-        presented = await _present_all(factory, gateway, now, concurrency, due, retries_due, stale, outcomes)
+        presented = await _present_all(factory, gateway, now, concurrency, due, retries_due, stale, outcomes,
+                                       stop)
     finally:
         await outcomes.written()
     return presented
@@ -134,12 +138,18 @@ async def run_once(factory: async_sessionmaker[AsyncSession], gateway: StripeGat
 
 async def _present_all(factory: async_sessionmaker[AsyncSession], gateway: StripeGateway, now: datetime,
                        concurrency: int, due: list[PaymentRequest], retries_due: bool, stale: list[uuid.UUID],
-                       outcomes: OutcomeGroups) -> int:
+                       outcomes: OutcomeGroups, stop: asyncio.Event) -> int:
+    # A pass of BATCH charges outlasts the service's wait for its loops at the stop, after which the
+    # gateway is closed: past the stop, nothing new goes to Stripe.
     async def present_reserved(item: charging.Reserved) -> int:
+        if stop.is_set():
+            return 0
         await charging.present_reserved(gateway, item, record=outcomes.record)
         return 1
 
     async def first_charge(request: PaymentRequest) -> int:
+        if stop.is_set():
+            return 0
         _, created = await charging.start(factory, gateway, request, now=now)
         return created
 
@@ -148,6 +158,8 @@ async def _present_all(factory: async_sessionmaker[AsyncSession], gateway: Strip
     alone: list[PaymentRequest] = []
     try:
         for start in range(0, len(due), RESERVED_TOGETHER):
+            if stop.is_set():
+                break
             reserved, left = await charging.reserve_many(factory, due[start:start + RESERVED_TOGETHER], now=now)
             alone += left
             lot = [asyncio.create_task(_limited(semaphore, partial(present_reserved, item), what="first_charge",
@@ -165,7 +177,7 @@ async def _present_all(factory: async_sessionmaker[AsyncSession], gateway: Strip
     async def retries() -> int:
         # Claimed one at a time, so concurrent workers (and schedulers) never take the same payment.
         done = 0
-        while (payment_id := await _claim_retry(factory, now)) is not None:
+        while not stop.is_set() and (payment_id := await _claim_retry(factory, now)) is not None:
             done += await _logged(charging.retry(factory, gateway, payment_id, now=now, claimed=True,
                                                  record=outcomes.record),
                                   what="retry", id=str(payment_id)) is not None
@@ -175,6 +187,8 @@ async def _present_all(factory: async_sessionmaker[AsyncSession], gateway: Strip
         presented += sum(await asyncio.gather(*(retries() for _ in range(concurrency))))
 
     async def present_again(attempt_id: uuid.UUID) -> int:
+        if stop.is_set():
+            return 0
         await charging.present(factory, gateway, attempt_id, now=now, record=outcomes.record)
         return 0
 
@@ -294,7 +308,7 @@ async def scheduler_loop(app: FastAPI, stop: asyncio.Event) -> None:
             presented = 0
             try:
                 presented = await run_once(factory, gateway_of(app), now=clock_of(app).now(),
-                                           concurrency=concurrency)
+                                           concurrency=concurrency, stop=stop)
             except Exception:
                 log.exception("payments.scheduler.pass_failed")
             if presented >= BATCH:

@@ -329,3 +329,41 @@ async def test_an_answer_that_cannot_be_recorded_leaves_the_others_of_its_group_
         "autopay:g-1": ["succeeded"], "autopay:g-2": ["succeeded"]}
     settled = await kit.outbox_events(payments, "payment.settled", tenant)
     assert sorted(a["invoice_id"] for e in settled for a in e["data"]["allocations"]) == ["g-1", "g-2"]
+
+
+class StoppingAtFirst(CountingLimit):
+    """The sandbox's limit, setting the service's stop event when the first request reaches it."""
+
+    def __init__(self, rate: float, stop: asyncio.Event):
+        super().__init__(rate)
+        self.stop = stop
+
+    def take(self) -> bool:
+        self.stop.set()
+        return super().take()
+
+
+async def test_a_pass_sends_nothing_more_to_stripe_once_the_service_stops(
+        payments, token, kit, stripe_sandbox):
+    tenant = "t-stop"
+    await enrolled_with_invoices(payments, token, kit, tenant, {"s-1": 6_100, "s-2": 6_200, "s-3": 6_300})
+    factory, gateway = payments.app.state.session_factory, payments.app.state.gateway
+    day, stop = kit.utc(2026, 6, 1), asyncio.Event()
+    # The service stops while the pass's first charge is at Stripe: its answer is recorded, and the
+    # others (reserved with it) are not sent to a gateway about to be closed.
+    stripe_sandbox.limit = limit = StoppingAtFirst(1_000, stop)
+    try:
+        await scheduler.run_once(factory, gateway, now=day, concurrency=1, stop=stop)
+    finally:
+        stripe_sandbox.limit = None
+    assert limit.taken == 1
+    attempts = await attempts_by_key(factory, tenant)
+    assert sorted(a.status for made in attempts.values() for a in made) == ["created", "created", "succeeded"]
+
+    # Left `created`, they are presented by a later pass with their keys, once each.
+    await scheduler.run_once(factory, gateway, now=day + scheduler.STALE_ATTEMPT + timedelta(seconds=1))
+    attempts = await attempts_by_key(factory, tenant)
+    assert {key: [a.status for a in made] for key, made in attempts.items()} == {
+        "autopay:s-1": ["succeeded"], "autopay:s-2": ["succeeded"], "autopay:s-3": ["succeeded"]}
+    settled = await kit.outbox_events(payments, "payment.settled", tenant)
+    assert sorted(a["invoice_id"] for e in settled for a in e["data"]["allocations"]) == ["s-1", "s-2", "s-3"]
