@@ -400,9 +400,12 @@ async def save_behaviours(session: AsyncSession, tenant_id: str, values_by_clien
 
 
 async def set_drifting(session: AsyncSession, tenant_id: str, drifting_by_client: dict[str, bool]) -> None:
+    """Only a flag that flips is written: any write to a client has its open invoices planned again
+    (migration 0006), and a payment that merely moves the averages changes no plan."""
     await ensure_clients(session, [(tenant_id, client_id) for client_id in drifting_by_client])
     await session.execute(text(
-        "UPDATE clients SET drifting = :drifting, updated_at = now() WHERE tenant_id = :t AND client_id = :c"),
+        "UPDATE clients SET drifting = :drifting, updated_at = now() "
+        "WHERE tenant_id = :t AND client_id = :c AND drifting IS DISTINCT FROM :drifting"),
         [{"t": tenant_id, "c": client_id, "drifting": drifting} for client_id, drifting in drifting_by_client.items()])
 
 

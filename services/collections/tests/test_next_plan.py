@@ -155,3 +155,22 @@ async def test_the_scheduler_skips_an_invoice_being_changed_instead_of_waiting_f
                     session, h.tenant, {i: (later, version) for i, version in read.items()}), 5)
         assert await next_plan_at(h, free) == later
         assert await due(h) == [busy]  # planned again at the next tick
+
+
+async def test_another_invoice_paid_leaves_the_clients_other_plans_alone(make_harness, sink):
+    """Each payment recomputes the client's behaviour; only a change of its drift flag changes a plan."""
+    async with make_harness(datetime(2026, 3, 9, 10, tzinfo=NY)) as h:
+        await h.tenant_profile()
+        await h.add_client("c1", ["ap@c1.example"])
+        waiting = await h.add_invoice("c1", date(2026, 3, 31), 10_000)
+        paid = [await h.add_invoice("c1", date(2026, 3, 1), 5_000, issued_on=date(2026, 2, 1)) for _ in range(3)]
+        await h.tick()
+        await h.tick()
+        assert await due(h) == []
+        await h.settle("c1", paid[0], 5_000)
+        await h.settle("c1", paid[1], 5_000)  # two samples: the averages move, drift stays false
+        assert waiting not in await due(h)  # (the paid ones are, to be planned out of the sequence)
+        async with h.factory() as session:
+            drifting = await session.scalar(text("SELECT drifting FROM clients WHERE tenant_id = :t AND client_id = 'c1'"),
+                                            {"t": h.tenant})
+        assert drifting is False
