@@ -19,7 +19,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Literal
 
 import structlog
-from sqlalchemy.exc import DBAPIError, IntegrityError
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from payloop import outbox
@@ -197,7 +197,8 @@ async def reserve_many(factory: async_sessionmaker[AsyncSession], requests: list
     no longer usable, nothing left to allocate) is logged and left out; one whose key an earlier pass or
     another scheduler used is left out silently. Returns what was reserved, and the requests to start
     one at a time: those naming no invoices (they pay all the client's), or all of them when the
-    transaction failed (a conflicting reservation, a deadlock), so one conflict cannot hold back the rest.
+    transaction failed (a conflicting reservation, a deadlock, or any error one request raised), so one
+    conflict or one bad request cannot hold back the rest: alone, each is made or logged and skipped.
     """
     together = [r for r in requests if _wanted(r) is not None]
     alone = [r for r in requests if _wanted(r) is None]
@@ -206,7 +207,7 @@ async def reserve_many(factory: async_sessionmaker[AsyncSession], requests: list
     try:
         async with factory() as session, session.begin():
             reserved = await _reserve_together(session, together, now)
-    except DBAPIError:
+    except Exception:
         log.warning("payments.reserve.batch_failed", requests=len(together), exc_info=True)
         return [], together + alone
     return reserved, alone
