@@ -36,24 +36,31 @@ async def invoice(session: AsyncSession, tenant_id: str, invoice_id: str, *, loc
     return await session.get(Invoice, (tenant_id, invoice_id), with_for_update=lock)
 
 
-async def clients(session: AsyncSession, keys: Collection[tuple[str, str]], *,
-                  lock: bool = False) -> dict[tuple[str, str], Client]:
-    """Clients by (tenant, client id); locked in key order, so two callers never wait on each other in a circle."""
-    query = (select(Client).where(tuple_(Client.tenant_id, Client.client_id).in_(sorted(keys)))
-             .order_by(Client.tenant_id, Client.client_id))
+async def _by_keys(session: AsyncSession, model, columns: tuple, keys: Collection[tuple], *, lock: bool,
+                   refresh: bool = False) -> list:
+    """Rows of `model` whose (tenant, id) `columns` are among `keys`, in key order: the order they are
+    locked in with `lock`, so two callers never wait on each other in a circle. `refresh`: what the
+    session already holds is overwritten with what was read."""
+    query = select(model).where(tuple_(*columns).in_(sorted(keys))).order_by(*columns)
+    if refresh:
+        query = query.execution_options(populate_existing=True)
     if lock:
         query = query.with_for_update()
-    return {(c.tenant_id, c.client_id): c for c in (await session.scalars(query)).all()}
+    return list((await session.scalars(query)).all())
+
+
+async def clients(session: AsyncSession, keys: Collection[tuple[str, str]], *,
+                  lock: bool = False) -> dict[tuple[str, str], Client]:
+    """Clients by (tenant, client id)."""
+    found = await _by_keys(session, Client, (Client.tenant_id, Client.client_id), keys, lock=lock)
+    return {(c.tenant_id, c.client_id): c for c in found}
 
 
 async def invoices_by_id(session: AsyncSession, keys: Collection[tuple[str, str]], *,
                          lock: bool = False) -> dict[tuple[str, str], Invoice]:
-    """Invoices by (tenant, invoice id); locked in key order."""
-    query = (select(Invoice).where(tuple_(Invoice.tenant_id, Invoice.invoice_id).in_(sorted(keys)))
-             .order_by(Invoice.tenant_id, Invoice.invoice_id))
-    if lock:
-        query = query.with_for_update()
-    return {(i.tenant_id, i.invoice_id): i for i in (await session.scalars(query)).all()}
+    """Invoices by (tenant, invoice id)."""
+    found = await _by_keys(session, Invoice, (Invoice.tenant_id, Invoice.invoice_id), keys, lock=lock)
+    return {(i.tenant_id, i.invoice_id): i for i in found}
 
 
 _COLLECT = (update(Invoice.__table__)
@@ -131,12 +138,8 @@ async def payment_keys(session: AsyncSession, keys: Collection[tuple[str, str]])
 
 async def payments_by_id(session: AsyncSession, keys: Collection[tuple[str, uuid.UUID]], *,
                          lock: bool = False) -> list[Payment]:
-    """Payments by (tenant, id), in id order (the order they are locked in); what the session holds is refreshed."""
-    query = (select(Payment).where(tuple_(Payment.tenant_id, Payment.id).in_(sorted(keys)))
-             .order_by(Payment.id).execution_options(populate_existing=True))
-    if lock:
-        query = query.with_for_update()
-    return list((await session.scalars(query)).all())
+    """Payments by (tenant, id), in the order they are locked in; what the session holds is refreshed."""
+    return await _by_keys(session, Payment, (Payment.tenant_id, Payment.id), keys, lock=lock, refresh=True)
 
 
 async def payment_by_intent(session: AsyncSession, intent_id: str) -> Payment | None:
@@ -180,12 +183,9 @@ async def attempt_by_key(session: AsyncSession, payment_id: uuid.UUID, key: str)
 
 async def attempts_by_id(session: AsyncSession, keys: Collection[tuple[str, uuid.UUID]], *,
                          lock: bool = False) -> list[PaymentAttempt]:
-    """Attempts by (tenant, id), in id order (the order they are locked in); what the session holds is refreshed."""
-    query = (select(PaymentAttempt).where(tuple_(PaymentAttempt.tenant_id, PaymentAttempt.id).in_(sorted(keys)))
-             .order_by(PaymentAttempt.id).execution_options(populate_existing=True))
-    if lock:
-        query = query.with_for_update()
-    return list((await session.scalars(query)).all())
+    """Attempts by (tenant, id), in the order they are locked in; what the session holds is refreshed."""
+    return await _by_keys(session, PaymentAttempt, (PaymentAttempt.tenant_id, PaymentAttempt.id), keys, lock=lock,
+                          refresh=True)
 
 
 async def attempt_by_intent(session: AsyncSession, intent_id: str) -> PaymentAttempt | None:
