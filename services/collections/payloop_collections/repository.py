@@ -400,8 +400,7 @@ async def save_behaviours(session: AsyncSession, tenant_id: str, values_by_clien
 
 
 async def set_drifting(session: AsyncSession, tenant_id: str, drifting_by_client: dict[str, bool]) -> None:
-    """Only a flag that flips is written: any write to a client has its open invoices planned again
-    (migration 0006), and a payment that merely moves the averages changes no plan."""
+    """Only a flag that flips is written: a payment that merely moves the averages leaves the row alone."""
     await ensure_clients(session, [(tenant_id, client_id) for client_id in drifting_by_client])
     await session.execute(text(
         "UPDATE clients SET drifting = :drifting, updated_at = now() "

@@ -174,3 +174,21 @@ async def test_another_invoice_paid_leaves_the_clients_other_plans_alone(make_ha
             drifting = await session.scalar(text("SELECT drifting FROM clients WHERE tenant_id = :t AND client_id = 'c1'"),
                                             {"t": h.tenant})
         assert drifting is False
+
+
+async def test_a_client_row_written_with_the_values_it_had_changes_no_plan(make_harness, sink):
+    async with make_harness(datetime(2026, 3, 9, 10, tzinfo=NY)) as h:
+        await h.tenant_profile()
+        await h.add_client("c1", ["ap@c1.example"])
+        invoice = await h.add_invoice("c1", date(2026, 3, 31), 10_000)
+        await h.tick()
+        assert await due(h) == []
+        client = {"t": h.tenant}
+        async with h.factory() as session, session.begin():
+            await session.execute(text("UPDATE clients SET drifting = drifting, updated_at = now() "
+                                       "WHERE tenant_id = :t AND client_id = 'c1'"), client)
+        assert await due(h) == []
+        async with h.factory() as session, session.begin():
+            await session.execute(text("UPDATE clients SET drifting = NOT drifting, updated_at = now() "
+                                       "WHERE tenant_id = :t AND client_id = 'c1'"), client)
+        assert await due(h) == [invoice]
