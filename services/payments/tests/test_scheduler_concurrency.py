@@ -194,6 +194,14 @@ async def until_a_session_waits_on_a_lock(factory) -> None:
     raise AssertionError("nobody waited on a lock")
 
 
+async def reserved_on(factory, day) -> list[charging.Reserved]:
+    """The first charges due on `day`, reserved together as a scheduler pass reserves them."""
+    async with factory() as session:
+        due = await scheduler.due_first_charges(session, day)
+    reserved, _ = await charging.reserve_many(factory, due, now=day)
+    return reserved
+
+
 async def attempts_by_key(factory, tenant: str) -> dict[str, list[PaymentAttempt]]:
     async with factory() as session:
         rows = (await session.execute(select(Payment.idempotency_key, PaymentAttempt).join(
@@ -273,9 +281,7 @@ async def test_reserved_charges_a_crash_left_are_presented_again_with_their_keys
     await enrolled_with_invoices(payments, token, kit, tenant, {"c-1": 4_100, "c-2": 4_200})
     factory, gateway = payments.app.state.session_factory, payments.app.state.gateway
     day = kit.utc(2026, 6, 1)
-    async with factory() as session:
-        due = await scheduler.due_first_charges(session, day)
-    reserved, _ = await charging.reserve_many(factory, due, now=day)
+    reserved = await reserved_on(factory, day)
     by_key = {r.idempotency_key: r for r in reserved}
     answered = []
 
@@ -310,9 +316,7 @@ async def test_an_answer_that_cannot_be_recorded_leaves_the_others_of_its_group_
     await enrolled_with_invoices(payments, token, kit, tenant, {"g-1": 5_100, "g-2": 5_200})
     factory, gateway = payments.app.state.session_factory, payments.app.state.gateway
     day = kit.utc(2026, 6, 1)
-    async with factory() as session:
-        due = await scheduler.due_first_charges(session, day)
-    reserved, _ = await charging.reserve_many(factory, due, now=day)
+    reserved = await reserved_on(factory, day)
     answers: list[charging.Answer] = []
 
     async def keep(answer: charging.Answer) -> None:
