@@ -81,25 +81,50 @@ def build_handlers(clock: Clock) -> tuple[dict[str, Handler], dict[str, BatchHan
                                           reason="dispute_closed", ticket_id=data.ticket_id)
 
     async def payment_initiated(session: AsyncSession, event: Envelope, data: EventData) -> None:
-        await repository.set_invoice(session, event.tenant_id, [a.invoice_id for a in data.allocations],
-                                     payment_in_flight_id=data.payment_id,
-                                     payment_in_flight_since=event.occurred_at)
+        await payments_initiated(session, [(event, data)])
+
+    async def payments_initiated(session: AsyncSession, run: list[tuple[Envelope, EventData]]) -> None:
+        for tenant_id, events in _by_tenant(run).items():
+            # The run's last payment for each invoice is the one in flight, as one by one.
+            await repository.set_payments_in_flight(session, tenant_id, {
+                a.invoice_id: (data.payment_id, event.occurred_at)
+                for event, data in events for a in data.allocations})
 
     async def payment_settled(session: AsyncSession, event: Envelope, data: EventData) -> None:
-        client_id = client_of(event)
-        settled_on = (data.settled_at or event.occurred_at).date()
-        invoice_ids = [a.invoice_id for a in data.allocations]
-        for allocation in data.allocations:
-            await repository.add_payment(session, event.tenant_id, data.payment_id, allocation.invoice_id,
-                                         allocation.amount_minor, settled_on)
-        await repository.set_invoice(session, event.tenant_id, invoice_ids, payment_in_flight_id=None,
+        await payments_settled(session, [(event, data)])
+
+    async def payments_settled(session: AsyncSession, run: list[tuple[Envelope, EventData]]) -> None:
+        for tenant_id, events in _by_tenant(run).items():
+            await _settle(session, tenant_id, events)
+
+    async def _settle(session: AsyncSession, tenant_id: str, run: list[tuple[Envelope, EventData]]) -> None:
+        """Record one tenant's settled payments; an invoice is paid on the day of the first event after
+        which it owes nothing, as one by one (partial payments of one invoice may share the run)."""
+        invoice_ids = list(dict.fromkeys(a.invoice_id for _, data in run for a in data.allocations))
+        owed = await repository.amounts_owed(session, tenant_id, invoice_ids)
+        allocations: dict[tuple[str, str], tuple[int, date]] = {}
+        for event, data in run:
+            day = _settled_on(event, data)
+            for a in data.allocations:
+                allocations.setdefault((data.payment_id, a.invoice_id), (a.amount_minor, day))
+        new = await repository.add_payments(session, tenant_id, allocations)
+        await repository.set_invoice(session, tenant_id, invoice_ids, payment_in_flight_id=None,
                                      payment_in_flight_since=None, retry_at=None, autopay_failed=False)
-        if client_id is None:
-            return
-        paid = [inv.invoice_id for inv, balance in
-                await repository.invoices_with_balance(session, event.tenant_id, invoice_ids=invoice_ids)
-                if balance <= 0]
-        await _mark_paid(session, event, paid, settled_on)
+        collected: dict[str, int] = {}
+        paid: dict[str, tuple[Envelope, date]] = {}
+        for event, data in run:
+            for a in data.allocations:
+                if (data.payment_id, a.invoice_id) in new:
+                    new.discard((data.payment_id, a.invoice_id))  # its first allocation is the one recorded
+                    collected[a.invoice_id] = collected.get(a.invoice_id, 0) + a.amount_minor
+            if client_of(event) is None:
+                continue
+            known = [i for i in dict.fromkeys(a.invoice_id for a in data.allocations) if i in owed]
+            # In due-date order, as one by one's balance query gives them.
+            for invoice_id in sorted(known, key=lambda i: owed[i].due_on):
+                if owed[invoice_id].balance(collected.get(invoice_id, 0)) <= 0:
+                    paid.setdefault(invoice_id, (event, _settled_on(event, data)))
+        await _mark_paid_many(session, tenant_id, paid)
 
     async def payment_failed(session: AsyncSession, event: Envelope, data: EventData) -> None:
         client_id = client_of(event)
@@ -154,9 +179,6 @@ def build_handlers(clock: Clock) -> tuple[dict[str, Handler], dict[str, BatchHan
             await cases.paused(session, event.tenant_id, client_id, "installment_plan", clock.now(), until=last,
                                causation=event, plan_id=data.plan_id, invoice_id=data.invoice_id)
 
-    async def _mark_paid(session: AsyncSession, event: Envelope, invoice_ids: list[str], paid_on: date) -> None:
-        await _mark_paid_many(session, event.tenant_id, {invoice_id: (event, paid_on) for invoice_id in invoice_ids})
-
     async def _mark_paid_many(session: AsyncSession, tenant_id: str, paid: dict[str, tuple[Envelope, date]]) -> None:
         """Stop the sequence of paid invoices (each with the event that said so and its day) and learn
         from how long their clients took."""
@@ -174,7 +196,9 @@ def build_handlers(clock: Clock) -> tuple[dict[str, Handler], dict[str, BatchHan
         await cases.refresh_behaviours(session, tenant_id, causes, now)
 
     batch_handlers: dict[str, BatchHandler] = {"invoice.created": invoices_changed,
-                                               "invoice.updated": invoices_changed}
+                                               "invoice.updated": invoices_changed,
+                                               "payment.initiated": payments_initiated,
+                                               "payment.settled": payments_settled}
     return {
         "tenant.updated": tenant_replica.apply_tenant_updated,
         "client.upserted": client_upserted,
@@ -190,3 +214,15 @@ def build_handlers(clock: Clock) -> tuple[dict[str, Handler], dict[str, BatchHan
         "autopay.changed": autopay_changed,
         "installment_plan.created": installment_plan_created,
     }, batch_handlers
+
+
+def _by_tenant(run: list[tuple[Envelope, EventData]]) -> dict[str, list[tuple[Envelope, EventData]]]:
+    """The run's events per tenant, each tenant's in their order: tenants share no state."""
+    by_tenant: dict[str, list[tuple[Envelope, EventData]]] = {}
+    for event, data in run:
+        by_tenant.setdefault(event.tenant_id, []).append((event, data))
+    return by_tenant
+
+
+def _settled_on(event: Envelope, data: EventData) -> date:
+    return (data.settled_at or event.occurred_at).date()
