@@ -53,14 +53,22 @@ def _day(event: Envelope, settled_at=None) -> date:
 
 
 async def on_payment_settled(session: AsyncSession, event: Envelope, data: EventData) -> None:
-    """The payment, and its card convenience fee (charged on top, the MSP's income) as an entry of its own."""
-    assert isinstance(data, PaymentSettledV1)
-    common = dict(tenant_id=event.tenant_id, source_event_id=event.id, payment_id=data.payment_id,
-                  currency=data.currency, occurred_on=_day(event, data.settled_at), client_id=event.client_id)
-    await repository.add_entry(session, journal.payment_settled(
-        amount_minor=data.amount_minor, allocations=[a.model_dump(mode="json") for a in data.allocations], **common))
-    if data.surcharge_minor:
-        await repository.add_entry(session, journal.convenience_fee(surcharge_minor=data.surcharge_minor, **common))
+    await on_payments_settled(session, [(event, data)])
+
+
+async def on_payments_settled(session: AsyncSession, run: list[tuple[Envelope, EventData]]) -> None:
+    """Each payment, and its card convenience fee (charged on top, the MSP's income) as an entry of its own."""
+    entries = []
+    for event, data in run:
+        assert isinstance(data, PaymentSettledV1)
+        common = dict(tenant_id=event.tenant_id, source_event_id=event.id, payment_id=data.payment_id,
+                      currency=data.currency, occurred_on=_day(event, data.settled_at), client_id=event.client_id)
+        entries.append(journal.payment_settled(
+            amount_minor=data.amount_minor, allocations=[a.model_dump(mode="json") for a in data.allocations],
+            **common))
+        if data.surcharge_minor:
+            entries.append(journal.convenience_fee(surcharge_minor=data.surcharge_minor, **common))
+    await repository.add_entries(session, entries)
 
 
 async def on_payment_refunded(session: AsyncSession, event: Envelope, data: EventData) -> None:
@@ -106,7 +114,8 @@ async def on_payout_paid(session: AsyncSession, event: Envelope, data: EventData
         items=[i.model_dump(mode="json") for i in data.items], arrival_date=data.arrival_date))
 
 
-BATCH_HANDLERS = {"invoice.created": on_invoices, "invoice.updated": on_invoices}
+BATCH_HANDLERS = {"invoice.created": on_invoices, "invoice.updated": on_invoices,
+                  "payment.settled": on_payments_settled}
 
 HANDLERS = {
     "tenant.updated": tenant_replica.apply_tenant_updated,

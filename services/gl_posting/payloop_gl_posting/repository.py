@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from datetime import UTC, date, datetime, timedelta
 
 from sqlalchemy import and_, delete, func, or_, select, text, update
@@ -16,18 +17,32 @@ from payloop_gl_posting.models import (
 
 async def add_entry(session: AsyncSession, entry: JournalEntry) -> bool:
     """Insert the entry and its lines; False when (event, purpose) was already journaled."""
-    inserted = await session.scalar(insert(Entry).values(
-        id=entry.id, tenant_id=entry.tenant_id, source_event_id=entry.source_event_id, purpose=entry.purpose,
-        subject_id=entry.subject_id, client_id=entry.client_id, currency=entry.currency,
-        occurred_on=entry.occurred_on, reference=entry.reference, details=entry.details,
-    ).on_conflict_do_nothing().returning(Entry.id))
-    if inserted is None:
-        return False
-    await session.execute(insert(Line), [
-        {"entry_id": entry.id, "line_no": n, "tenant_id": entry.tenant_id, "account": line.account,
-         "amount_minor": line.amount_minor, "memo": line.memo}
-        for n, line in enumerate(entry.lines, start=1)])
-    return True
+    return bool(await add_entries(session, [entry]))
+
+
+_LINES = text("""
+    INSERT INTO gl_journal_lines (entry_id, line_no, tenant_id, account, amount_minor, memo)
+    SELECT * FROM unnest(CAST(:entry AS uuid[]), CAST(:no AS integer[]), CAST(:tenant AS text[]),
+                         CAST(:account AS text[]), CAST(:amount AS bigint[]), CAST(:memo AS text[]))""")
+
+
+async def add_entries(session: AsyncSession, entries: Sequence[JournalEntry]) -> set[uuid.UUID]:
+    """Insert entries and their lines, in order, in two statements whatever their number; the ids of
+    those newly journaled (an (event, purpose) already journaled is skipped with its lines)."""
+    if not entries:
+        return set()
+    inserted = set((await session.scalars(insert(Entry).on_conflict_do_nothing().returning(Entry.id), [
+        dict(id=e.id, tenant_id=e.tenant_id, source_event_id=e.source_event_id, purpose=e.purpose,
+             subject_id=e.subject_id, client_id=e.client_id, currency=e.currency, occurred_on=e.occurred_on,
+             reference=e.reference, details=e.details) for e in entries])).all())
+    lines = [(e.id, n, e.tenant_id, line.account, line.amount_minor, line.memo)
+             for e in {e.id: e for e in reversed(entries) if e.id in inserted}.values()
+             for n, line in enumerate(e.lines, start=1)]
+    if lines:
+        entry, no, tenant, account, amount, memo = (list(column) for column in zip(*lines))
+        await session.execute(_LINES, dict(entry=entry, no=no, tenant=tenant, account=account, amount=amount,
+                                           memo=memo))
+    return inserted
 
 
 async def entry_exists(session: AsyncSession, tenant_id: str, purpose: str, reversal_id: str) -> bool:
