@@ -6,6 +6,8 @@ events of different topics may arrive in any order and give the same read model.
 """
 from __future__ import annotations
 
+from datetime import datetime
+
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from payloop import tenant_replica
@@ -20,6 +22,15 @@ def _client(event: Envelope) -> str:
     if not event.client_id:
         raise ValueError(f"{event.type} {event.id} names no client_id; the read model cannot place it")
     return event.client_id
+
+
+async def _refresh_per_tenant(session: AsyncSession, keys: list[tuple[str, str]]) -> None:
+    """One refresh of the derived invoice columns per tenant, for all of a run's (tenant, invoice)."""
+    by_tenant: dict[str, list[str]] = {}
+    for tenant_id, invoice_id in keys:
+        by_tenant.setdefault(tenant_id, []).append(invoice_id)
+    for tenant_id, invoice_ids in by_tenant.items():
+        await rm.refresh_invoices(session, tenant_id, invoice_ids)
 
 
 async def _timeline(session: AsyncSession, event: Envelope, kind: str, summary: str, **extra) -> None:
@@ -52,11 +63,7 @@ async def on_invoices(session: AsyncSession, run: list[tuple[Envelope, EventData
                  for event, data in run]
     await rm.ensure_clients(session, [(tenant_id, client_id) for tenant_id, client_id, _, _ in snapshots])
     await rm.upsert_invoices(session, snapshots)
-    by_tenant: dict[str, list[str]] = {}
-    for event, data in run:
-        by_tenant.setdefault(event.tenant_id, []).append(data.invoice_id)
-    for tenant_id, invoice_ids in by_tenant.items():
-        await rm.refresh_invoices(session, tenant_id, invoice_ids)
+    await _refresh_per_tenant(session, [(event.tenant_id, data.invoice_id) for event, data in run])
     await rm.resolve_exceptions_of_kind_many(session, "psa_sync_failed", [
         (event.tenant_id, data.psa.source, event.occurred_at) for event, data in run])
     await rm.add_timelines(session, [
@@ -136,28 +143,53 @@ def _method(data: EventData) -> str:
     return " ".join(p for p in (data.method.type, data.method.brand, data.method.last4) if p)
 
 
-async def on_payment_initiated(session: AsyncSession, event: Envelope, data: EventData) -> None:
-    await rm.ensure_client(session, event.tenant_id, event.client_id)
-    await rm.upsert_payment(session, event.tenant_id, event.client_id, data.model_dump(mode="json"),
-                            status="processing", occurred_at=event.occurred_at)
-    await _timeline(session, event, "payment_initiated", f"Payment started ({data.origin}, {_method(data)})",
-                    amount_minor=data.amount_minor, currency=data.currency,
-                    invoice_ids=[i for i, _ in _allocations(data)])
+async def on_payment(session: AsyncSession, event: Envelope, data: EventData) -> None:
+    await on_payments(session, [(event, data)])
 
 
-async def on_payment_settled(session: AsyncSession, event: Envelope, data: EventData) -> None:
-    settled_at = data.settled_at or event.occurred_at
-    await rm.ensure_client(session, event.tenant_id, event.client_id)
-    await rm.upsert_payment(session, event.tenant_id, event.client_id, data.model_dump(mode="json"),
-                            status="succeeded", occurred_at=event.occurred_at, settled_at=settled_at)
-    await rm.record_reductions(session, event.tenant_id, "payment", data.settlement_id(), _allocations(data), settled_at)
-    await rm.refresh_invoices(session, event.tenant_id, [i for i, _ in _allocations(data)])
-    await rm.resolve_exception(session, event.tenant_id, f"payment_failed:{data.payment_id}", settled_at)
-    for payout_id in await rm.payouts_with_payment(session, event.tenant_id, data.payment_id):
-        await _check_payout(session, event.tenant_id, payout_id)
-    await _timeline(session, event, "payment_settled", f"Payment settled ({_method(data)})",
-                    amount_minor=data.amount_minor, currency=data.currency,
-                    invoice_ids=[i for i, _ in _allocations(data)])
+def _settled_at(event: Envelope, data: EventData) -> datetime | None:
+    """When a payment.settled says the money moved; None for a payment.initiated."""
+    return (data.settled_at or event.occurred_at) if event.type == "payment.settled" else None
+
+
+async def on_payments(session: AsyncSession, run: list[tuple[Envelope, EventData]]) -> None:
+    """payment.initiated and payment.settled, the auto-pay stream: one statement per run (the invoice
+    refresh one per tenant) instead of about ten per event. Writes that a later event of the run may
+    overwrite (a payment's status, a settlement told twice) are one statement per row, pipelined, in
+    the run's order. The reads come after all of them, which equals reading after each event: of
+    what these events write, the refresh reads only the reductions; and in such a run a payment only
+    moves towards settled, so a payout checked once sees the charges its last check would have seen."""
+    facts = [(event, data, _settled_at(event, data)) for event, data in run]
+    settled = [(event, data, settled_at) for event, data, settled_at in facts if settled_at is not None]
+    await rm.ensure_clients(session, [(event.tenant_id, event.client_id) for event, _ in run])
+    await rm.upsert_payments(session, [
+        rm.payment_row(event.tenant_id, event.client_id, data.model_dump(mode="json"),
+                       status="processing" if settled_at is None else "succeeded",
+                       occurred_at=event.occurred_at, settled_at=settled_at)
+        for event, data, settled_at in facts])
+    await rm.add_reductions(session, [
+        row for event, data, settled_at in settled
+        for row in rm.reduction_rows(event.tenant_id, "payment", data.settlement_id(), _allocations(data),
+                                     settled_at)])
+    await _refresh_per_tenant(session, [(event.tenant_id, invoice_id) for event, data, _ in settled
+                                        for invoice_id, _ in _allocations(data)])
+    await rm.resolve_exceptions(session, [(event.tenant_id, f"payment_failed:{data.payment_id}", settled_at)
+                                          for event, data, settled_at in settled])
+    for tenant_id, payout_id in await rm.payouts_with_payments(
+            session, [(event.tenant_id, data.payment_id) for event, data, _ in settled]):
+        await _check_payout(session, tenant_id, payout_id)
+    await rm.add_timelines(session, [_payment_timeline(event, data, settled_at)
+                                     for event, data, settled_at in facts])
+
+
+def _payment_timeline(event: Envelope, data: EventData, settled_at: datetime | None) -> dict:
+    if settled_at is None:
+        kind, summary = "payment_initiated", f"Payment started ({data.origin}, {_method(data)})"
+    else:
+        kind, summary = "payment_settled", f"Payment settled ({_method(data)})"
+    return rm.timeline_row(event.tenant_id, event.client_id, event_id=event.id, kind=kind, summary=summary,
+                           occurred_at=event.occurred_at, amount_minor=data.amount_minor,
+                           currency=data.currency, invoice_ids=[i for i, _ in _allocations(data)])
 
 
 async def on_payment_failed(session: AsyncSession, event: Envelope, data: EventData) -> None:
@@ -318,7 +350,8 @@ async def on_gl_post_failed(session: AsyncSession, event: Envelope, data: EventD
         await rm.resolve_exception(session, event.tenant_id, f"gl_post_failed:{data.entry_id}", posted_at)
 
 
-BATCH_HANDLERS: dict[str, BatchHandler] = {"invoice.created": on_invoices, "invoice.updated": on_invoices}
+BATCH_HANDLERS: dict[str, BatchHandler] = {"invoice.created": on_invoices, "invoice.updated": on_invoices,
+                                           "payment.initiated": on_payments, "payment.settled": on_payments}
 
 HANDLERS: dict[str, Handler] = {
     "tenant.updated": tenant_replica.apply_tenant_updated,
@@ -333,8 +366,8 @@ HANDLERS: dict[str, Handler] = {
     "psa.sync_failed": on_psa_sync_failed,
     "payment_method.updated": on_payment_method_updated,
     "autopay.changed": on_autopay_changed,
-    "payment.initiated": on_payment_initiated,
-    "payment.settled": on_payment_settled,
+    "payment.initiated": on_payment,
+    "payment.settled": on_payment,
     "payment.failed": on_payment_failed,
     "payment.refunded": on_payment_refunded,
     "payment.disputed": on_payment_disputed,

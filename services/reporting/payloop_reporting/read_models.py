@@ -137,19 +137,31 @@ async def record_void(session: AsyncSession, tenant_id: str, invoice_id: str, vo
         {"t": tenant_id, "i": invoice_id, "at": voided_at})
 
 
+def reduction_rows(tenant_id: str, source: str, source_id: str, amounts: Sequence[tuple[str, int]],
+                   reduced_at: datetime, reduced_on: date | None = None) -> list[dict[str, Any]]:
+    """The balance reductions of one payment, refund or credit memo: one row per (invoice, amount)."""
+    return [{"t": tenant_id, "invoice_id": invoice_id, "source": source, "source_id": source_id,
+             "amount": amount, "at": reduced_at, "on": reduced_on} for invoice_id, amount in amounts]
+
+
 async def record_reductions(session: AsyncSession, tenant_id: str, source: str, source_id: str,
                             amounts: Sequence[tuple[str, int]], reduced_at: datetime,
                             reduced_on: date | None = None) -> None:
-    """Balance reductions of one payment, refund or credit memo, one row per invoice (idempotent)."""
-    if not amounts:
-        return
-    await session.execute(text("""
-        INSERT INTO invoice_reductions (tenant_id, invoice_id, source, source_id, amount_minor, reduced_at, reduced_on)
-        VALUES (:t, :invoice_id, :source, :source_id, :amount, :at, :on)
-        ON CONFLICT (tenant_id, invoice_id, source, source_id) DO UPDATE SET
-            amount_minor = EXCLUDED.amount_minor, reduced_at = EXCLUDED.reduced_at, reduced_on = EXCLUDED.reduced_on"""),
-        [{"t": tenant_id, "invoice_id": invoice_id, "source": source, "source_id": source_id,
-          "amount": amount, "at": reduced_at, "on": reduced_on} for invoice_id, amount in amounts])
+    await add_reductions(session, reduction_rows(tenant_id, source, source_id, amounts, reduced_at,
+                                                 reduced_on))
+
+
+async def add_reductions(session: AsyncSession, rows: Sequence[dict[str, Any]]) -> None:
+    """Rows made by `reduction_rows`, applied in order: one reduction of the same source told again
+    (a repeated payment.settled) overwrites the earlier one, as it would event by event."""
+    if rows:
+        await session.execute(text("""
+            INSERT INTO invoice_reductions (tenant_id, invoice_id, source, source_id, amount_minor,
+                                            reduced_at, reduced_on)
+            VALUES (:t, :invoice_id, :source, :source_id, :amount, :at, :on)
+            ON CONFLICT (tenant_id, invoice_id, source, source_id) DO UPDATE SET
+                amount_minor = EXCLUDED.amount_minor, reduced_at = EXCLUDED.reduced_at,
+                reduced_on = EXCLUDED.reduced_on"""), list(rows))
 
 
 # Statuses by how final they are: an event reporting a less final status than the stored one loses
@@ -157,30 +169,46 @@ async def record_reductions(session: AsyncSession, tenant_id: str, source: str, 
 _PAYMENT_RANK = {"processing": 0, "failed": 1, "succeeded": 2, "partially_refunded": 3, "refunded": 3, "disputed": 4}
 
 
-async def upsert_payment(session: AsyncSession, tenant_id: str, client_id: str | None, data: dict[str, Any], *,
-                         status: str, occurred_at: datetime, settled_at: datetime | None = None) -> None:
+_UPSERT_PAYMENT = text("""
+    INSERT INTO payments (tenant_id, payment_id, client_id, currency, amount_minor, fee_minor, status,
+                          status_at, method_type, method_brand, method_last4, attempt, settled_at,
+                          allocations)
+    VALUES (:t, :id, :c, :currency, :amount, :fee, :status, :at, :mtype, :brand, :last4, :attempt,
+            :settled_at, CAST(:allocations AS jsonb))
+    ON CONFLICT (tenant_id, payment_id) DO UPDATE SET
+        client_id = COALESCE(payments.client_id, EXCLUDED.client_id),
+        amount_minor = EXCLUDED.amount_minor, currency = EXCLUDED.currency,
+        fee_minor = GREATEST(payments.fee_minor, EXCLUDED.fee_minor),
+        method_type = EXCLUDED.method_type, method_brand = EXCLUDED.method_brand,
+        method_last4 = EXCLUDED.method_last4, allocations = EXCLUDED.allocations,
+        attempt = GREATEST(payments.attempt, EXCLUDED.attempt),
+        settled_at = COALESCE(EXCLUDED.settled_at, payments.settled_at),
+        status = CASE WHEN :rank >= (CASE payments.status {ranks} END) THEN EXCLUDED.status
+                      ELSE payments.status END,
+        status_at = GREATEST(payments.status_at, EXCLUDED.status_at)""".replace(
+    "{ranks}", " ".join(f"WHEN '{s}' THEN {r}" for s, r in _PAYMENT_RANK.items())))
+
+
+def payment_row(tenant_id: str, client_id: str | None, data: dict[str, Any], *, status: str,
+                occurred_at: datetime, settled_at: datetime | None = None) -> dict[str, Any]:
     method = data.get("method") or {}
-    await session.execute(text("""
-        INSERT INTO payments (tenant_id, payment_id, client_id, currency, amount_minor, fee_minor, status, status_at,
-                              method_type, method_brand, method_last4, attempt, settled_at, allocations)
-        VALUES (:t, :id, :c, :currency, :amount, :fee, :status, :at, :mtype, :brand, :last4, :attempt,
-                :settled_at, CAST(:allocations AS jsonb))
-        ON CONFLICT (tenant_id, payment_id) DO UPDATE SET
-            client_id = COALESCE(payments.client_id, EXCLUDED.client_id),
-            amount_minor = EXCLUDED.amount_minor, currency = EXCLUDED.currency,
-            fee_minor = GREATEST(payments.fee_minor, EXCLUDED.fee_minor),
-            method_type = EXCLUDED.method_type, method_brand = EXCLUDED.method_brand,
-            method_last4 = EXCLUDED.method_last4, allocations = EXCLUDED.allocations,
-            attempt = GREATEST(payments.attempt, EXCLUDED.attempt),
-            settled_at = COALESCE(EXCLUDED.settled_at, payments.settled_at),
-            status = CASE WHEN :rank >= (CASE payments.status {ranks} END) THEN EXCLUDED.status ELSE payments.status END,
-            status_at = GREATEST(payments.status_at, EXCLUDED.status_at)""".replace(
-        "{ranks}", " ".join(f"WHEN '{s}' THEN {r}" for s, r in _PAYMENT_RANK.items()))),
-        {"t": tenant_id, "id": data["payment_id"], "c": client_id, "currency": data["currency"],
-         "amount": data["amount_minor"], "fee": data.get("fee_minor", 0), "status": status, "at": occurred_at,
-         "mtype": method.get("type"), "brand": method.get("brand"), "last4": method.get("last4"),
-         "attempt": data.get("attempt", 1), "settled_at": settled_at,
-         "allocations": _json(data.get("allocations", [])), "rank": _PAYMENT_RANK[status]})
+    return {"t": tenant_id, "id": data["payment_id"], "c": client_id, "currency": data["currency"],
+            "amount": data["amount_minor"], "fee": data.get("fee_minor", 0), "status": status,
+            "at": occurred_at, "mtype": method.get("type"), "brand": method.get("brand"),
+            "last4": method.get("last4"), "attempt": data.get("attempt", 1), "settled_at": settled_at,
+            "allocations": _json(data.get("allocations", [])), "rank": _PAYMENT_RANK[status]}
+
+
+async def upsert_payment(session: AsyncSession, tenant_id: str, client_id: str | None, data: dict[str, Any],
+                         **facts: Any) -> None:
+    await upsert_payments(session, [payment_row(tenant_id, client_id, data, **facts)])
+
+
+async def upsert_payments(session: AsyncSession, rows: Sequence[dict[str, Any]]) -> None:
+    """Rows made by `payment_row`, applied in order, one statement each (pipelined): a payment can
+    appear twice in a run, and each row's status rank is weighed against what the row before left."""
+    if rows:
+        await session.execute(_UPSERT_PAYMENT, list(rows))
 
 
 async def record_refund(session: AsyncSession, tenant_id: str, payment_id: str, refund_id: str,
@@ -371,12 +399,19 @@ async def open_exception(session: AsyncSession, tenant_id: str, exception_id: st
 
 
 async def resolve_exception(session: AsyncSession, tenant_id: str, exception_id: str, resolved_at: datetime) -> None:
-    """Resolve an exception reported before `resolved_at` (a newer report stays open)."""
-    await session.execute(text("""
-        UPDATE exceptions SET resolved_at = :at
-        WHERE tenant_id = :t AND exception_id = :id AND occurred_at <= :at
-          AND (resolved_at IS NULL OR resolved_at < :at)"""),
-        {"t": tenant_id, "id": exception_id, "at": resolved_at})
+    await resolve_exceptions(session, [(tenant_id, exception_id, resolved_at)])
+
+
+async def resolve_exceptions(session: AsyncSession, resolutions: Sequence[tuple[str, str, datetime]]) -> None:
+    """(tenant, exception, resolved at) each, applied in order: resolve an exception reported before
+    that time (a newer report stays open)."""
+    if resolutions:
+        await session.execute(text("""
+            UPDATE exceptions SET resolved_at = :at
+            WHERE tenant_id = :t AND exception_id = :id AND occurred_at <= :at
+              AND (resolved_at IS NULL OR resolved_at < :at)"""),
+            [{"t": tenant_id, "id": exception_id, "at": resolved_at}
+             for tenant_id, exception_id, resolved_at in resolutions])
 
 
 async def resolve_exceptions_of_kind(session: AsyncSession, tenant_id: str, kind: str, subject_id: str,
@@ -430,8 +465,18 @@ async def unmatched_payout_items(session: AsyncSession, tenant_id: str, payout_i
     return [row[0] for row in rows if row[0]]
 
 
-async def payouts_with_payment(session: AsyncSession, tenant_id: str, payment_id: str) -> list[str]:
+async def payouts_with_payments(session: AsyncSession,
+                                keys: Sequence[tuple[str, str]]) -> list[tuple[str, str]]:
+    """(tenant, payout) of the payouts that list any of these (tenant, payment id): each tenant's
+    payouts are read once, whatever the number of its payments asked about."""
+    if not keys:
+        return []
+    tenants, payments = zip(*dict.fromkeys(keys))
     rows = await session.execute(text("""
-        SELECT payout_id FROM payouts WHERE tenant_id = :t AND items @> CAST(:probe AS jsonb)"""),
-        {"t": tenant_id, "probe": _json([{"payment_id": payment_id}])})
-    return [row[0] for row in rows]
+        SELECT DISTINCT p.tenant_id, p.payout_id
+        FROM payouts p CROSS JOIN LATERAL jsonb_array_elements(p.items) AS item
+        JOIN unnest(CAST(:tenants AS text[]), CAST(:payments AS text[])) AS wanted(tenant_id, payment_id)
+            ON wanted.tenant_id = p.tenant_id AND wanted.payment_id = item->>'payment_id'
+        WHERE p.tenant_id = ANY(CAST(:tenants AS text[]))
+        ORDER BY 1, 2"""), {"tenants": list(tenants), "payments": list(payments)})
+    return [(row[0], row[1]) for row in rows]
