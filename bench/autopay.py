@@ -33,7 +33,7 @@ from payloop.outbox import publish_many
 from payloop.simulators.localstripe_process import start_localstripe
 from payloop.simulators.stripe_sandbox import StripeSandbox
 from ingestion import CONSUMERS, TENANT_TIMEZONE, admin, onboard, wait_applied
-from results import summary_ms
+from results import middle_rate, summary_ms
 from stack import Stack
 
 STRIPE_KEY = "sk_test_payloop_bench"
@@ -249,11 +249,12 @@ async def run(stack: Stack, stripe: Stripe, *, charges: int, drain_timeout_s: fl
     seconds = (end - t0).total_seconds()
     latency = summary_ms([(r["recorded"] - r["created_at"]).total_seconds() * 1000 for r in rows])
     waited = summary_ms([(r["recorded"] - t0).total_seconds() * 1000 for r in rows])
+    steady = middle_rate([(r["recorded"] - t0).total_seconds() for r in rows]) if len(rows) >= 10 else None
     outcomes: dict[str, int] = {}
     for r in rows:
         outcomes[r["status"]] = outcomes.get(r["status"], 0) + 1
     return {"charges": charges, "charged": len(rows), "complete": len(rows) >= charges, "seconds": seconds,
-            "charges_per_s": len(rows) / seconds, "dispatch_p50_ms": latency["p50_ms"],
+            "charges_per_s": len(rows) / seconds, "charges_per_s_middle_80": steady, "dispatch_p50_ms": latency["p50_ms"],
             "dispatch_p99_ms": latency["p99_ms"], "enrolled_to_outcome_p50_ms": waited["p50_ms"],
             "enrolled_to_outcome_p99_ms": waited["p99_ms"], "outcomes": outcomes, "stripe_requests": requests,
             "stripe_refused_429": refused, "stripe_requests_per_s": requests / seconds,

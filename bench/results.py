@@ -24,6 +24,17 @@ def percentile(samples: list[float], p: float) -> float:
     return ordered[rank - 1]
 
 
+def middle_rate(instants_s: list[float], share: float = 0.8) -> float:
+    """Events per second over the middle `share` of them, by when each happened: a run's steady rate,
+    without its start (the first pass finding its work) and its end (the last few in flight)."""
+    ordered = sorted(instants_s)
+    skip = round(len(ordered) * (1 - share) / 2)
+    first, last = skip, len(ordered) - 1 - skip
+    if last <= first or ordered[last] == ordered[first]:
+        raise ValueError("too few events, or all at one instant")
+    return (last - first) / (ordered[last] - ordered[first])
+
+
 def summary_ms(samples_ms: list[float]) -> dict[str, float]:
     return {"count": len(samples_ms), "p50_ms": percentile(samples_ms, 50), "p99_ms": percentile(samples_ms, 99),
             "max_ms": max(samples_ms)}

@@ -17,7 +17,7 @@ from payloop.cli.errors import CliError
 from payloop.simulators.connectwise import API_ROOT, CLIENT_ID, COMPANY_ID, PRIVATE_KEY, PUBLIC_KEY, ConnectWiseSimulator
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
-from results import Figure, Run, percentile  # noqa: E402
+from results import Figure, Run, middle_rate, percentile  # noqa: E402
 
 
 def test_percentile_is_nearest_rank():
@@ -28,6 +28,17 @@ def test_percentile_is_nearest_rank():
     assert percentile([7.0], 99) == 7
     with pytest.raises(ValueError):
         percentile([], 50)
+
+
+def test_middle_rate_leaves_out_a_slow_start_and_a_slow_end():
+    # A run whose first and last tenth crawl: 10 events in 10 s each side, 80 in 8 s between.
+    start = [float(n) for n in range(10)]
+    steady = [10 + n * 0.1 for n in range(80)]
+    end = [18 + n for n in range(1, 11)]
+    assert middle_rate(end + steady + start) == pytest.approx(79 / 7.9)
+    assert middle_rate(start + steady + end, share=1.0) == pytest.approx(99 / 28)
+    with pytest.raises(ValueError):
+        middle_rate([5.0] * 10)
 
 
 def test_ratios_table_and_results_file(tmp_path):
