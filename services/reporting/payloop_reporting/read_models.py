@@ -467,16 +467,15 @@ async def unmatched_payout_items(session: AsyncSession, tenant_id: str, payout_i
 
 async def payouts_with_payments(session: AsyncSession,
                                 keys: Sequence[tuple[str, str]]) -> list[tuple[str, str]]:
-    """(tenant, payout) of the payouts that list any of these (tenant, payment id): each tenant's
-    payouts are read once, whatever the number of its payments asked about."""
+    """(tenant, payout) of the payouts that list any of these (tenant, payment id): a lookup in the
+    index of payout items (migration 0006) per payment, whatever the tenant's payout history."""
     if not keys:
         return []
     tenants, payments = zip(*dict.fromkeys(keys))
     rows = await session.execute(text("""
         SELECT DISTINCT p.tenant_id, p.payout_id
-        FROM payouts p CROSS JOIN LATERAL jsonb_array_elements(p.items) AS item
-        JOIN unnest(CAST(:tenants AS text[]), CAST(:payments AS text[])) AS wanted(tenant_id, payment_id)
-            ON wanted.tenant_id = p.tenant_id AND wanted.payment_id = item->>'payment_id'
-        WHERE p.tenant_id = ANY(CAST(:tenants AS text[]))
+        FROM unnest(CAST(:tenants AS text[]), CAST(:payments AS text[])) AS wanted(tenant_id, payment_id)
+        JOIN payouts p ON p.tenant_id = wanted.tenant_id
+         AND p.items @> jsonb_build_array(jsonb_build_object('payment_id', wanted.payment_id))
         ORDER BY 1, 2"""), {"tenants": list(tenants), "payments": list(payments)})
     return [(row[0], row[1]) for row in rows]
