@@ -2,6 +2,7 @@
 payments with allocations and attempts, refunds, installment plans. POSTs that move money honour `Idempotency-Key`."""
 from __future__ import annotations
 
+import asyncio
 import uuid
 
 from fastapi import APIRouter, Depends, FastAPI, Header, Query, Request
@@ -42,6 +43,14 @@ async def close_gateway(app: FastAPI) -> None:
     """At the service's stop, when nothing uses the gateway any more: close its connections to Stripe."""
     if getattr(app.state, "gateway", None) is not None:
         await app.state.gateway.close()
+
+
+def scheduler_wake(app: FastAPI) -> asyncio.Event:
+    """Set when something may have made charges due (an enrolment): the scheduler's next pass starts
+    then rather than at its interval."""
+    if getattr(app.state, "scheduler_wake", None) is None:
+        app.state.scheduler_wake = asyncio.Event()
+    return app.state.scheduler_wake
 
 
 def clock_of(app: FastAPI) -> Clock:
@@ -120,12 +129,16 @@ async def delete_payment_method(client_id: str, payment_method_id: uuid.UUID, re
 
 
 @router.put("/clients/{client_id}/autopay", response_model=AutopayOut, summary="Enrol a client in auto-pay or change the rule")
-async def put_autopay(client_id: str, body: AutopayWrite, principal: Principal = require("payments:write"),
+async def put_autopay(client_id: str, body: AutopayWrite, request: Request,
+                      principal: Principal = require("payments:write"),
                       session: AsyncSession = Depends(db_session)) -> AutopayOut:
     enrollment = await methods.enroll(session, principal.tenant_id, client_id, **body.model_dump())
     await audit.record(session, principal, "autopay.enrolled", ("client", client_id),
                        body.model_dump(mode="json"), producer=PRODUCER, client_id=client_id)
-    return AutopayOut.model_validate(enrollment)
+    enrolled = AutopayOut.model_validate(enrollment)
+    await session.commit()  # before the wake: the pass it starts must see the enrolment
+    scheduler_wake(request.app).set()  # the client's invoices already due are charged now, not at the next pass
+    return enrolled
 
 
 @router.get("/clients/{client_id}/autopay", response_model=AutopayOut, summary="A client's auto-pay enrolment")

@@ -296,15 +296,17 @@ async def scheduler_loop(app: FastAPI, stop: asyncio.Event) -> None:
     if not settings.payments_run_scheduler:
         await stop.wait()  # stay alive: /readyz counts a finished background task as a failure
         return
-    from payloop_payments.api import clock_of, gateway_of
+    from payloop_payments.api import clock_of, gateway_of, scheduler_wake
 
     # The scheduler's own connections, one per concurrent charge (each holds at most one at a time), so
     # however many charges are in flight, the API and the consumer keep the whole of the service's pool.
     concurrency = settings.payments_scheduler_concurrency
     engine = make_engine(app.state.engine.url, pool_size=concurrency, max_overflow=0)
     factory = make_session_factory(engine)
+    wake = scheduler_wake(app)
     try:
         while not stop.is_set():
+            wake.clear()  # what set it before this pass, this pass sees
             presented = 0
             try:
                 presented = await run_once(factory, gateway_of(app), now=clock_of(app).now(),
@@ -313,9 +315,15 @@ async def scheduler_loop(app: FastAPI, stop: asyncio.Event) -> None:
                 log.exception("payments.scheduler.pass_failed")
             if presented >= BATCH:
                 continue  # a full batch: more is probably due, and Stripe's pace already spaces the requests
-            try:
-                await asyncio.wait_for(stop.wait(), settings.payments_scheduler_interval_s)
-            except TimeoutError:
-                pass
+            await _first_of(stop, wake, timeout=settings.payments_scheduler_interval_s)
     finally:
         await engine.dispose()
+
+
+async def _first_of(*events: asyncio.Event, timeout: float) -> None:
+    waits = [asyncio.create_task(event.wait()) for event in events]
+    try:
+        await asyncio.wait(waits, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for wait in waits:
+            wait.cancel()
