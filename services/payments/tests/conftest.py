@@ -6,6 +6,7 @@ from __future__ import annotations
 
 
 import asyncio
+import contextlib
 import hashlib
 import hmac
 import json
@@ -183,6 +184,34 @@ def utc(y, m, d, h=15) -> datetime:
     return datetime(y, m, d, h, tzinfo=UTC)
 
 
+@contextlib.asynccontextmanager
+async def running_scheduler(client, monkeypatch, interval_s: float):
+    """The service's own scheduler loop, as it runs in production, with this interval between quiet passes."""
+    from payloop_payments import scheduler
+
+    with monkeypatch.context() as env:
+        env.setenv("PAYLOOP_PAYMENTS_RUN_SCHEDULER", "true")
+        env.setenv("PAYLOOP_PAYMENTS_SCHEDULER_INTERVAL_S", str(interval_s))
+        payments_settings.cache_clear()
+        stop = asyncio.Event()
+        loop = asyncio.create_task(scheduler.scheduler_loop(client.app, stop))
+        try:
+            yield
+        finally:
+            stop.set()
+            await loop
+    payments_settings.cache_clear()
+
+
+async def settled_events(client, tenant: str, *, tries: int = 200) -> list[dict]:
+    """The tenant's `payment.settled` events once there is one (polled; empty if none came)."""
+    for _ in range(tries):
+        if found := await outbox_events(client, "payment.settled", tenant):
+            return found
+        await asyncio.sleep(0.05)
+    return []
+
+
 
 @pytest.fixture
 def kit():
@@ -190,4 +219,5 @@ def kit():
 
     return SimpleNamespace(deliver=deliver, seed_tenant=seed_tenant, seed_client=seed_client,
                            seed_invoice=seed_invoice, invoice_data=invoice_data, outbox_events=outbox_events,
-                           save_card=save_card, save_bank_account=save_bank_account, utc=utc, signed=signed)
+                           save_card=save_card, save_bank_account=save_bank_account, utc=utc, signed=signed,
+                           running_scheduler=running_scheduler, settled_events=settled_events)

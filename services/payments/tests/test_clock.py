@@ -7,9 +7,6 @@ from zoneinfo import ZoneInfo
 
 from payloop.settings import platform_settings
 
-from payloop_payments import scheduler
-from payloop_payments.settings import payments_settings
-
 
 async def test_moving_the_clock_moves_the_scheduler_and_the_api(payments, token, kit, monkeypatch):
     tenant = f"t-{uuid.uuid4().hex[:8]}"
@@ -22,12 +19,7 @@ async def test_moving_the_clock_moves_the_scheduler_and_the_api(payments, token,
     due = datetime.now(ZoneInfo("America/New_York")).date() + timedelta(days=10)
     await kit.seed_invoice(payments, tenant, "acme", "later", 5_000, due=due)
 
-    monkeypatch.setenv("PAYLOOP_PAYMENTS_RUN_SCHEDULER", "true")
-    monkeypatch.setenv("PAYLOOP_PAYMENTS_SCHEDULER_INTERVAL_S", "0.05")
-    payments_settings.cache_clear()
-    stop = asyncio.Event()
-    loop = asyncio.create_task(scheduler.scheduler_loop(payments.app, stop))
-    try:
+    async with kit.running_scheduler(payments, monkeypatch, interval_s=0.05):
         await asyncio.sleep(0.3)  # a few passes on today's date: not due yet
         assert await kit.outbox_events(payments, "payment.initiated", tenant) == []
 
@@ -37,15 +29,7 @@ async def test_moving_the_clock_moves_the_scheduler_and_the_api(payments, token,
         assert moved.status_code == 200, moved.text
         assert moved.json()["settable"] is True
         assert datetime.fromisoformat(moved.json()["now"]) - datetime.now(UTC) > timedelta(days=9, hours=23)
-        for _ in range(100):
-            if await kit.outbox_events(payments, "payment.settled", tenant):
-                break
-            await asyncio.sleep(0.05)
-    finally:
-        stop.set()
-        await loop
-        monkeypatch.undo()
-        payments_settings.cache_clear()
+        await kit.settled_events(payments, tenant)
     settled = await kit.outbox_events(payments, "payment.settled", tenant)
     assert [e["data"]["allocations"] for e in settled] == [[{"invoice_id": "later", "amount_minor": 5_000}]]
     # The API takes the same now: a plan's first part falls on the moved date, not today's.
