@@ -119,7 +119,7 @@ async def checkout_setup(token: str, body: CheckoutSetup, request: Request) -> C
              dependencies=[rate_limited(_LIMITER)])
 async def checkout_pay(token: str, body: CheckoutPay, request: Request,
                        idempotency_key: str = Header(alias="Idempotency-Key", max_length=64)) -> CheckoutPaid:
-    from payloop_payments.api import gateway_of
+    from payloop_payments.api import gateway_of, scheduler_wake
 
     grant = _grant(token)
     factory = request.app.state.session_factory
@@ -132,6 +132,8 @@ async def checkout_pay(token: str, body: CheckoutPay, request: Request,
                                     nonce=idempotency_key, setup_intent_id=body.setup_intent_id,
                                     bank_account_id=body.payment_method_id, allocations=allocations,
                                     keep=body.save_method, autopay=body.autopay, card_fee_shown=body.card_fee_minor)
+    if body.autopay:  # an enrolment (committed by now) as through the API: the client's due invoices go now
+        scheduler_wake(request.app).set()
     async with factory() as session:
         found = await checkout.receipt(session, grant, payment_id)
     return _paid(token, found.payment)
