@@ -2,6 +2,10 @@
 
 Drift compares the recent window (invoices paid in the last `window_days` before the newest payment)
 with the invoices paid before it: "from 18 to 34 days over the last quarter".
+
+The service computes a behaviour `from_totals`, which the database sums (`repository.paid_totals`).
+`totals` and `compute` say the same over a list of paid invoices in plain Python: they are the
+definition the tests hold the SQL and the drift rules to, and no code path of the service calls them.
 """
 from __future__ import annotations
 
